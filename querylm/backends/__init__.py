@@ -1,0 +1,1 @@
+"""Backends: what a model gives the decoders (a vocabulary, next-token logits over cached prefixes)."""

@@ -1,0 +1,127 @@
+"""The language a hole's value must belong to, as a small tree, and its translation to llguidance's Lark.
+
+Regular parts (regexes, and their and/or/not) become one Lark terminal, so llguidance sees a single
+lexeme and tokens may cross every boundary inside it; context-free parts (GRAMMAR files, JSON Schema)
+become rules. Stop phrases are folded into the terminal: the value may contain a phrase only at its end.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from . import regex
+
+
+@dataclass(frozen=True)
+class Term:
+    """A regular expression (Rust regex syntax)."""
+
+    pattern: str
+
+
+@dataclass(frozen=True)
+class Grammar:
+    """A context-free language: a Lark grammar (``kind="lark"``) or a JSON Schema (``kind="json"``)."""
+
+    kind: str
+    text: str
+    label: str
+
+
+@dataclass(frozen=True)
+class And:
+    parts: tuple[Lang, ...]
+
+
+@dataclass(frozen=True)
+class Or:
+    parts: tuple[Lang, ...]
+
+
+@dataclass(frozen=True)
+class Not:
+    part: Lang
+
+
+Lang = Term | Grammar | And | Or | Not
+
+
+def is_regular(lang: Lang) -> bool:
+    if isinstance(lang, Term):
+        return True
+    if isinstance(lang, Grammar):
+        return False
+    if isinstance(lang, Not):
+        return is_regular(lang.part)
+    return all(is_regular(p) for p in lang.parts)
+
+
+class NotExpressible(Exception):
+    """A combination one grammar can't express (the negation or intersection of context-free parts)."""
+
+
+@dataclass
+class _Builder:
+    lines: list[str] = field(default_factory=list)
+    subgrammars: list[dict[str, str]] = field(default_factory=list)
+    count: int = 0
+
+    def new(self, prefix: str) -> str:
+        self.count += 1
+        return f"{prefix}{self.count}"
+
+    def term(self, lang: Lang) -> str:
+        name = self.new("T")
+        if isinstance(lang, Term):
+            self.lines.append(f"{name}: /{lang.pattern}/")
+        elif isinstance(lang, And):
+            self.lines.append(f"{name}: " + " & ".join(self.term(p) for p in lang.parts))
+        elif isinstance(lang, Or):
+            self.lines.append(f"{name}: " + " | ".join(self.term(p) for p in lang.parts))
+        elif isinstance(lang, Not):
+            self.lines.append(f"{name}: ANY & ~{self.term(lang.part)}")
+        else:  # pragma: no cover - guarded by is_regular
+            raise NotExpressible(lang)
+        return name
+
+    def rule(self, lang: Lang) -> str:
+        if is_regular(lang):
+            return self.term(lang)
+        name = self.new("r")
+        if isinstance(lang, Grammar):
+            if lang.kind == "json":
+                self.lines.append(f"{name}: %json {lang.text}")
+            else:
+                sub = self.new("g")
+                self.subgrammars.append({"name": sub, "lark_grammar": lang.text})
+                self.lines.append(f"{name}: @{sub}")
+        elif isinstance(lang, Or):
+            self.lines.append(f"{name}: " + " | ".join(self.rule(p) for p in lang.parts))
+        else:
+            raise NotExpressible(lang)
+        return name
+
+
+def to_grammar(value: Lang | None, stops_at: list[str], stops_before: list[str]) -> str:
+    """A llguidance TopLevelGrammar (JSON text) for a value in ``value`` that ends at the first stop
+    phrase: kept in the value for ``stops_at``, generated and then dropped for ``stops_before``."""
+    b = _Builder(lines=[f"ANY: /{regex.ANY}/"])
+    stops = stops_at + stops_before
+    if stops and value is not None and not is_regular(value):
+        raise NotExpressible(value)
+    if not stops:
+        assert value is not None
+        start = b.rule(value)
+    else:
+        ns = b.term(Not(Term(regex.contains(stops))))
+        v = b.term(value) if value is not None else "ANY"
+        alts = [f"{v} & {ns}"]
+        if stops_before:
+            alts.append(f"({v} & {ns}) /{regex.alternation(stops_before)}/")
+        if stops_at:
+            alts.append(f"{v} & ({ns} /{regex.alternation(stops_at)}/)")
+        start = b.new("V")
+        b.lines.append(f"{start}: " + " | ".join(alts))
+    lark = f"start: {start}\n" + "\n".join(b.lines) + "\n"
+    return json.dumps({"grammars": [{"lark_grammar": lark}, *b.subgrammars]})

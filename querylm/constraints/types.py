@@ -1,0 +1,67 @@
+"""Typed holes, ``[X: type]``: the language of the type's values and the conversion to a Python value.
+
+``int``, ``float`` and ``bool`` are regexes; ``Literal[...]`` and enums are alternations of their values;
+dataclasses, pydantic models and other structured types are JSON under the JSON Schema pydantic derives
+for them, and are validated and converted by pydantic.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from . import regex
+from .lang import Grammar, Lang, Term
+
+
+class TypeNotSupported(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class TypedHole:
+    lang: Lang | None
+    convert: Callable[[str], Any]
+    label: str
+
+
+def _parse_bool(text: str) -> bool:
+    return text.strip().lower() == "true"
+
+
+def typed_hole(tp: Any) -> TypedHole:
+    if tp is str:
+        return TypedHole(None, lambda s: s, "str")
+    if tp is bool:
+        return TypedHole(Term(regex.BOOL), _parse_bool, "bool")
+    if tp is int:
+        return TypedHole(Term(regex.INT), lambda s: int(s.strip()), "int")
+    if tp is float:
+        return TypedHole(Term(regex.FLOAT), lambda s: float(s.strip()), "float")
+    if typing.get_origin(tp) is typing.Literal:
+        values = list(typing.get_args(tp))
+        by_text = {str(v): v for v in values}
+        return TypedHole(Term(regex.alternation(list(by_text))), by_text.__getitem__, f"Literal{values!r}")
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        members = {(m.value if isinstance(m.value, (str, int)) else m.name): m for m in tp}
+        by_text = {str(k): m for k, m in members.items()}
+        return TypedHole(Term(regex.alternation(list(by_text))), by_text.__getitem__, tp.__name__)
+    return _json_hole(tp)
+
+
+def _json_hole(tp: Any) -> TypedHole:
+    try:
+        from pydantic import TypeAdapter
+
+        adapter = TypeAdapter(tp)
+        schema = adapter.json_schema()
+    except Exception as err:  # pydantic raises several kinds for types it can't describe
+        raise TypeNotSupported(f"{getattr(tp, '__name__', tp)!s} has no JSON Schema: {err}") from None
+    # Compact separators: flexible JSON whitespace lets a small model emit newlines forever.
+    schema = {**schema, "x-guidance": {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}}
+    label = getattr(tp, "__name__", str(tp))
+    return TypedHole(Grammar("json", json.dumps(schema), label), adapter.validate_json, label)

@@ -1,0 +1,411 @@
+"""A where clause → the constraint of one hole.
+
+Each conjunct of the clause (its top-level ``and``) that mentions the hole becomes one of:
+
+- a stop phrase: ``STOPS_AT(X, s)``, ``STOPS_BEFORE(X, s)``;
+- a token budget: ``len(TOKENS(X)) <op> n``;
+- a language for the mask engine: ``INT``, ``FLOAT``, ``REGEX``, ``GRAMMAR``, ``X in [...]``,
+  ``"s" in X``, ``X == v``, ``len(X) <op> n``, ``len(WORDS(X)) <op> n``, and their and/or/not;
+- otherwise a Python predicate, checked when the hole closes.
+
+Every conjunct is also re-checked in Python on the finished value (see functions.py). Misused constraint
+forms (an unsupported comparison, a stop phrase under ``or``, a bad regex, an unknown grammar) are errors
+with the user's position, never dropped.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import llguidance
+
+from ..errors import Position, QueryCompileError
+from ..language.ir import SourceMap
+from . import functions, regex
+from .lang import And, Grammar, Lang, NotExpressible, Or, Term, is_regular, to_grammar
+from .lang import Not as LNot
+
+UNKNOWN = object()
+"""What a constant evaluates to when we check a query without running it."""
+
+OPS = {ast.Lt: "<", ast.LtE: "<=", ast.Eq: "==", ast.Gt: ">", ast.GtE: ">="}
+FLIP = {"<": ">", "<=": ">=", "==": "==", ">": "<", ">=": "<="}
+GRAMMAR_DIR = Path(__file__).resolve().parent.parent / "grammars"
+
+
+@dataclass
+class Check:
+    """A conjunct evaluated in Python on the finished value."""
+
+    node: ast.expr
+    text: str
+    position: Position
+    masked: bool
+    """True when the mask already enforces it (the check is the safety net), False for a predicate
+    only Python can decide (a failure then prunes the value)."""
+
+
+@dataclass
+class HoleConstraint:
+    hole: str
+    regular: Lang | None = None
+    """The intersection of the regular parts: one terminal, with the stop phrases folded in."""
+    cfgs: list[Lang] = field(default_factory=list)
+    """Context-free languages (grammars, JSON): each gets its own matcher, the masks AND-ed."""
+    stops_at: list[str] = field(default_factory=list)
+    stops_before: list[str] = field(default_factory=list)
+    min_tokens: int = 0
+    max_tokens: int | None = None
+    checks: list[Check] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    convert: str | None = None
+    """"int" / "float" when INT(X) / FLOAT(X) is a conjunct: the query's code then sees a number."""
+
+    @property
+    def description(self) -> str:
+        return " and ".join(self.labels) if self.labels else "(no constraint)"
+
+    def grammars(self) -> list[str]:
+        """llguidance grammars (TopLevelGrammar JSON) whose masks are AND-ed; empty = unmasked."""
+        out = [to_grammar(g, [], []) for g in self.cfgs]
+        if self.regular is not None or self.stops_at or self.stops_before:
+            out.append(to_grammar(self.regular, self.stops_at, self.stops_before))
+        return out
+
+    def add_lang(self, lang: Lang) -> None:
+        if is_regular(lang):
+            self.regular = _and(self.regular, lang)
+        else:
+            self.cfgs.append(lang)
+
+
+def conjuncts(node: ast.expr) -> list[ast.expr]:
+    if isinstance(node, ast.BoolOp) and isinstance(node.op, ast.And):
+        return [c for v in node.values for c in conjuncts(v)]
+    return [node]
+
+
+def names_in(node: ast.AST) -> set[str]:
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+
+
+class _NotMaskable(Exception):
+    """This part is a Python predicate: check it when the hole closes."""
+
+
+class Classifier:
+    """Classifies the conjuncts of one hole. ``evaluate`` gives the value of an expression that does not
+    mention the hole (UNKNOWN when checking a query without running it)."""
+
+    def __init__(
+        self,
+        hole: str,
+        smap: SourceMap,
+        evaluate: Callable[[ast.expr], Any],
+        base_dir: Path | None = None,
+    ):
+        self.hole = hole
+        self.smap = smap
+        self.evaluate = evaluate
+        self.base_dir = base_dir
+
+    # -- helpers ------------------------------------------------------------------------------------
+
+    def err(self, message: str, node: ast.AST) -> QueryCompileError:
+        return QueryCompileError(message, self.smap.of(node))
+
+    def is_hole(self, node: ast.AST) -> bool:
+        return isinstance(node, ast.Name) and node.id == self.hole
+
+    def call_of(self, node: ast.AST, *names: str) -> str | None:
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in names:
+            return node.func.id
+        return None
+
+    def value(self, node: ast.expr) -> Any:
+        return self.evaluate(node)
+
+    def hole_arg(self, call: ast.Call, nargs: int) -> None:
+        fn = call.func.id  # type: ignore[attr-defined]
+        if len(call.args) != nargs or call.keywords:
+            want = "X" if nargs == 1 else "X, " + ", ".join(["value"] * (nargs - 1))
+            raise self.err(f"{fn} takes {nargs} argument{'s' * (nargs > 1)}: {fn}({want})", call)
+        if not isinstance(call.args[0], ast.Name):
+            raise self.err(f"the first argument of {fn} must be a hole variable", call.args[0])
+
+    # -- the conjunct level -------------------------------------------------------------------------
+
+    def add(self, hc: HoleConstraint, node: ast.expr) -> None:
+        text = ast.unparse(node)
+        hc.labels.append(text)
+        stop = self.call_of(node, "STOPS_AT", "STOPS_BEFORE")
+        if stop:
+            assert isinstance(node, ast.Call)
+            self.hole_arg(node, 2)
+            phrases = self.phrases(node.args[1])
+            (hc.stops_at if stop == "STOPS_AT" else hc.stops_before).extend(phrases)
+            hc.checks.append(Check(node, text, self.smap.of(node), True))
+            return
+        budget = self.token_budget(node)
+        if budget is not None:
+            lo, hi = budget
+            hc.min_tokens = max(hc.min_tokens, lo)
+            hc.max_tokens = hi if hc.max_tokens is None or hi is None else min(hc.max_tokens, hi)
+            if hc.max_tokens is None and hi is not None:
+                hc.max_tokens = hi
+            return
+        try:
+            lang = self.lang(node)
+        except _NotMaskable:
+            hc.checks.append(Check(node, text, self.smap.of(node), False))
+            return
+        hc.checks.append(Check(node, text, self.smap.of(node), True))
+        if lang is not None:
+            hc.add_lang(lang)
+        fn = self.call_of(node, "INT", "FLOAT")
+        if fn and self.is_hole(node.args[0]):  # type: ignore[attr-defined]
+            hc.convert = fn.lower()
+
+    def phrases(self, node: ast.expr) -> list[str]:
+        val = self.value(node)
+        if val is UNKNOWN:
+            return []
+        if isinstance(val, str):
+            vals = [val]
+        elif isinstance(val, (list, tuple)) and all(isinstance(v, str) for v in val):
+            vals = list(val)
+        else:
+            raise self.err(f"a stop phrase must be a string, not {type(val).__name__}", node)
+        if any(v == "" for v in vals):
+            raise self.err("a stop phrase can't be empty", node)
+        return vals
+
+    def token_budget(self, node: ast.expr) -> tuple[int, int | None] | None:
+        found = self.len_compare(node, "TOKENS")
+        if found is None:
+            return None
+        op, n = found
+        if n is UNKNOWN:
+            return (0, None)
+        return regex.bounds(op, n)
+
+    def len_compare(self, node: ast.expr, inner: str | None) -> tuple[str, Any] | None:
+        """``(op, n)`` if ``node`` is ``len(<inner>(X)) <op> n`` (or ``len(X)`` when ``inner`` is None)."""
+        if not isinstance(node, ast.Compare) or len(node.ops) != 1:
+            return None
+        left, right = node.left, node.comparators[0]
+        op_t = type(node.ops[0])
+        if self.is_len(right, inner) and not self.is_len(left, inner):
+            left, right = right, left
+            flipped = True
+        elif self.is_len(left, inner):
+            flipped = False
+        else:
+            return None
+        if op_t not in OPS:
+            sym = {ast.NotEq: "!=", ast.Is: "is", ast.IsNot: "is not", ast.In: "in", ast.NotIn: "not in"}.get(op_t, "?")
+            raise self.err(f"unsupported comparison '{sym}' for {ast.unparse(left)}: use <, <=, ==, > or >=", node)
+        op = FLIP[OPS[op_t]] if flipped else OPS[op_t]
+        n = self.value(right)
+        if n is not UNKNOWN and (not isinstance(n, int) or isinstance(n, bool)):
+            raise self.err(f"{ast.unparse(left)} must be compared with an integer, not {type(n).__name__}", right)
+        return op, n
+
+    def is_len(self, node: ast.expr, inner: str | None) -> bool:
+        if not (self.call_of(node, "len") and len(node.args) == 1):  # type: ignore[attr-defined]
+            return False
+        arg = node.args[0]  # type: ignore[attr-defined]
+        if inner is None:
+            return self.is_hole(arg)
+        if self.call_of(arg, inner):
+            self.hole_arg(arg, 1)
+            return self.is_hole(arg.args[0])
+        return False
+
+    # -- the language level -------------------------------------------------------------------------
+
+    def lang(self, node: ast.expr) -> Lang | None:
+        """The language ``node`` restricts the hole to; None when it only reads other values."""
+        if self.hole not in names_in(node):
+            return None
+        if isinstance(node, ast.BoolOp):
+            parts = tuple(self.sub(v) for v in node.values)
+            return And(parts) if isinstance(node.op, ast.And) else Or(parts)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+            inner = self.sub(node.operand)
+            if not is_regular(inner):
+                raise self.err("'not' can't be applied to a grammar or JSON constraint", node)
+            return LNot(inner)
+        if isinstance(node, ast.Call):
+            return self.call(node)
+        if isinstance(node, ast.Compare):
+            return self.compare(node)
+        raise _NotMaskable
+
+    def sub(self, node: ast.expr) -> Lang:
+        if self.call_of(node, "STOPS_AT", "STOPS_BEFORE"):
+            raise self.err(f"{node.func.id} can only be joined to other constraints with 'and'", node)  # type: ignore[attr-defined]
+        if self.len_compare(node, "TOKENS") is not None:
+            raise self.err("len(TOKENS(...)) can only be joined to other constraints with 'and'", node)
+        lang = self.lang(node)
+        if lang is None:
+            raise _NotMaskable
+        return lang
+
+    def call(self, node: ast.Call) -> Lang:
+        fn = self.call_of(node, "INT", "FLOAT", "REGEX", "GRAMMAR")
+        if fn is None:
+            if self.call_of(node, "STOPS_AT", "STOPS_BEFORE", "TOKENS", "WORDS"):
+                raise self.err(f"{node.func.id}(...) is not a constraint on its own here", node)  # type: ignore[attr-defined]
+            raise _NotMaskable
+        if fn in ("INT", "FLOAT"):
+            self.hole_arg(node, 1)
+            if not self.is_hole(node.args[0]):
+                raise _NotMaskable
+            return Term(regex.INT if fn == "INT" else regex.FLOAT)
+        self.hole_arg(node, 2)
+        if not self.is_hole(node.args[0]):
+            raise _NotMaskable
+        arg = self.value(node.args[1])
+        if arg is UNKNOWN:
+            return Term(regex.ANY)
+        if not isinstance(arg, str):
+            raise self.err(f"{fn} takes a string, not {type(arg).__name__}", node.args[1])
+        if fn == "REGEX":
+            return Term(self.checked_regex(arg, node.args[1]))
+        return self.grammar(arg, node.args[1])
+
+    def checked_regex(self, pattern: str, node: ast.expr) -> str:
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            raise self.err(f"invalid regular expression: {e}", node) from None
+        body = pattern.replace("/", "\\/")
+        err = llguidance.LLMatcher.validate_grammar(
+            llguidance.grammar_from("lark", f"start: /{body}/")
+        )
+        if err:
+            detail = err.strip().splitlines()[0]
+            raise self.err(f"invalid regular expression for the mask engine: {detail}", node)
+        return body
+
+    def grammar(self, name: str, node: ast.expr) -> Grammar:
+        path = resolve_grammar(name, self.base_dir)
+        if path is None:
+            known = ", ".join(sorted(p.stem for p in GRAMMAR_DIR.glob("*.lark")))
+            raise self.err(f"unknown grammar '{name}' (shipped: {known}; or give a path to a .lark file)", node)
+        text = path.read_text()
+        err = llguidance.LLMatcher.validate_grammar(llguidance.grammar_from("lark", text))
+        if err:
+            raise self.err(f"invalid grammar {path.name}: {err.strip().splitlines()[0]}", node)
+        return Grammar("lark", text, f"GRAMMAR({name!r})")
+
+    def compare(self, node: ast.Compare) -> Lang:
+        if len(node.ops) > 1:  # 1 < len(X) < 10
+            parts = []
+            left = node.left
+            for op, right in zip(node.ops, node.comparators):
+                parts.append(self.sub(ast.copy_location(ast.Compare(left, [op], [right]), node)))
+                left = right
+            return And(tuple(parts))
+        for inner, build in (("WORDS", regex.words), (None, regex.chars)):
+            found = self.len_compare(node, inner)
+            if found is not None:
+                op, n = found
+                return Term(regex.ANY if n is UNKNOWN else build(op, n))
+        if self.len_compare(node, "TOKENS") is not None:  # reached only under or/not
+            raise self.err("len(TOKENS(...)) can only be joined to other constraints with 'and'", node)
+        op = node.ops[0]
+        left, right = node.left, node.comparators[0]
+        if isinstance(op, (ast.In, ast.NotIn)):
+            if self.is_hole(left) and self.hole not in names_in(right):
+                values = self.value(right)
+                lang: Lang = Term(regex.ANY) if values is UNKNOWN else Term(regex.alternation(self.choices(values, right)))
+            elif self.is_hole(right) and self.hole not in names_in(left):
+                sub = self.value(left)
+                if sub is UNKNOWN:
+                    lang = Term(regex.ANY)
+                elif not isinstance(sub, str):
+                    raise self.err(f"'... in {self.hole}' needs a string on the left, not {type(sub).__name__}", left)
+                else:
+                    lang = Term(regex.contains([sub]))
+            else:
+                raise _NotMaskable
+            return LNot(lang) if isinstance(op, ast.NotIn) else lang
+        if isinstance(op, (ast.Eq, ast.NotEq)):
+            other = right if self.is_hole(left) else left if self.is_hole(right) else None
+            if other is None or self.hole in names_in(other):
+                raise _NotMaskable
+            val = self.value(other)
+            if val is not UNKNOWN and not isinstance(val, str):
+                raise _NotMaskable
+            lang = Term(regex.ANY if val is UNKNOWN else regex.literal(val))
+            return LNot(lang) if isinstance(op, ast.NotEq) else lang
+        raise _NotMaskable
+
+    def choices(self, values: Any, node: ast.expr) -> list[str]:
+        if isinstance(values, str) or not hasattr(values, "__iter__"):
+            raise self.err(f"'{self.hole} in ...' needs a list of values, not {type(values).__name__}", node)
+        out = []
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+                raise self.err(f"'{self.hole} in ...' values must be strings or numbers, not {type(v).__name__}", node)
+            out.append(str(v))
+        return out
+
+
+def _and(a: Lang | None, b: Lang) -> Lang:
+    if a is None:
+        return b
+    left = a.parts if isinstance(a, And) else (a,)
+    return And((*left, b))
+
+
+def resolve_grammar(name: str, base_dir: Path | None) -> Path | None:
+    if name.endswith(".lark") or "/" in name:
+        for root in (base_dir, Path.cwd()):
+            if root is not None and (root / name).is_file():
+                return (root / name).resolve()
+        return Path(name) if Path(name).is_file() else None
+    path = GRAMMAR_DIR / f"{name}.lark"
+    return path if path.is_file() else None
+
+
+def build(
+    hole: str,
+    conjunct_nodes: list[ast.expr],
+    smap: SourceMap,
+    evaluate: Callable[[ast.expr], Any],
+    *,
+    typed: Lang | None = None,
+    typed_label: str | None = None,
+    base_dir: Path | None = None,
+) -> HoleConstraint:
+    """The constraint of ``hole`` from the conjuncts that apply to it (and its type, if typed)."""
+    hc = HoleConstraint(hole)
+    if typed is not None:
+        hc.labels.append(f"{hole}: {typed_label}")
+        hc.add_lang(typed)
+    classifier = Classifier(hole, smap, evaluate, base_dir)
+    for node in conjunct_nodes:
+        classifier.add(hc, node)
+    if hc.cfgs and (hc.stops_at or hc.stops_before):
+        raise QueryCompileError(
+            "STOPS_AT/STOPS_BEFORE can't be combined with a grammar or JSON type: the grammar already ends the value",
+            smap.of(conjunct_nodes[0]) if conjunct_nodes else None,
+        )
+    try:
+        hc.grammars()
+    except NotExpressible:
+        raise QueryCompileError(
+            "this combination of constraints can't be compiled to a token mask", smap.of(conjunct_nodes[0])
+        ) from None
+    return hc
+
+
+__all__ = ["HoleConstraint", "Check", "build", "conjuncts", "names_in", "UNKNOWN", "functions"]

@@ -1,0 +1,1 @@
+"""Decoders: choosing each token among those the constraints allow."""

@@ -1,0 +1,1 @@
+"""The query language: parse (source → IR) and compile (IR → a Python generator)."""

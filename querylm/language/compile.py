@@ -1,0 +1,165 @@
+"""Query IR → a Python generator function.
+
+Every prompt statement becomes a run of ``yield`` expressions, one per segment; the runtime drives the
+generator, answers each hole with its value, and the hole's name is bound as a Python variable for the
+code that follows (LMQL's semantics). The generator yields plain tuples:
+
+- ``("text", str)``: fixed prompt text;
+- ``("interp", (prompt, segment), thunk)``: an ``{expr}`` to evaluate (the thunk) and append;
+- ``("role", name)``: a chat role tag;
+- ``("hole", index, thunk)``: a hole; the thunk evaluates its type expression (or is None). The value
+  sent back is bound to the hole's name.
+
+Interpolations and types are thunks so that the runtime can evaluate them under a try and report an
+error at the user's line and column.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import copy
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import QueryCompileError
+from .ir import Hole, Interpolation, Query, Role, Text
+from .parse import PROMPT_MARKER
+
+FUNCTION_NAME = "__querylm_query__"
+BUILTIN_NAMES = set(dir(builtins))
+
+
+@dataclass
+class CompiledQuery:
+    """A query compiled to a generator function, plus what the runtime needs to run it."""
+
+    query: Query
+    function: Callable[..., Any]
+    inputs: list[str]
+    free_names: dict[str, ast.AST] = field(default_factory=dict)
+    """Names the query reads but never defines, with their first use (for error positions)."""
+
+    @property
+    def code_filename(self) -> str:
+        return f"<querylm {self.query.name}>"
+
+
+def _lambda(expr: ast.expr) -> ast.Lambda:
+    args = ast.arguments(posonlyargs=[], args=[], vararg=None, kwonlyargs=[], kw_defaults=[], kwarg=None, defaults=[])
+    return ast.Lambda(args=args, body=expr)
+
+
+def _segment_yields(query: Query, index: int, at: ast.stmt) -> list[ast.stmt]:
+    out: list[ast.stmt] = []
+    for seg_i, seg in enumerate(query.prompts[index].segments):
+        if isinstance(seg, Text):
+            value: ast.expr = ast.Tuple([ast.Constant("text"), ast.Constant(seg.text)], ast.Load())
+            out.append(ast.Expr(ast.Yield(value)))
+        elif isinstance(seg, Interpolation):
+            key = ast.Tuple([ast.Constant(index), ast.Constant(seg_i)], ast.Load())
+            value = ast.Tuple([ast.Constant("interp"), key, _lambda(seg.expr.body)], ast.Load())
+            out.append(ast.Expr(ast.Yield(value)))
+        elif isinstance(seg, Role):
+            value = ast.Tuple([ast.Constant("role"), ast.Constant(seg.role)], ast.Load())
+            out.append(ast.Expr(ast.Yield(value)))
+        elif isinstance(seg, Hole):
+            thunk: ast.expr = _lambda(seg.type_expr.body) if seg.type_expr else ast.Constant(None)
+            value = ast.Tuple([ast.Constant("hole"), ast.Constant(seg.index), thunk], ast.Load())
+            target = ast.Name(seg.name, ast.Store())
+            out.append(ast.Assign(targets=[target], value=ast.Yield(value)))
+    for stmt in out:
+        ast.copy_location(stmt, at)
+        for node in ast.walk(stmt):
+            if not hasattr(node, "lineno") or getattr(node, "lineno", None) is None:
+                ast.copy_location(node, at)
+    return out
+
+
+class _Expand(ast.NodeTransformer):
+    def __init__(self, query: Query):
+        self.query = query
+
+    def visit_Expr(self, node: ast.Expr) -> Any:
+        call = node.value
+        if (
+            isinstance(call, ast.Call)
+            and isinstance(call.func, ast.Name)
+            and call.func.id == PROMPT_MARKER
+            and isinstance(call.args[0], ast.Constant)
+        ):
+            return _segment_yields(self.query, call.args[0].value, node)
+        return node
+
+
+def defined_names(tree: ast.AST) -> set[str]:
+    """Names a piece of code binds: assignment targets, loop variables, imports, defs, handlers."""
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            out.add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            out.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            for alias in node.names:
+                out.add((alias.asname or alias.name).split(".")[0])
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            out.add(node.name)
+        elif isinstance(node, ast.arg):
+            out.add(node.arg)
+    return out
+
+
+def used_names(trees: Iterable[ast.AST]) -> dict[str, ast.AST]:
+    out: dict[str, ast.AST] = {}
+    for tree in trees:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
+                out.setdefault(node.id, node)
+    return out
+
+
+def compile_query(query: Query, *, params: list[str] | None = None, globals_: dict[str, Any] | None = None) -> CompiledQuery:
+    """Compile ``query``. ``params`` are the inputs of a function-form query; for a string or file
+    query they are None and every name the query reads without defining it becomes an input."""
+    expanded = _Expand(query).visit(copy.deepcopy(query.body))
+    body = expanded.body or [ast.Pass()]
+
+    prompt_exprs: list[ast.AST] = []
+    for prompt in query.prompts:
+        for seg in prompt.segments:
+            if isinstance(seg, Interpolation):
+                prompt_exprs.append(seg.expr)
+            elif isinstance(seg, Hole) and seg.type_expr is not None:
+                prompt_exprs.append(seg.type_expr)
+
+    defined = defined_names(expanded) | {h.name for h in query.holes}
+    used = used_names([expanded, *prompt_exprs])
+    known = defined | BUILTIN_NAMES | set(params or []) | set((globals_ or {}).keys())
+    free = {name: node for name, node in used.items() if name not in known}
+    inputs = list(params) if params is not None else sorted(free)
+    if params is not None:
+        free = {}
+
+    kwonly = [ast.arg(arg=name) for name in inputs]
+    args = ast.arguments(
+        posonlyargs=[], args=[], vararg=None, kwonlyargs=kwonly, kw_defaults=[None] * len(kwonly), kwarg=None, defaults=[]
+    )
+    fn_cls = ast.AsyncFunctionDef if query.is_async else ast.FunctionDef
+    fn = fn_cls(name=FUNCTION_NAME, args=args, body=body, decorator_list=[], returns=None)
+    if "type_params" in fn_cls._fields:  # Python >= 3.12
+        fn.type_params = []
+    if not any(isinstance(n, (ast.Yield, ast.YieldFrom)) for n in ast.walk(fn)):
+        fn.body.append(ast.Expr(ast.Yield(ast.Constant(None))))  # pragma: no cover - a query always has a prompt
+    module = ast.Module(body=[fn], type_ignores=[])
+    ast.fix_missing_locations(module)
+    filename = f"<querylm {query.name}>"
+    try:
+        code = compile(module, filename, "exec")
+    except SyntaxError as err:
+        raise QueryCompileError(err.msg, query.source_map.position(err.lineno or 1, (err.offset or 1) - 1)) from None
+    namespace: dict[str, Any] = globals_ if globals_ is not None else {"__builtins__": builtins}
+    local_ns: dict[str, Any] = {}
+    exec(code, namespace, local_ns)
+    return CompiledQuery(query, local_ns[FUNCTION_NAME], inputs, free)

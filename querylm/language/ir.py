@@ -1,0 +1,123 @@
+"""The IR of a parsed query: plain dataclasses with source positions (sqlglot's expressions.py, small)."""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import Position
+
+DECODERS = {
+    "argmax": "argmax",
+    "sample": "sample",
+    "beam": "beam",
+    "beam_search": "beam",
+    "num_beams": "beam",
+    "beam_sample": "beam_sample",
+    "best_k": "best_k",
+}
+"""Decoder keywords LMQL accepts, mapped to their canonical name."""
+
+ROLES = ("system", "user", "assistant")
+
+
+@dataclass
+class SourceMap:
+    """Maps (line, col) in the query text that was parsed back to the user's file.
+
+    The query text may be a dedented docstring or the body of a decoder clause; every line keeps its
+    number relative to ``first_line`` and its removed indentation in ``col_shift``.
+    """
+
+    filename: str
+    file_lines: list[str]
+    first_line: int = 1
+    col_shift: dict[int, int] = field(default_factory=dict)
+
+    def position(self, line: int, col: int) -> Position:
+        """``line`` 1-based and ``col`` 0-based in the query text (as Python's ast reports them)."""
+        file_line = line + self.first_line - 1
+        file_col = col + self.col_shift.get(line, 0) + 1
+        text = self.file_lines[file_line - 1] if 0 < file_line <= len(self.file_lines) else ""
+        return Position(self.filename, file_line, file_col, text)
+
+    def of(self, node: ast.AST) -> Position:
+        return self.position(node.lineno, node.col_offset)  # type: ignore[attr-defined]
+
+
+@dataclass
+class DecoderSpec:
+    name: str
+    """Canonical name: argmax, sample, beam, beam_sample, best_k."""
+    args: dict[str, Any]
+    position: Position | None = None
+
+
+@dataclass
+class Text:
+    text: str
+
+
+@dataclass
+class Interpolation:
+    expr: ast.expression
+    source: str
+    position: Position
+
+
+@dataclass
+class Role:
+    role: str
+    position: Position
+
+
+@dataclass
+class Hole:
+    """One ``[NAME]`` / ``[NAME: type]`` in a prompt string."""
+
+    index: int
+    name: str
+    type_source: str | None
+    type_expr: ast.expression | None
+    position: Position
+    inline_where: ast.Expression | None = None
+    """The ``"..." where C`` constraint of the statement the hole is in, if any."""
+
+
+Segment = Text | Interpolation | Role | Hole
+
+
+@dataclass
+class Prompt:
+    """One prompt statement, split into its segments."""
+
+    segments: list[Segment]
+    position: Position
+
+
+@dataclass
+class Distribution:
+    variable: str
+    values: ast.Expression
+    position: Position
+
+
+@dataclass
+class Query:
+    """A parsed query, ready to compile."""
+
+    name: str
+    source_map: SourceMap
+    decoder: DecoderSpec
+    body: ast.Module
+    """The body with every prompt statement replaced by ``__prompt__(<index>)`` (see compile.py)."""
+    prompts: list[Prompt]
+    holes: list[Hole]
+    model: str | None = None
+    model_position: Position | None = None
+    where: ast.Expression | None = None
+    distribution: Distribution | None = None
+    inputs: list[str] = field(default_factory=list)
+    is_async: bool = False
+    uses_roles: bool = False

@@ -1,0 +1,391 @@
+"""Source → Query IR.
+
+A query is LMQL's: an optional decoder clause, a body that is Python in which bare string statements are
+prompts, and optional ``from``, ``where`` and ``distribution`` clauses. We split the clauses with Python's
+own tokenizer and parse every piece with Python's own ``ast`` (never a hand-written Python parser).
+Pieces are re-parsed in place: text is blanked out, never moved, so every ast position is the user's
+position, and errors point at the user's line and column.
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import tokenize
+from dataclasses import dataclass
+
+from ..errors import QueryCompileError, QuerySyntaxError
+from . import template
+from .ir import DECODERS, DecoderSpec, Distribution, Hole, Prompt, Query, Role, SourceMap
+
+CLAUSES = ("from", "where", "distribution")
+PROMPT_MARKER = "__prompt__"
+
+
+@dataclass
+class _Line:
+    """One logical line of the query text: its tokens and indentation level."""
+
+    tokens: list[tokenize.TokenInfo]
+    level: int
+
+    @property
+    def first(self) -> tokenize.TokenInfo:
+        return self.tokens[0]
+
+    @property
+    def start(self) -> int:
+        return self.tokens[0].start[0]
+
+    @property
+    def end(self) -> int:
+        return self.tokens[-1].end[0]
+
+
+def parse(
+    text: str,
+    *,
+    filename: str = "<query>",
+    file_lines: list[str] | None = None,
+    first_line: int = 1,
+    first_col: int = 0,
+    name: str = "query",
+) -> Query:
+    """Parse query text. ``first_line``/``first_col`` place ``text`` inside ``file_lines`` (a docstring
+    inside a .py file); by default the text is the whole file."""
+    lines = text.split("\n")
+    smap = SourceMap(filename, file_lines if file_lines is not None else lines, first_line)
+    smap.col_shift[1] = first_col
+    lines = _dedent(lines, smap)
+    logical = _logical_lines("\n".join(lines), smap)
+
+    decoder: DecoderSpec | None = None
+    body_start = 1
+    rest = logical
+    if logical and _is_decoder_line(logical, lines):
+        decoder = _parse_decoder(logical[0], lines, smap)
+        body_start = logical[0].end + 1
+        rest = logical[1:]
+
+    clause_at = [ln for ln in rest if ln.level == 0 and _is_clause(ln)]
+    body_end = clause_at[0].start if clause_at else len(lines) + 1
+
+    query = Query(
+        name=name,
+        source_map=smap,
+        decoder=decoder or DecoderSpec("argmax", {}, None),
+        body=ast.Module(body=[], type_ignores=[]),
+        prompts=[],
+        holes=[],
+    )
+    for i, clause in enumerate(clause_at):
+        end = clause_at[i + 1].start if i + 1 < len(clause_at) else len(lines) + 1
+        _parse_clause(query, clause, lines, end, smap)
+
+    _parse_body(query, lines, body_start, body_end, smap)
+    return query
+
+
+# -- text helpers -------------------------------------------------------------------------------------
+
+
+def _dedent(lines: list[str], smap: SourceMap) -> list[str]:
+    """Remove the common indentation of non-blank lines, remembering it per line for positions."""
+    indents = [len(ln) - len(ln.lstrip()) for ln in lines if ln.strip()]
+    common = min(indents, default=0)
+    out = []
+    for i, ln in enumerate(lines, start=1):
+        cut = min(common, len(ln) - len(ln.lstrip()))
+        smap.col_shift[i] = smap.col_shift.get(i, 0) + cut
+        out.append(ln[cut:])
+    return out
+
+
+def _blank(lines: list[str], upto: int) -> str:
+    """Newlines that keep the text after them on its original line numbers."""
+    return "\n" * (upto - 1)
+
+
+def _syntax_error(err: SyntaxError, smap: SourceMap, what: str) -> QuerySyntaxError:
+    line = err.lineno or 1
+    col = max((err.offset or 1) - 1, 0)
+    msg = err.msg
+    if msg.startswith("invalid syntax") or msg == "unexpected EOF while parsing":
+        msg = f"invalid syntax in {what}"
+    return QuerySyntaxError(msg, smap.position(line, col))
+
+
+def _logical_lines(text: str, smap: SourceMap) -> list[_Line]:
+    out: list[_Line] = []
+    level = start_level = 0
+    cur: list[tokenize.TokenInfo] = []
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(text + "\n").readline):
+            if tok.type == tokenize.INDENT:
+                level += 1
+                continue
+            if tok.type == tokenize.DEDENT:
+                level -= 1
+                continue
+            if tok.type in (tokenize.NL, tokenize.COMMENT, tokenize.ENDMARKER) and not cur:
+                continue
+            if tok.type == tokenize.NEWLINE:
+                if cur:
+                    out.append(_Line(cur, start_level))
+                cur = []
+                continue
+            if tok.type in (tokenize.NL, tokenize.COMMENT):
+                continue
+            if not cur:
+                start_level = level
+            cur.append(tok)
+    except tokenize.TokenError as err:
+        msg, (line, col) = err.args
+        if "string" in msg.lower():
+            msg = "unterminated string"
+        elif "statement" in msg.lower():
+            msg = "unexpected end of query: an opened bracket is never closed"
+        raise QuerySyntaxError(msg, smap.position(line, col)) from None
+    except IndentationError as err:
+        raise _syntax_error(err, smap, "indentation") from None
+    if cur:
+        out.append(_Line(cur, start_level))
+    return out
+
+
+def _is_clause(line: _Line) -> bool:
+    first = line.first
+    if first.type != tokenize.NAME or first.string not in CLAUSES or first.start[1] != 0:
+        return False
+    if first.string == "from":
+        # `from "model"` or `from` alone on its line; `from x import y` is Python.
+        return len(line.tokens) == 1 or line.tokens[1].type == tokenize.STRING
+    return True
+
+
+def _is_decoder_line(logical: list[_Line], lines: list[str]) -> bool:
+    first = logical[0]
+    toks = first.tokens
+    if toks[0].type != tokenize.NAME:
+        return False
+    simple = len(toks) == 1 or (toks[1].string == "(" and toks[-1].string == ")")
+    if not simple:
+        return False
+    if toks[0].string in DECODERS:
+        return True
+    # An unknown name followed by an indented body can only be meant as a decoder clause.
+    return len(logical) > 1 and logical[1].level > first.level
+
+
+def _parse_decoder(line: _Line, lines: list[str], smap: SourceMap) -> DecoderSpec:
+    tok = line.first
+    pos = smap.position(tok.start[0], tok.start[1])
+    if tok.string not in DECODERS:
+        known = ", ".join(sorted(set(DECODERS)))
+        raise QueryCompileError(f"unknown decoder '{tok.string}' (known: {known})", pos)
+    src = _blank(lines, line.start) + "\n".join(lines[line.start - 1 : line.end])
+    try:
+        node = ast.parse(src, mode="eval").body
+    except SyntaxError as err:
+        raise _syntax_error(err, smap, "the decoder clause") from None
+    args: dict[str, object] = {}
+    if isinstance(node, ast.Call):
+        if node.args:
+            raise QuerySyntaxError(
+                "decoder arguments must be given by name, e.g. sample(temperature=0.8)", smap.of(node.args[0])
+            )
+        for kw in node.keywords:
+            if kw.arg is None:
+                raise QuerySyntaxError("decoder arguments must be given by name", smap.of(kw.value))
+            try:
+                args[kw.arg] = ast.literal_eval(kw.value)
+            except ValueError:
+                raise QuerySyntaxError(
+                    f"decoder argument '{kw.arg}' must be a literal value", smap.of(kw.value)
+                ) from None
+    return DecoderSpec(DECODERS[tok.string], args, pos)
+
+
+def _clause_source(lines: list[str], clause: _Line, end: int) -> str:
+    """The clause text in place, its keyword blanked to '(' + spaces so the rest keeps its columns."""
+    kw = clause.first
+    body = list(lines[clause.start - 1 : end - 1])
+    first = body[0]
+    c = kw.start[1]
+    body[0] = first[:c] + "(" + " " * (len(kw.string) - 1) + first[c + len(kw.string) :]
+    return _blank(lines, clause.start) + "\n".join(body) + "\n)"
+
+
+def _parse_clause(query: Query, clause: _Line, lines: list[str], end: int, smap: SourceMap) -> None:
+    kw = clause.first
+    kw_pos = smap.position(kw.start[0], kw.start[1])
+    src = _clause_source(lines, clause, end)
+    what = f"the {kw.string} clause"
+    try:
+        expr = ast.parse(src, mode="eval")
+    except SyntaxError as err:
+        if err.msg.startswith("invalid syntax. Perhaps you forgot a comma"):
+            err.msg = "invalid syntax"
+        raise _syntax_error(err, smap, what) from None
+    if isinstance(expr.body, ast.Tuple) and not expr.body.elts:
+        raise QuerySyntaxError(f"empty {kw.string} clause", kw_pos)
+    if kw.string == "from":
+        node = expr.body
+        if not (isinstance(node, ast.Constant) and isinstance(node.value, str)):
+            raise QuerySyntaxError('the from clause takes a model name in quotes, e.g. from "local:smollm2"', smap.of(node))
+        if query.model is not None:
+            raise QuerySyntaxError("a second from clause", kw_pos)
+        query.model, query.model_position = node.value, smap.of(node)
+    elif kw.string == "where":
+        if query.where is not None:
+            raise QuerySyntaxError("a second where clause: join the constraints with 'and'", kw_pos)
+        query.where = expr
+    else:
+        node = expr.body
+        ok = (
+            isinstance(node, ast.Compare)
+            and isinstance(node.left, ast.Name)
+            and len(node.ops) == 1
+            and isinstance(node.ops[0], ast.In)
+        )
+        if not ok:
+            raise QuerySyntaxError("the distribution clause reads: distribution VAR in [values]", smap.of(node))
+        assert isinstance(node, ast.Compare) and isinstance(node.left, ast.Name)
+        values = ast.Expression(body=node.comparators[0])
+        query.distribution = Distribution(node.left.id, values, smap.of(node))
+
+
+# -- the body -----------------------------------------------------------------------------------------
+
+
+def _rewrite_inline_where(src: str, smap: SourceMap) -> tuple[str, set[tuple[int, int]]]:
+    """Turn ``"prompt" where C`` into ``"prompt" if    C else None`` (same columns), a valid Python
+    expression; return the new text and the positions of the rewritten ``where`` keywords."""
+    lines = src.split("\n")
+    marks: set[tuple[int, int]] = set()
+    edits: list[tuple[int, int, str, str]] = []  # (line, col, old, new)
+    for line in _logical_lines(src, smap):
+        if line.first.type != tokenize.STRING:
+            continue
+        depth = 0
+        for tok in line.tokens:
+            if tok.string in "([{" and tok.type == tokenize.OP:
+                depth += 1
+            elif tok.string in ")]}" and tok.type == tokenize.OP:
+                depth -= 1
+            elif depth == 0 and tok.type == tokenize.NAME and tok.string == "where":
+                marks.add(tok.start)
+                edits.append((tok.start[0], tok.start[1], "where", "if   "))
+                last = line.tokens[-1]
+                edits.append((last.end[0], last.end[1], "", " else None"))
+                break
+    for ln, col, old, new in sorted(edits, key=lambda e: (e[0], e[1]), reverse=True):
+        s = lines[ln - 1]
+        lines[ln - 1] = s[:col] + new + s[col + len(old) :]
+    return "\n".join(lines), marks
+
+
+def _prompt_of(stmt: ast.stmt, marks: set[tuple[int, int]]) -> tuple[ast.expr, ast.expr | None] | None:
+    """(string node, inline constraint) if ``stmt`` is a prompt statement."""
+    if not isinstance(stmt, ast.Expr):
+        return None
+    value = stmt.value
+    if isinstance(value, ast.IfExp) and isinstance(value.orelse, ast.Constant) and value.orelse.value is None:
+        after_body = (value.body.end_lineno, value.body.end_col_offset)
+        before_test = (value.test.lineno, value.test.col_offset)
+        if any(after_body <= mark < before_test for mark in marks):
+            return value.body, value.test
+    if isinstance(value, (ast.Constant, ast.JoinedStr)) and (
+        isinstance(value, ast.JoinedStr) or isinstance(value.value, str)
+    ):
+        return value, None
+    return None
+
+
+class _PromptExtractor(ast.NodeTransformer):
+    """Replace each prompt statement by ``__prompt__(i)`` and collect its segments and holes."""
+
+    def __init__(self, query: Query, marks: set[tuple[int, int]], src: str):
+        self.query = query
+        self.marks = marks
+        self.src = src
+
+    def _visit_block(self, stmts: list[ast.stmt]) -> list[ast.stmt]:
+        out = []
+        for stmt in stmts:
+            found = _prompt_of(stmt, self.marks)
+            if found is None:
+                out.append(self.visit(stmt))
+                continue
+            node, inline = found
+            out.append(self._replace(stmt, node, inline))
+        return out
+
+    def _replace(self, stmt: ast.stmt, node: ast.expr, inline: ast.expr | None) -> ast.stmt:
+        smap = self.query.source_map
+        if isinstance(node, ast.JoinedStr):
+            raise QuerySyntaxError(
+                "a prompt is a plain string, not an f-string: {expr} is interpolated in every prompt",
+                smap.of(node),
+            )
+        if isinstance(node, ast.Constant) and not isinstance(node.value, str):
+            raise QuerySyntaxError("a prompt statement must be a string", smap.of(node))
+        assert isinstance(node, ast.Constant)
+        raw = ast.get_source_segment(self.src, node) or ""
+        first_index = len(self.query.holes)
+        segments = template.parse_template(node.value, raw, node, smap, first_index)
+        where = ast.Expression(body=inline) if inline is not None else None
+        for seg in segments:
+            if isinstance(seg, Hole):
+                seg.inline_where = where
+                self.query.holes.append(seg)
+            elif isinstance(seg, Role):
+                self.query.uses_roles = True
+        if where is not None and len(self.query.holes) == first_index:
+            raise QueryCompileError("this prompt has 'where' but no [HOLE] for it to constrain", smap.of(inline))  # type: ignore[arg-type]
+        index = len(self.query.prompts)
+        self.query.prompts.append(Prompt(segments, smap.of(node)))
+        call = ast.Call(func=ast.Name(PROMPT_MARKER, ast.Load()), args=[ast.Constant(index)], keywords=[])
+        new = ast.Expr(call)
+        return ast.copy_location(new, stmt)
+
+    def generic_visit(self, node: ast.AST) -> ast.AST:
+        for fieldname in ("body", "orelse", "finalbody"):
+            block = getattr(node, fieldname, None)
+            if isinstance(block, list) and block and isinstance(block[0], ast.stmt):
+                setattr(node, fieldname, self._visit_block(block))
+        for handler in getattr(node, "handlers", []) or []:
+            handler.body = self._visit_block(handler.body)
+        for case in getattr(node, "cases", []) or []:
+            case.body = self._visit_block(case.body)
+        return node
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> ast.AST:
+        return node  # strings inside nested functions are ordinary Python
+
+    visit_AsyncFunctionDef = visit_FunctionDef  # type: ignore[assignment]
+    visit_ClassDef = visit_FunctionDef  # type: ignore[assignment]
+
+
+def _parse_body(query: Query, lines: list[str], start: int, end: int, smap: SourceMap) -> None:
+    body_lines = lines[start - 1 : end - 1]
+    indents = [len(ln) - len(ln.lstrip()) for ln in body_lines if ln.strip() and not ln.lstrip().startswith("#")]
+    common = min(indents, default=0)
+    if common:
+        for i in range(len(body_lines)):
+            ln = body_lines[i]
+            cut = min(common, len(ln) - len(ln.lstrip()))
+            smap.col_shift[start + i] = smap.col_shift.get(start + i, 0) + cut
+            body_lines[i] = ln[cut:]
+    src = _blank(lines, start) + "\n".join(body_lines)
+    src, marks = _rewrite_inline_where(src, smap)
+    try:
+        module = ast.parse(src, mode="exec")
+    except SyntaxError as err:
+        raise _syntax_error(err, smap, "the query body") from None
+    module.body = _PromptExtractor(query, marks, src)._visit_block(module.body)
+    query.body = module
+    query.is_async = any(isinstance(n, (ast.Await, ast.AsyncFor, ast.AsyncWith)) for n in ast.walk(module))
+    if not query.prompts:
+        pos = smap.position(start, 0)
+        raise QuerySyntaxError("the query has no prompt: write at least one string statement", pos)

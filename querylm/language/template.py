@@ -1,0 +1,140 @@
+"""A prompt string → segments: text, ``{expr}`` interpolations, ``[NAME]`` / ``[NAME: type]`` holes and
+``{:role}`` chat tags. ``[[``, ``]]``, ``{{`` and ``}}`` are literal brackets and braces (LMQL's escapes)."""
+
+from __future__ import annotations
+
+import ast
+
+from ..errors import Position, QuerySyntaxError
+from .ir import ROLES, Hole, Interpolation, Role, Segment, SourceMap, Text
+
+
+def _locate(needle: str, raw: str, node: ast.expr, smap: SourceMap, hint: int = 0) -> Position:
+    """Where ``needle`` (a piece of the string's value) sits in the user's source, as best we can tell:
+    escapes make value offsets differ from source offsets, so search the raw literal for it."""
+    idx = raw.find(needle, hint) if needle else -1
+    if idx < 0:
+        idx = raw.find(needle) if needle else -1
+    if idx < 0:
+        return smap.of(node)
+    before = raw[:idx]
+    line = node.lineno + before.count("\n")
+    col = (node.col_offset + idx) if "\n" not in before else len(before) - before.rfind("\n") - 1
+    return smap.position(line, col)
+
+
+def _closing(text: str, start: int, open_ch: str, close_ch: str) -> int:
+    """Index of the bracket closing the one at ``start``, skipping nested brackets and Python strings."""
+    depth = 0
+    i = start
+    quote: str | None = None
+    while i < len(text):
+        ch = text[i]
+        if quote:
+            if ch == "\\":
+                i += 2
+                continue
+            if ch == quote:
+                quote = None
+        elif ch in "'\"" and open_ch == "{":
+            quote = ch
+        elif ch == open_ch:
+            depth += 1
+        elif ch == close_ch:
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    return -1
+
+
+def parse_template(
+    value: str, raw: str, node: ast.expr, smap: SourceMap, first_index: int
+) -> list[Segment]:
+    segments: list[Segment] = []
+    buf: list[str] = []
+    i = 0
+    n = len(value)
+
+    def flush() -> None:
+        if buf:
+            segments.append(Text("".join(buf)))
+            buf.clear()
+
+    while i < n:
+        ch = value[i]
+        two = value[i : i + 2]
+        if two in ("[[", "]]", "{{", "}}"):
+            buf.append(ch)
+            i += 2
+            continue
+        if ch == "]":
+            buf.append(ch)
+            i += 1
+            continue
+        if ch == "}":
+            pos = _locate("}", raw, node, smap)
+            raise QuerySyntaxError("single '}' in a prompt: write '}}' for a literal brace", pos)
+        if ch == "[":
+            end = value.find("]", i)
+            inner = value[i + 1 : end] if end >= 0 else value[i + 1 :]
+            needle = value[i : end + 1] if end >= 0 else value[i:]
+            pos = _locate(needle, raw, node, smap)
+            if end < 0:
+                raise QuerySyntaxError("unclosed '[' in a prompt: write '[[' for a literal bracket", pos)
+            flush()
+            segments.append(_hole(inner, pos, first_index + sum(isinstance(s, Hole) for s in segments)))
+            i = end + 1
+            continue
+        if ch == "{":
+            end = _closing(value, i, "{", "}")
+            needle = value[i : end + 1] if end >= 0 else value[i:]
+            pos = _locate(needle, raw, node, smap)
+            if end < 0:
+                raise QuerySyntaxError("unclosed '{' in a prompt: write '{{' for a literal brace", pos)
+            inner = value[i + 1 : end]
+            flush()
+            if inner.startswith(":"):
+                role = inner[1:].strip()
+                if role not in ROLES:
+                    raise QuerySyntaxError(
+                        f"unknown role tag '{{:{role}}}' (known: {', '.join('{:' + r + '}' for r in ROLES)})", pos
+                    )
+                segments.append(Role(role, pos))
+            else:
+                segments.append(_interpolation(inner, pos))
+            i = end + 1
+            continue
+        buf.append(ch)
+        i += 1
+    flush()
+    return segments
+
+
+def _interpolation(inner: str, pos: Position) -> Interpolation:
+    if not inner.strip():
+        raise QuerySyntaxError("empty {} in a prompt: write '{{}}' for literal braces", pos)
+    try:
+        expr = ast.parse(inner.strip(), mode="eval")
+    except SyntaxError:
+        raise QuerySyntaxError(f"invalid Python expression in {{{inner}}}", pos) from None
+    return Interpolation(expr, inner.strip(), pos)
+
+
+def _hole(inner: str, pos: Position, index: int) -> Hole:
+    name, sep, type_src = inner.partition(":")
+    name = name.strip()
+    if not name.isidentifier():
+        raise QuerySyntaxError(
+            f"invalid hole '[{inner}]': a hole is [NAME] or [NAME: type]; write '[[' for a literal bracket", pos
+        )
+    type_expr = None
+    if sep:
+        type_src = type_src.strip()
+        if not type_src:
+            raise QuerySyntaxError(f"hole '[{inner}]' has ':' but no type", pos)
+        try:
+            type_expr = ast.parse(type_src, mode="eval")
+        except SyntaxError:
+            raise QuerySyntaxError(f"invalid type '{type_src}' in hole [{name}: ...]", pos) from None
+    return Hole(index, name, type_src if sep else None, type_expr, pos)

@@ -1,0 +1,126 @@
+"""What a compiled query needs checked before it runs, and which where-clause conjuncts apply to which
+hole. Checking needs no model: ``querylm check`` stops here."""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..constraints import functions
+from ..constraints.types import TypeNotSupported, typed_hole
+from ..constraints.where import UNKNOWN, build, conjuncts, names_in
+from ..errors import QueryCompileError, UnsupportedError
+from ..language.compile import BUILTIN_NAMES, CompiledQuery, defined_names
+from ..language.ir import Hole
+
+DECODER_ARGS = {
+    "argmax": {"max_len", "n"},
+    "sample": {"max_len", "n", "temperature", "top_k", "top_p", "seed"},
+    "beam": {"max_len", "n"},
+    "beam_sample": {"max_len", "n", "temperature", "seed"},
+    "best_k": {"max_len", "n", "temperature", "seed"},
+}
+IMPLEMENTED = {"argmax", "sample"}
+
+
+@dataclass
+class Plan:
+    compiled: CompiledQuery
+    base_dir: Path | None
+    global_conjuncts: list[ast.expr] = field(default_factory=list)
+    hole_names: set[str] = field(default_factory=set)
+
+    def conjuncts_for(self, hole: Hole, bound: set[str]) -> list[ast.expr]:
+        """Global conjuncts that mention ``hole`` and whose other holes are already bound, then the
+        inline ones of the hole's own statement."""
+        out = []
+        for c in self.global_conjuncts:
+            names = names_in(c)
+            if hole.name in names and (names & self.hole_names) - {hole.name} <= bound:
+                out.append(c)
+        if hole.inline_where is not None:
+            out.extend(c for c in conjuncts(hole.inline_where.body) if hole.name in names_in(c))
+        return out
+
+
+def plan(compiled: CompiledQuery, *, globals_: dict[str, Any] | None = None, base_dir: Path | None = None) -> Plan:
+    """Check everything that can be checked without a model, and index the where clause."""
+    query = compiled.query
+    smap = query.source_map
+    p = Plan(compiled, base_dir, hole_names={h.name for h in query.holes})
+
+    dec = query.decoder
+    extra = set(dec.args) - DECODER_ARGS[dec.name]
+    if extra:
+        raise QueryCompileError(f"{dec.name} has no argument '{sorted(extra)[0]}'", dec.position)
+    if dec.name not in IMPLEMENTED:
+        raise UnsupportedError(
+            f"the {dec.name} decoder is parsed but not supported yet: use argmax or sample(n=...)", dec.position
+        )
+    if query.distribution is not None:
+        raise UnsupportedError("the distribution clause is parsed but not supported yet", query.distribution.position)
+
+    known = (
+        p.hole_names
+        | defined_names(query.body)
+        | set(compiled.inputs)
+        | BUILTIN_NAMES
+        | set(functions.NAMES)
+        | set((globals_ or {}).keys())
+    )
+    wheres = [query.where.body] if query.where is not None else []
+    wheres += [h.inline_where.body for h in query.holes if h.inline_where is not None]
+    for where in wheres:
+        for node in ast.walk(where):
+            if isinstance(node, ast.Name) and node.id not in known:
+                holes = ", ".join(sorted(p.hole_names)) or "none"
+                raise QueryCompileError(f"unknown variable '{node.id}' in the where clause (holes: {holes})", smap.of(node))
+    if query.where is not None:
+        for c in conjuncts(query.where.body):
+            if not names_in(c) & p.hole_names:
+                raise QueryCompileError("this constraint mentions no hole", smap.of(c))
+            p.global_conjuncts.append(c)
+
+    static_env = {**vars(builtins), **(globals_ or {}), "Literal": typing.Literal}
+    for hole in query.holes:
+        typed = None
+        if hole.type_expr is not None:
+            try:
+                tp = eval(compile(hole.type_expr, "<type>", "eval"), dict(static_env))  # noqa: S307 - the user's own type
+            except Exception:
+                tp = UNKNOWN  # depends on the running program: checked when the hole is reached
+            if tp is not UNKNOWN and not _is_query_function(tp):
+                try:
+                    typed = typed_hole(tp)
+                except TypeNotSupported as err:
+                    raise QueryCompileError(f"unsupported hole type: {err}", hole.position) from None
+        nodes = [c for c in p.global_conjuncts if hole.name in names_in(c)]
+        if hole.inline_where is not None:
+            nodes += [c for c in conjuncts(hole.inline_where.body) if hole.name in names_in(c)]
+        build(
+            hole.name,
+            nodes,
+            smap,
+            _static_value,
+            typed=typed.lang if typed else None,
+            typed_label=typed.label if typed else None,
+            base_dir=base_dir,
+        )
+    return p
+
+
+def _static_value(node: ast.expr) -> Any:
+    try:
+        return ast.literal_eval(node)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return UNKNOWN
+
+
+def _is_query_function(tp: Any) -> bool:
+    from ..query import QueryFunction, NestedCall
+
+    return isinstance(tp, (QueryFunction, NestedCall))

@@ -1,0 +1,57 @@
+"""What running a query returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class HoleRecord:
+    """One filled hole, in the order holes were filled (a hole in a loop appears once per pass)."""
+
+    name: str
+    value: Any
+    text: str
+    tokens: int
+    constraint: str
+    ended_by: str
+
+
+@dataclass
+class QueryResult:
+    prompt: str
+    """The full prompt text with every hole filled (chat role tags are not part of it: see messages)."""
+    variables: dict[str, Any]
+    """Each hole's value, converted: INT and typed holes give Python values. A hole filled several
+    times (in a loop) holds its last value; ``holes`` has them all."""
+    return_value: Any = None
+    """What the query's ``return`` statement returned (None without one)."""
+    messages: list[dict[str, str]] = field(default_factory=list)
+    """The chat messages the prompt was rendered as, when the model has a chat template."""
+    holes: list[HoleRecord] = field(default_factory=list)
+    model: str = ""
+    decoder: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"prompt": self.prompt, "variables": {k: _jsonable(v) for k, v in self.variables.items()}}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        return dump(mode="json")
+    import dataclasses
+    import enum
+
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _jsonable(dataclasses.asdict(value))
+    if isinstance(value, enum.Enum):
+        return _jsonable(value.value)
+    return str(value)

@@ -1,0 +1,136 @@
+"""``run`` / ``arun``: the Python entry points, and the choice of backend and decoder for a run."""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from ..backends.base import Backend
+from ..backends.models import resolve
+from ..decoding.choose import Argmax, Chooser, Sample
+from ..errors import ModelError, QueryCompileError, QuerySyntaxError
+from ..language.ir import DECODERS, DecoderSpec
+from .execute import Execution, StreamFn, make_rng
+from .plan import DECODER_ARGS, IMPLEMENTED, Plan
+from .result import QueryResult
+
+
+def parse_decoder(text: str) -> DecoderSpec:
+    """``"argmax"`` or ``"sample(n=2, temperature=0.7)"``, as in a decoder clause."""
+    try:
+        node = ast.parse(text.strip(), mode="eval").body
+    except SyntaxError:
+        raise QuerySyntaxError(f"invalid decoder {text!r}") from None
+    name_node = node.func if isinstance(node, ast.Call) else node
+    if not isinstance(name_node, ast.Name) or name_node.id not in DECODERS:
+        raise QueryCompileError(f"unknown decoder {text!r} (known: {', '.join(sorted(set(DECODERS)))})")
+    args = {}
+    if isinstance(node, ast.Call):
+        try:
+            args = {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords if kw.arg}
+        except ValueError:
+            raise QuerySyntaxError(f"decoder arguments must be literal values: {text!r}") from None
+    spec = DecoderSpec(DECODERS[name_node.id], args)
+    extra = set(args) - DECODER_ARGS[spec.name]
+    if extra:
+        raise QueryCompileError(f"{spec.name} has no argument '{sorted(extra)[0]}'")
+    if spec.name not in IMPLEMENTED:
+        from ..errors import UnsupportedError
+
+        raise UnsupportedError(f"the {spec.name} decoder is parsed but not supported yet: use argmax or sample(n=...)")
+    return spec
+
+
+def _chooser(spec: DecoderSpec, index: int) -> Chooser:
+    if spec.name == "argmax":
+        return Argmax()
+    a = spec.args
+    return Sample(
+        make_rng(a.get("seed"), index),
+        temperature=float(a.get("temperature", 1.0)),
+        top_k=a.get("top_k"),
+        top_p=a.get("top_p"),
+    )
+
+
+def run_plan(
+    plan: Plan,
+    inputs: dict[str, Any],
+    *,
+    model: str | Backend | None = None,
+    decoder: str | None = None,
+    stream: StreamFn | None = None,
+    chat: bool | None = None,
+    max_len: int | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+) -> QueryResult | list[QueryResult]:
+    query = plan.compiled.query
+    spec = parse_decoder(decoder) if decoder else query.decoder
+    n = int(spec.args.get("n", 1))
+    if n < 1:
+        raise QueryCompileError(f"{spec.name}: n must be at least 1", spec.position)
+    limit = int(max_len or spec.args.get("max_len", 2048))
+    backend = _backend(model, plan, spec, device=device, dtype=dtype)
+    results = []
+    for i in range(n):
+        if stream is not None and n > 1:
+            stream(f"\n--- sample {i + 1} of {n} ---\n")
+        ex = Execution(plan, backend, _chooser(spec, i), max_len=limit, chat=chat, stream=stream)
+        results.append(ex.run(inputs))
+    for r in results:
+        r.decoder = spec.name
+    return results if n > 1 else results[0]
+
+
+def _backend(model: str | Backend | None, plan: Plan, spec: DecoderSpec, *, device: str | None, dtype: str | None) -> Backend:
+    if isinstance(model, Backend):
+        return model
+    query = plan.compiled.query
+    model_id = model if model is not None else query.model
+    try:
+        return resolve(model_id, seed=int(spec.args.get("seed") or 0), device=device, dtype=dtype)
+    except ModelError as err:
+        if model is None and query.model_position is not None:
+            raise err.at(query.model_position) from None
+        raise
+
+
+def run(
+    query: str | Path,
+    *,
+    model: str | Backend | None = None,
+    decoder: str | None = None,
+    stream: StreamFn | None = None,
+    chat: bool | None = None,
+    max_len: int | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    **inputs: Any,
+) -> QueryResult | list[QueryResult]:
+    """Run a query (its text, or the path of a ``.lmql`` file) with ``inputs`` for the names it reads.
+
+    ``model`` overrides the query's ``from`` clause (default: the embedded SmolLM2-135M-Instruct);
+    ``decoder`` its decoder clause (``"argmax"``, ``"sample(n=2, temperature=0.7)"``). Returns a
+    QueryResult, or a list of them when the decoder asks for n > 1."""
+    from ..query import bind_inputs, compile_source
+
+    plan = compile_source(query)
+    return run_plan(
+        plan,
+        bind_inputs(plan.compiled, inputs),
+        model=model,
+        decoder=decoder,
+        stream=stream,
+        chat=chat,
+        max_len=max_len,
+        device=device,
+        dtype=dtype,
+    )
+
+
+async def arun(query: str | Path, **kwargs: Any) -> QueryResult | list[QueryResult]:
+    """``run`` for async code: the model runs in a worker thread, the event loop stays free."""
+    return await asyncio.to_thread(lambda: run(query, **kwargs))
