@@ -1,8 +1,8 @@
 """querylm: LMQL-style queries compiled to token-constrained decoding.
 
-    import querylm
-    result = querylm.run('"Q: What is the capital of France?\\nA: [CITY]" where STOPS_AT(CITY, ".")')
-    result.variables["CITY"]
+import querylm
+result = querylm.run('"Q: What is the capital of France?\\nA: [CITY]" where STOPS_AT(CITY, ".")')
+result.variables["CITY"]
 """
 
 from .errors import (

@@ -26,15 +26,30 @@ def _input(text: str) -> tuple[str, Any]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="querylm", description="Run LMQL-style queries with constrained decoding.")
+    p = argparse.ArgumentParser(
+        prog="querylm", description="Run LMQL-style queries with constrained decoding."
+    )
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run a .lmql query, streaming the prompt as it is generated")
     r.add_argument("file", type=Path)
     r.add_argument("--model", help="model id (overrides the query's from clause); default: local:smollm2")
-    r.add_argument("--decoder", help='decoder (overrides the query\'s): argmax, "sample(n=2, temperature=0.7)"')
-    r.add_argument("--input", "-i", action="append", type=_input, default=[], metavar="NAME=VALUE",
-                   help="an input the query reads (JSON values are parsed: 3, true, [1,2])")
-    r.add_argument("--json", action="store_true", help='print one JSON object {"prompt", "variables"} (a list when n > 1)')
+    r.add_argument(
+        "--decoder", help='decoder (overrides the query\'s): argmax, "sample(n=2, temperature=0.7)"'
+    )
+    r.add_argument(
+        "--input",
+        "-i",
+        action="append",
+        type=_input,
+        default=[],
+        metavar="NAME=VALUE",
+        help="an input the query reads (JSON values are parsed: 3, true, [1,2])",
+    )
+    r.add_argument(
+        "--json",
+        action="store_true",
+        help='print one JSON object {"prompt", "variables"} (a list when n > 1)',
+    )
     r.add_argument("--no-chat", action="store_true", help="feed the prompt as raw text even to a chat model")
     r.add_argument("--device", help="cuda, cpu, cuda:1 ... (default: cuda when present)")
     r.add_argument("--dtype", help="float32, bfloat16, float16 (default: bfloat16 on GPU, float32 on CPU)")
@@ -46,8 +61,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
-                        format="querylm: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+        format="querylm: %(message)s",
+    )
     try:
         if args.command == "check":
             from .query import compile_source

@@ -41,7 +41,9 @@ def source_of(query: str | Path) -> Source:
             text = path.read_text()
         except OSError as err:
             raise QueryInputError(f"can't read query file {path}: {err.strerror}") from None
-        return Source(text, str(path), tuple(text.split("\n")), base_dir=path.resolve().parent, name=path.stem)
+        return Source(
+            text, str(path), tuple(text.split("\n")), base_dir=path.resolve().parent, name=path.stem
+        )
     return Source(query, "<query>", base_dir=Path.cwd())
 
 
@@ -75,7 +77,9 @@ def bind_inputs(compiled: CompiledQuery, inputs: dict[str, Any]) -> dict[str, An
         if name not in inputs:
             node = compiled.free_names.get(name)
             pos = _position_of(compiled, node)
-            raise QueryInputError(f"missing input '{name}': pass it as {name}=... (CLI: --input {name}=VALUE)", pos)
+            raise QueryInputError(
+                f"missing input '{name}': pass it as {name}=... (CLI: --input {name}=VALUE)", pos
+            )
     return inputs
 
 
@@ -118,7 +122,11 @@ def _docstring_source(fn: Callable[..., Any]) -> Source:
     tree = ast.parse(src)
     fdef = next(n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)))
     first = fdef.body[0] if fdef.body else None
-    if not (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str)):
+    if not (
+        isinstance(first, ast.Expr)
+        and isinstance(first.value, ast.Constant)
+        and isinstance(first.value.value, str)
+    ):
         raise UnsupportedError(f"@query function {fn.__name__} has no docstring query ('''lmql ...''')")
     node = first.value
     seg_lines = src.split("\n")[node.lineno - 1 : node.end_lineno]
@@ -133,14 +141,18 @@ def _docstring_source(fn: Callable[..., Any]) -> Source:
         raw = raw[len(marker) :]
         col += len(marker)
     file_lines = tuple(Path(filename).read_text().split("\n")) if Path(filename).is_file() else None
-    return Source(raw, filename, file_lines, start + node.lineno - 1, col, Path(filename).resolve().parent, fn.__name__)
+    return Source(
+        raw, filename, file_lines, start + node.lineno - 1, col, Path(filename).resolve().parent, fn.__name__
+    )
 
 
 class QueryFunction:
     """A ``@query`` function: calling it runs the query with its arguments as inputs and returns what
     the query returns (its ``return`` value, else the QueryResult; a list of them when n > 1)."""
 
-    def __init__(self, fn: Callable[..., Any], *, model: str | None = None, decoder: str | None = None, **options: Any):
+    def __init__(
+        self, fn: Callable[..., Any], *, model: str | None = None, decoder: str | None = None, **options: Any
+    ):
         self.fn = fn
         self.name = fn.__name__
         self.signature = inspect.signature(fn)
@@ -167,7 +179,9 @@ class QueryFunction:
             self._plan = plan(compiled, globals_=self.fn.__globals__, base_dir=src.base_dir)
         return self._plan
 
-    def inputs(self, args: tuple[Any, ...], kwargs: dict[str, Any], position: Position | None = None) -> dict[str, Any]:
+    def inputs(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], position: Position | None = None
+    ) -> dict[str, Any]:
         try:
             bound = self.signature.bind(*args, **kwargs)
         except TypeError as err:
@@ -180,7 +194,9 @@ class QueryFunction:
             out[name] = _validate_input(self.name, name, param.annotation, out[name], position)
         return out
 
-    def nested_plan(self, args: tuple[Any, ...], kwargs: dict[str, Any], position: Position | None) -> tuple[Plan, dict[str, Any]]:
+    def nested_plan(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], position: Position | None
+    ) -> tuple[Plan, dict[str, Any]]:
         return self.plan(), self.inputs(args, kwargs, position)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -201,7 +217,10 @@ class QueryFunction:
         return run_plan(p, self.inputs(args, kwargs), model=self.model, decoder=self.decoder, **self.options)
 
     def _result(self, result: Any) -> Any:
-        has_return = any(isinstance(n, ast.Return) and n.value is not None for n in ast.walk(self.plan().compiled.query.body))
+        has_return = any(
+            isinstance(n, ast.Return) and n.value is not None
+            for n in ast.walk(self.plan().compiled.query.body)
+        )
         if not has_return:
             return result
         if isinstance(result, list):
@@ -217,12 +236,20 @@ def _validate_input(fn: str, name: str, annotation: Any, value: Any, position: P
     except ValidationError as err:
         detail = err.errors()[0]["msg"] if err.errors() else str(err)
         tname = getattr(annotation, "__name__", str(annotation))
-        raise QueryInputError(f"{fn}(): input '{name}' must be {tname}, got {value!r}: {detail}", position) from None
+        raise QueryInputError(
+            f"{fn}(): input '{name}' must be {tname}, got {value!r}: {detail}", position
+        ) from None
     except Exception:  # an annotation pydantic can't use: trust the caller
         return value
 
 
-def query(fn: Callable[..., Any] | None = None, *, model: str | None = None, decoder: str | None = None, **options: Any) -> Any:
+def query(
+    fn: Callable[..., Any] | None = None,
+    *,
+    model: str | None = None,
+    decoder: str | None = None,
+    **options: Any,
+) -> Any:
     """Decorate a function whose docstring is a query (``'''lmql ...'''``); its parameters are the
     query's inputs. ``@query(model=..., decoder="sample(n=2)")`` sets defaults for every call."""
     if fn is None:
@@ -242,7 +269,14 @@ class F:
 
     Calling it returns the value of its hole (a dict of them when it has several)."""
 
-    def __init__(self, template: str, constraints: str | None = None, *, model: str | None = None, decoder: str | None = None):
+    def __init__(
+        self,
+        template: str,
+        constraints: str | None = None,
+        *,
+        model: str | None = None,
+        decoder: str | None = None,
+    ):
         self.source = repr(template) + (f" where {constraints}" if constraints else "")
         self.model = model
         self.decoder = decoder
@@ -251,7 +285,9 @@ class F:
     def __call__(self, **inputs: Any) -> Any:
         from .runtime.run import run_plan
 
-        result = run_plan(self.plan, bind_inputs(self.plan.compiled, inputs), model=self.model, decoder=self.decoder)
+        result = run_plan(
+            self.plan, bind_inputs(self.plan.compiled, inputs), model=self.model, decoder=self.decoder
+        )
         results = result if isinstance(result, list) else [result]
         values = [r.variables if len(r.variables) > 1 else next(iter(r.variables.values())) for r in results]
         return values if isinstance(result, list) else values[0]

@@ -110,10 +110,18 @@ class Backend(ABC):
 
     def _render_transition(self, prev: str | None, role: str) -> str:
         a, b = "\x1eQLM_A\x1e", "\x1eQLM_B\x1e"
-        attempts = [[{"role": role, "content": b}]] if prev is None else [
-            [{"role": prev, "content": a}, {"role": role, "content": b}],
-            [{"role": "user", "content": "x"}, {"role": prev, "content": a}, {"role": role, "content": b}],
-        ]
+        attempts = (
+            [[{"role": role, "content": b}]]
+            if prev is None
+            else [
+                [{"role": prev, "content": a}, {"role": role, "content": b}],
+                [
+                    {"role": "user", "content": "x"},
+                    {"role": prev, "content": a},
+                    {"role": role, "content": b},
+                ],
+            ]
+        )
         last: Exception | None = None
         for messages in attempts:
             try:
@@ -125,4 +133,6 @@ class Backend(ABC):
                 continue
             start = text.index(a) + len(a) if prev is not None else 0
             return text[start : text.index(b)]
-        raise ModelError(f"the model's chat template does not accept a {role} message after {prev or 'the start'}: {last}")
+        raise ModelError(
+            f"the model's chat template does not accept a {role} message after {prev or 'the start'}: {last}"
+        )

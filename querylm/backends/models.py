@@ -62,7 +62,9 @@ def converted_gguf(path: Path) -> Path:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError as err:
-        raise ModelError(f"local models need the 'local' extra (pip install 'querylm[local]'): {err}") from None
+        raise ModelError(
+            f"local models need the 'local' extra (pip install 'querylm[local]'): {err}"
+        ) from None
     tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
     model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
     # The loaded model is marked as GGUF-quantized and refuses save_pretrained: copy its (dequantized)
@@ -115,7 +117,9 @@ def _looks_like_hub_id(name: str) -> bool:
     return len(parts) == 2 and all(parts) and not name.startswith((".", "/", "~"))
 
 
-def resolve(model_id: str | None, *, seed: int = 0, device: str | None = None, dtype: str | None = None) -> Backend:
+def resolve(
+    model_id: str | None, *, seed: int = 0, device: str | None = None, dtype: str | None = None
+) -> Backend:
     """The backend for ``model_id`` (loaded once per process)."""
     if model_id is not None and (model_id == "random" or model_id.startswith("random:")):
         inner = model_id.partition(":")[2] or None
@@ -153,7 +157,9 @@ def _load(model_id: str | None, *, device: str | None, dtype: str | None) -> Bac
     try:
         from . import local
     except ImportError as err:  # pragma: no cover - depends on the install
-        raise ModelError(f"local models need the 'local' extra (pip install 'querylm[local]'): {err}") from None
+        raise ModelError(
+            f"local models need the 'local' extra (pip install 'querylm[local]'): {err}"
+        ) from None
     path = _local_path(model_id)
     if path is not None:
         name = DEFAULT_MODEL if model_id in _DEFAULT_NAMES else str(model_id)
@@ -171,4 +177,6 @@ def _load(model_id: str | None, *, device: str | None, dtype: str | None) -> Bac
         return local.load(name, device=device, dtype=dtype)
     except Exception as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ModelError(f"can't load model '{name}' from the Hugging Face hub (are you online?): {first}") from None
+        raise ModelError(
+            f"can't load model '{name}' from the Hugging Face hub (are you online?): {first}"
+        ) from None

@@ -21,7 +21,9 @@ class RandomSequence(Sequence):
     def logits(self) -> np.ndarray:
         tail = self.ids[-3:]
         rng = np.random.default_rng([self.backend.seed, len(self.ids), *tail])
-        return (rng.standard_normal(self.backend.vocab_size, dtype=np.float32) * self.backend.scale).astype(np.float32)
+        return (rng.standard_normal(self.backend.vocab_size, dtype=np.float32) * self.backend.scale).astype(
+            np.float32
+        )
 
     def truncate(self, n: int) -> None:
         del self.ids[n:]

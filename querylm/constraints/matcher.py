@@ -53,7 +53,9 @@ class Matcher:
         other.tokenizer = self.tokenizer
         other.matchers = [m.deep_copy() for m in self.matchers]
         other.bitmask = llnp.allocate_token_bitmask(1, self.tokenizer.vocab_size)
-        other._other = llnp.allocate_token_bitmask(1, self.tokenizer.vocab_size) if self._other is not None else None
+        other._other = (
+            llnp.allocate_token_bitmask(1, self.tokenizer.vocab_size) if self._other is not None else None
+        )
         return other
 
 

@@ -62,6 +62,9 @@ def _json_hole(tp: Any) -> TypedHole:
     except Exception as err:  # pydantic raises several kinds for types it can't describe
         raise TypeNotSupported(f"{getattr(tp, '__name__', tp)!s} has no JSON Schema: {err}") from None
     # Compact separators: flexible JSON whitespace lets a small model emit newlines forever.
-    schema = {**schema, "x-guidance": {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}}
+    schema = {
+        **schema,
+        "x-guidance": {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "},
+    }
     label = getattr(tp, "__name__", str(tp))
     return TypedHole(Grammar("json", json.dumps(schema), label), adapter.validate_json, label)

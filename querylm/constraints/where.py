@@ -208,12 +208,18 @@ class Classifier:
         else:
             return None
         if op_t not in OPS:
-            sym = {ast.NotEq: "!=", ast.Is: "is", ast.IsNot: "is not", ast.In: "in", ast.NotIn: "not in"}.get(op_t, "?")
-            raise self.err(f"unsupported comparison '{sym}' for {ast.unparse(left)}: use <, <=, ==, > or >=", node)
+            sym = {ast.NotEq: "!=", ast.Is: "is", ast.IsNot: "is not", ast.In: "in", ast.NotIn: "not in"}.get(
+                op_t, "?"
+            )
+            raise self.err(
+                f"unsupported comparison '{sym}' for {ast.unparse(left)}: use <, <=, ==, > or >=", node
+            )
         op = FLIP[OPS[op_t]] if flipped else OPS[op_t]
         n = self.value(right)
         if n is not UNKNOWN and (not isinstance(n, int) or isinstance(n, bool)):
-            raise self.err(f"{ast.unparse(left)} must be compared with an integer, not {type(n).__name__}", right)
+            raise self.err(
+                f"{ast.unparse(left)} must be compared with an integer, not {type(n).__name__}", right
+            )
         return op, n
 
     def is_len(self, node: ast.expr, inner: str | None) -> bool:
@@ -286,9 +292,7 @@ class Classifier:
         except re.error as e:
             raise self.err(f"invalid regular expression: {e}", node) from None
         body = pattern.replace("/", "\\/")
-        err = llguidance.LLMatcher.validate_grammar(
-            llguidance.grammar_from("lark", f"start: /{body}/")
-        )
+        err = llguidance.LLMatcher.validate_grammar(llguidance.grammar_from("lark", f"start: /{body}/"))
         if err:
             detail = err.strip().splitlines()[0]
             raise self.err(f"invalid regular expression for the mask engine: {detail}", node)
@@ -298,7 +302,9 @@ class Classifier:
         path = resolve_grammar(name, self.base_dir)
         if path is None:
             known = ", ".join(sorted(p.stem for p in GRAMMAR_DIR.glob("*.lark")))
-            raise self.err(f"unknown grammar '{name}' (shipped: {known}; or give a path to a .lark file)", node)
+            raise self.err(
+                f"unknown grammar '{name}' (shipped: {known}; or give a path to a .lark file)", node
+            )
         text = path.read_text()
         err = llguidance.LLMatcher.validate_grammar(llguidance.grammar_from("lark", text))
         if err:
@@ -309,7 +315,7 @@ class Classifier:
         if len(node.ops) > 1:  # 1 < len(X) < 10
             parts = []
             left = node.left
-            for op, right in zip(node.ops, node.comparators):
+            for op, right in zip(node.ops, node.comparators, strict=True):
                 parts.append(self.sub(ast.copy_location(ast.Compare(left, [op], [right]), node)))
                 left = right
             return And(tuple(parts))
@@ -325,13 +331,19 @@ class Classifier:
         if isinstance(op, (ast.In, ast.NotIn)):
             if self.is_hole(left) and self.hole not in names_in(right):
                 values = self.value(right)
-                lang: Lang = Term(regex.ANY) if values is UNKNOWN else Term(regex.alternation(self.choices(values, right)))
+                lang: Lang = (
+                    Term(regex.ANY)
+                    if values is UNKNOWN
+                    else Term(regex.alternation(self.choices(values, right)))
+                )
             elif self.is_hole(right) and self.hole not in names_in(left):
                 sub = self.value(left)
                 if sub is UNKNOWN:
                     lang = Term(regex.ANY)
                 elif not isinstance(sub, str):
-                    raise self.err(f"'... in {self.hole}' needs a string on the left, not {type(sub).__name__}", left)
+                    raise self.err(
+                        f"'... in {self.hole}' needs a string on the left, not {type(sub).__name__}", left
+                    )
                 else:
                     lang = Term(regex.contains([sub]))
             else:
@@ -354,7 +366,9 @@ class Classifier:
         out = []
         for v in values:
             if isinstance(v, bool) or not isinstance(v, (str, int, float)):
-                raise self.err(f"'{self.hole} in ...' values must be strings or numbers, not {type(v).__name__}", node)
+                raise self.err(
+                    f"'{self.hole} in ...' values must be strings or numbers, not {type(v).__name__}", node
+                )
             out.append(str(v))
         return out
 

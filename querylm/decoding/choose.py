@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-
 END = -1
 """What ``choose`` returns when ending the value wins over every allowed token."""
 

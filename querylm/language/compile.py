@@ -19,10 +19,12 @@ from __future__ import annotations
 import ast
 import builtins
 import copy
+import difflib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..constraints import functions
 from ..errors import QueryCompileError
 from .ir import Hole, Interpolation, Query, Role, Text
 from .parse import PROMPT_MARKER
@@ -47,7 +49,9 @@ class CompiledQuery:
 
 
 def _lambda(expr: ast.expr) -> ast.Lambda:
-    args = ast.arguments(posonlyargs=[], args=[], vararg=None, kwonlyargs=[], kw_defaults=[], kwarg=None, defaults=[])
+    args = ast.arguments(
+        posonlyargs=[], args=[], vararg=None, kwonlyargs=[], kw_defaults=[], kwarg=None, defaults=[]
+    )
     return ast.Lambda(args=args, body=expr)
 
 
@@ -120,7 +124,9 @@ def used_names(trees: Iterable[ast.AST]) -> dict[str, ast.AST]:
     return out
 
 
-def compile_query(query: Query, *, params: list[str] | None = None, globals_: dict[str, Any] | None = None) -> CompiledQuery:
+def compile_query(
+    query: Query, *, params: list[str] | None = None, globals_: dict[str, Any] | None = None
+) -> CompiledQuery:
     """Compile ``query``. ``params`` are the inputs of a function-form query; for a string or file
     query they are None and every name the query reads without defining it becomes an input."""
     expanded = _Expand(query).visit(copy.deepcopy(query.body))
@@ -134,31 +140,52 @@ def compile_query(query: Query, *, params: list[str] | None = None, globals_: di
             elif isinstance(seg, Hole) and seg.type_expr is not None:
                 prompt_exprs.append(seg.type_expr)
 
-    defined = defined_names(expanded) | {h.name for h in query.holes}
-    used = used_names([expanded, *prompt_exprs])
-    known = defined | BUILTIN_NAMES | set(params or []) | set((globals_ or {}).keys())
+    holes = {h.name for h in query.holes}
+    defined = defined_names(expanded) | holes
+    wheres = [query.where] if query.where is not None else []
+    wheres += [h.inline_where for h in query.holes if h.inline_where is not None]
+    used = used_names([expanded, *prompt_exprs, *wheres])
+    known = defined | BUILTIN_NAMES | set(params or []) | set((globals_ or {}).keys()) | set(functions.NAMES)
     free = {name: node for name, node in used.items() if name not in known}
+    for name, node in free.items():
+        near = difflib.get_close_matches(name, sorted(holes), n=1)
+        in_where = any(n is node for w in wheres for n in ast.walk(w))
+        if in_where and (near or params is not None):
+            hint = f" (did you mean {near[0]}?)" if near else ""
+            raise QueryCompileError(
+                f"unknown variable '{name}' in the where clause{hint}", query.source_map.of(node)
+            )
     inputs = list(params) if params is not None else sorted(free)
     if params is not None:
         free = {}
 
     kwonly = [ast.arg(arg=name) for name in inputs]
     args = ast.arguments(
-        posonlyargs=[], args=[], vararg=None, kwonlyargs=kwonly, kw_defaults=[None] * len(kwonly), kwarg=None, defaults=[]
+        posonlyargs=[],
+        args=[],
+        vararg=None,
+        kwonlyargs=kwonly,
+        kw_defaults=[None] * len(kwonly),
+        kwarg=None,
+        defaults=[],
     )
     fn_cls = ast.AsyncFunctionDef if query.is_async else ast.FunctionDef
     fn = fn_cls(name=FUNCTION_NAME, args=args, body=body, decorator_list=[], returns=None)
     if "type_params" in fn_cls._fields:  # Python >= 3.12
         fn.type_params = []
     if not any(isinstance(n, (ast.Yield, ast.YieldFrom)) for n in ast.walk(fn)):
-        fn.body.append(ast.Expr(ast.Yield(ast.Constant(None))))  # pragma: no cover - a query always has a prompt
+        fn.body.append(
+            ast.Expr(ast.Yield(ast.Constant(None)))
+        )  # pragma: no cover - a query always has a prompt
     module = ast.Module(body=[fn], type_ignores=[])
     ast.fix_missing_locations(module)
     filename = f"<querylm {query.name}>"
     try:
         code = compile(module, filename, "exec")
     except SyntaxError as err:
-        raise QueryCompileError(err.msg, query.source_map.position(err.lineno or 1, (err.offset or 1) - 1)) from None
+        raise QueryCompileError(
+            err.msg, query.source_map.position(err.lineno or 1, (err.offset or 1) - 1)
+        ) from None
     namespace: dict[str, Any] = globals_ if globals_ is not None else {"__builtins__": builtins}
     local_ns: dict[str, Any] = {}
     exec(code, namespace, local_ns)

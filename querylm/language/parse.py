@@ -232,7 +232,9 @@ def _parse_clause(query: Query, clause: _Line, lines: list[str], end: int, smap:
     if kw.string == "from":
         node = expr.body
         if not (isinstance(node, ast.Constant) and isinstance(node.value, str)):
-            raise QuerySyntaxError('the from clause takes a model name in quotes, e.g. from "local:smollm2"', smap.of(node))
+            raise QuerySyntaxError(
+                'the from clause takes a model name in quotes, e.g. from "local:smollm2"', smap.of(node)
+            )
         if query.model is not None:
             raise QuerySyntaxError("a second from clause", kw_pos)
         query.model, query.model_position = node.value, smap.of(node)
@@ -249,7 +251,9 @@ def _parse_clause(query: Query, clause: _Line, lines: list[str], end: int, smap:
             and isinstance(node.ops[0], ast.In)
         )
         if not ok:
-            raise QuerySyntaxError("the distribution clause reads: distribution VAR in [values]", smap.of(node))
+            raise QuerySyntaxError(
+                "the distribution clause reads: distribution VAR in [values]", smap.of(node)
+            )
         assert isinstance(node, ast.Compare) and isinstance(node.left, ast.Name)
         values = ast.Expression(body=node.comparators[0])
         query.distribution = Distribution(node.left.id, values, smap.of(node))
@@ -342,7 +346,9 @@ class _PromptExtractor(ast.NodeTransformer):
             elif isinstance(seg, Role):
                 self.query.uses_roles = True
         if where is not None and len(self.query.holes) == first_index:
-            raise QueryCompileError("this prompt has 'where' but no [HOLE] for it to constrain", smap.of(inline))  # type: ignore[arg-type]
+            raise QueryCompileError(
+                "this prompt has 'where' but no [HOLE] for it to constrain", smap.of(inline)
+            )  # type: ignore[arg-type]
         index = len(self.query.prompts)
         self.query.prompts.append(Prompt(segments, smap.of(node)))
         call = ast.Call(func=ast.Name(PROMPT_MARKER, ast.Load()), args=[ast.Constant(index)], keywords=[])
@@ -369,7 +375,9 @@ class _PromptExtractor(ast.NodeTransformer):
 
 def _parse_body(query: Query, lines: list[str], start: int, end: int, smap: SourceMap) -> None:
     body_lines = lines[start - 1 : end - 1]
-    indents = [len(ln) - len(ln.lstrip()) for ln in body_lines if ln.strip() and not ln.lstrip().startswith("#")]
+    indents = [
+        len(ln) - len(ln.lstrip()) for ln in body_lines if ln.strip() and not ln.lstrip().startswith("#")
+    ]
     common = min(indents, default=0)
     if common:
         for i in range(len(body_lines)):

@@ -36,7 +36,7 @@ def _closing(text: str, start: int, open_ch: str, close_ch: str) -> int:
                 continue
             if ch == quote:
                 quote = None
-        elif ch in "'\"" and open_ch == "{":
+        elif ch in "'\"" and depth > 0 and (open_ch == "{" or depth > 1 or ":" in text[start:i]):
             quote = ch
         elif ch == open_ch:
             depth += 1
@@ -48,9 +48,7 @@ def _closing(text: str, start: int, open_ch: str, close_ch: str) -> int:
     return -1
 
 
-def parse_template(
-    value: str, raw: str, node: ast.expr, smap: SourceMap, first_index: int
-) -> list[Segment]:
+def parse_template(value: str, raw: str, node: ast.expr, smap: SourceMap, first_index: int) -> list[Segment]:
     segments: list[Segment] = []
     buf: list[str] = []
     i = 0
@@ -76,7 +74,7 @@ def parse_template(
             pos = _locate("}", raw, node, smap)
             raise QuerySyntaxError("single '}' in a prompt: write '}}' for a literal brace", pos)
         if ch == "[":
-            end = value.find("]", i)
+            end = _closing(value, i, "[", "]")
             inner = value[i + 1 : end] if end >= 0 else value[i + 1 :]
             needle = value[i : end + 1] if end >= 0 else value[i:]
             pos = _locate(needle, raw, node, smap)
@@ -98,7 +96,8 @@ def parse_template(
                 role = inner[1:].strip()
                 if role not in ROLES:
                     raise QuerySyntaxError(
-                        f"unknown role tag '{{:{role}}}' (known: {', '.join('{:' + r + '}' for r in ROLES)})", pos
+                        f"unknown role tag '{{:{role}}}' (known: {', '.join('{:' + r + '}' for r in ROLES)})",
+                        pos,
                     )
                 segments.append(Role(role, pos))
             else:
@@ -126,7 +125,8 @@ def _hole(inner: str, pos: Position, index: int) -> Hole:
     name = name.strip()
     if not name.isidentifier():
         raise QuerySyntaxError(
-            f"invalid hole '[{inner}]': a hole is [NAME] or [NAME: type]; write '[[' for a literal bracket", pos
+            f"invalid hole '[{inner}]': a hole is [NAME] or [NAME: type]; write '[[' for a literal bracket",
+            pos,
         )
     type_expr = None
     if sep:

@@ -221,7 +221,13 @@ class Execution:
         self.before_hole()
         start = len(self.seq.ids)
         out = decode_hole(
-            self.backend, self.seq, hc, self.chooser, max_len=self.max_len, position=hole.position, on_token=self.emit
+            self.backend,
+            self.seq,
+            hc,
+            self.chooser,
+            max_len=self.max_len,
+            position=hole.position,
+            on_token=self.emit,
         )
         text, tokens = out.text, out.tokens
         for phrase in hc.stops_before:
@@ -271,9 +277,13 @@ class Execution:
         path = resolve_grammar(name, self.plan.base_dir)
         if path is None:
             return False
-        return accepts(self.backend.ll_tokenizer, to_grammar(Grammar("lark", path.read_text(), name), [], []), str(value))
+        return accepts(
+            self.backend.ll_tokenizer, to_grammar(Grammar("lark", path.read_text(), name), [], []), str(value)
+        )
 
-    def convert(self, hole: Hole, hc: HoleConstraint, typed_convert: Callable[[str], Any] | None, text: str) -> Any:
+    def convert(
+        self, hole: Hole, hc: HoleConstraint, typed_convert: Callable[[str], Any] | None, text: str
+    ) -> Any:
         try:
             if typed_convert is not None:
                 return typed_convert(text)
@@ -282,7 +292,9 @@ class Execution:
             if hc.convert == "float":
                 return float(text.strip())
         except Exception as err:
-            raise ConstraintError(f"{hole.name} = {text!r} is not a valid value: {err}", hole.position) from None
+            raise ConstraintError(
+                f"{hole.name} = {text!r} is not a valid value: {err}", hole.position
+            ) from None
         return text
 
     def check(
@@ -344,7 +356,9 @@ class Execution:
             self.messages[-1]["content"] += text
         self.emit(f"\n[{hole.name} = {text!r}]\n" if self.stream else "")
         self.variables[hole.name] = value
-        self.holes.append(HoleRecord(hole.name, value, text, 0, f"nested query {call.function.name}", "return"))
+        self.holes.append(
+            HoleRecord(hole.name, value, text, 0, f"nested query {call.function.name}", "return")
+        )
         return value
 
 

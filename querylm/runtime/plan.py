@@ -10,11 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..constraints import functions
 from ..constraints.types import TypeNotSupported, typed_hole
 from ..constraints.where import UNKNOWN, build, conjuncts, names_in
 from ..errors import QueryCompileError, UnsupportedError
-from ..language.compile import BUILTIN_NAMES, CompiledQuery, defined_names
+from ..language.compile import CompiledQuery
 from ..language.ir import Hole
 
 DECODER_ARGS = {
@@ -47,7 +46,9 @@ class Plan:
         return out
 
 
-def plan(compiled: CompiledQuery, *, globals_: dict[str, Any] | None = None, base_dir: Path | None = None) -> Plan:
+def plan(
+    compiled: CompiledQuery, *, globals_: dict[str, Any] | None = None, base_dir: Path | None = None
+) -> Plan:
     """Check everything that can be checked without a model, and index the where clause."""
     query = compiled.query
     smap = query.source_map
@@ -59,26 +60,14 @@ def plan(compiled: CompiledQuery, *, globals_: dict[str, Any] | None = None, bas
         raise QueryCompileError(f"{dec.name} has no argument '{sorted(extra)[0]}'", dec.position)
     if dec.name not in IMPLEMENTED:
         raise UnsupportedError(
-            f"the {dec.name} decoder is parsed but not supported yet: use argmax or sample(n=...)", dec.position
+            f"the {dec.name} decoder is parsed but not supported yet: use argmax or sample(n=...)",
+            dec.position,
         )
     if query.distribution is not None:
-        raise UnsupportedError("the distribution clause is parsed but not supported yet", query.distribution.position)
+        raise UnsupportedError(
+            "the distribution clause is parsed but not supported yet", query.distribution.position
+        )
 
-    known = (
-        p.hole_names
-        | defined_names(query.body)
-        | set(compiled.inputs)
-        | BUILTIN_NAMES
-        | set(functions.NAMES)
-        | set((globals_ or {}).keys())
-    )
-    wheres = [query.where.body] if query.where is not None else []
-    wheres += [h.inline_where.body for h in query.holes if h.inline_where is not None]
-    for where in wheres:
-        for node in ast.walk(where):
-            if isinstance(node, ast.Name) and node.id not in known:
-                holes = ", ".join(sorted(p.hole_names)) or "none"
-                raise QueryCompileError(f"unknown variable '{node.id}' in the where clause (holes: {holes})", smap.of(node))
     if query.where is not None:
         for c in conjuncts(query.where.body):
             if not names_in(c) & p.hole_names:
@@ -121,6 +110,6 @@ def _static_value(node: ast.expr) -> Any:
 
 
 def _is_query_function(tp: Any) -> bool:
-    from ..query import QueryFunction, NestedCall
+    from ..query import NestedCall, QueryFunction
 
     return isinstance(tp, (QueryFunction, NestedCall))

@@ -39,7 +39,9 @@ def parse_decoder(text: str) -> DecoderSpec:
     if spec.name not in IMPLEMENTED:
         from ..errors import UnsupportedError
 
-        raise UnsupportedError(f"the {spec.name} decoder is parsed but not supported yet: use argmax or sample(n=...)")
+        raise UnsupportedError(
+            f"the {spec.name} decoder is parsed but not supported yet: use argmax or sample(n=...)"
+        )
     return spec
 
 
@@ -85,7 +87,9 @@ def run_plan(
     return results if n > 1 else results[0]
 
 
-def _backend(model: str | Backend | None, plan: Plan, spec: DecoderSpec, *, device: str | None, dtype: str | None) -> Backend:
+def _backend(
+    model: str | Backend | None, plan: Plan, spec: DecoderSpec, *, device: str | None, dtype: str | None
+) -> Backend:
     if isinstance(model, Backend):
         return model
     query = plan.compiled.query
