@@ -11,7 +11,10 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ModelError
 from .base import Backend, Sequence
+
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 class LocalSequence(Sequence):
@@ -83,8 +86,10 @@ def load(path: str, *, device: str | None = None, dtype: str | None = None, **kw
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if dtype is None:
         torch_dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    else:
+    elif dtype in DTYPES:
         torch_dtype = getattr(torch, dtype)
+    else:
+        raise ModelError(f"unknown dtype '{dtype}' (use one of {', '.join(DTYPES)})")
     tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, **kwargs).to(device)
-    return LocalBackend(path, model, tokenizer)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, **kwargs)
+    return LocalBackend(path, model.to(device), tokenizer)  # type: ignore[arg-type]

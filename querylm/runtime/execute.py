@@ -59,6 +59,7 @@ class Execution:
         self.messages: list[dict[str, str]] = []
         self.variables: dict[str, Any] = {}
         self.holes: list[HoleRecord] = []
+        self._current_tokens: tuple[str, list[str]] | None = None
 
     # -- driving ------------------------------------------------------------------------------------
 
@@ -193,8 +194,9 @@ class Execution:
                 typed = typed_hole(tp)
             except TypeNotSupported as err:
                 raise QueryCompileError(f"unsupported hole type: {err}", hole.position) from None
-        env = dict(gen.gi_frame.f_locals) if gen.gi_frame is not None else {}
-        glb = gen.gi_frame.f_globals if gen.gi_frame is not None else {}
+        frame = getattr(gen, "gi_frame", None)  # the query's variables, for constants in its constraints
+        env = dict(frame.f_locals) if frame is not None else {}
+        glb = frame.f_globals if frame is not None else {}
         smap = plan.compiled.query.source_map
         filename = plan.compiled.code_filename
 
@@ -265,7 +267,7 @@ class Execution:
     def tokens_of(self, value: Any) -> list[str]:
         """TOKENS(X) on a finished value: the tokens it was generated as, else its tokenization."""
         text = value if isinstance(value, str) else str(value)
-        current = getattr(self, "_current_tokens", None)
+        current = self._current_tokens
         if current is not None and current[0] == text:
             return current[1]
         return self._token_strings(self.backend.encode(text))
@@ -335,6 +337,7 @@ class Execution:
         mark_prompt = len(self.prompt)
         mark_msgs = [dict(m) for m in self.messages]
         saved_vars = self.variables
+        mark_holes = len(self.holes)
         self.variables = {}
         try:
             gen = plan.compiled.function(**inputs)
@@ -346,6 +349,7 @@ class Execution:
         if value is None:
             value = inner_text
         del self.prompt[mark_prompt:]
+        del self.holes[mark_holes:]
         self.messages = mark_msgs
         self.seq.truncate(mark_ids)
         text = str(value)
