@@ -19,12 +19,15 @@ from .errors import (
 from .query import F, QueryFunction, compile_source, query
 from .runtime.result import HoleRecord, QueryResult
 from .runtime.run import arun, run
+from .runtime.score import Score, score
 
 __version__ = "0.1.0"
 
 __all__ = [
     "run",
     "arun",
+    "score",
+    "Score",
     "query",
     "F",
     "QueryFunction",

@@ -40,21 +40,27 @@ def tiny(tokenizer) -> LocalBackend:
 
     torch.manual_seed(0)
     cfg = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=2048,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
     )
     model = LlamaForCausalLM(cfg).eval()
     return LocalBackend("tiny", CountingModel(model), tokenizer)
 
 
 def test_kv_cache_feeds_every_token_once(tiny: LocalBackend):
-    q = '''
+    q = """
 "Q: name three colours.\\n"
 for i in range(3):
     "- [C]\\n" where len(TOKENS(C)) == 3
 "Done: [END]" where len(TOKENS(END)) == 2
-'''
+"""
     r = querylm.run(q, model=tiny, chat=False)
     assert len(r.holes) == 4
     fed = tiny.model.fed  # type: ignore[attr-defined]
@@ -68,12 +74,18 @@ for i in range(3):
 
 
 def test_chat_role_tags_render_the_models_template(tiny: LocalBackend, tokenizer):
-    r = querylm.run('"{:system} Be brief.{:user} Say hi.{:assistant}[A]" where len(TOKENS(A)) < 3', model=tiny)
+    r = querylm.run(
+        '"{:system} Be brief.{:user} Say hi.{:assistant}[A]" where len(TOKENS(A)) < 3', model=tiny
+    )
     expected = tokenizer.apply_chat_template(
         [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hi."}],
-        tokenize=False, add_generation_prompt=True,
+        tokenize=False,
+        add_generation_prompt=True,
     )
-    assert r.messages[:2] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hi."}]
+    assert r.messages[:2] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Say hi."},
+    ]
     assert r.messages[2]["role"] == "assistant" and r.messages[2]["content"] == r.variables["A"]
     first_pass = tiny.model.inputs[0]  # type: ignore[attr-defined]
     assert tokenizer.decode(first_pass) == expected
@@ -103,10 +115,10 @@ def test_stops_before_drops_the_phrase_from_value_and_prompt():
 def test_nested_query_unwinds_its_prompt():
     @querylm.query
     def inner():
-        '''lmql
+        """lmql
         "Think: [T]" where len(TOKENS(T)) < 5
         return "42"
-        '''
+        """
 
     r = querylm.run('"Answer: [A: inner] and [B]" where len(TOKENS(B)) < 3', inner=inner, model="random")
     assert r.variables["A"] == "42"
@@ -117,13 +129,13 @@ def test_nested_query_unwinds_its_prompt():
 
 def test_loops_bind_each_value_and_keep_the_last():
     r = querylm.run(
-        '''
+        """
 items = []
 for i in range(3):
     "{i}. [N]\\n" where INT(N) and len(TOKENS(N)) < 3
     items.append(N)
 return items
-''',
+""",
         model="random",
     )
     values = [h.value for h in r.holes]
@@ -143,16 +155,16 @@ def test_sample_n_is_reproducible_and_returns_a_list():
 def test_function_form_sync_async_and_return():
     @querylm.query(model="random")
     def words(topic: str):
-        '''lmql
+        """lmql
         "Topic: {topic}\\nWords: [W]" where len(WORDS(W)) < 4 and len(TOKENS(W)) < 8
         return W.split()
-        '''
+        """
 
     @querylm.query(model="random")
     async def plain(topic: str):
-        '''lmql
+        """lmql
         "Topic: {topic}: [W]" where len(TOKENS(W)) < 3
-        '''
+        """
 
     out = words("cats")
     assert isinstance(out, list) and len(out) < 4

@@ -47,6 +47,14 @@ class Backend(ABC):
     @abstractmethod
     def new_sequence(self) -> Sequence: ...
 
+    @abstractmethod
+    def new_batch(self, rows: int, prefix: list[int]) -> Batch:
+        """``rows`` rows that all start with ``prefix`` (computed once, then shared)."""
+
+    @abstractmethod
+    def score(self, prefix: list[int], continuations: list[list[int]]) -> list[np.ndarray]:
+        """The log-probability of each token of each continuation after ``prefix`` (float64 arrays)."""
+
     @cached_property
     def eos_ids(self) -> list[int]:
         ids: set[int] = set()
@@ -136,3 +144,59 @@ class Backend(ABC):
         raise ModelError(
             f"the model's chat template does not accept a {role} message after {prev or 'the start'}: {last}"
         )
+
+
+class Batch(ABC):
+    """Rows of token sequences decoded together: one forward pass per step for every row.
+
+    Rows may differ in length (beams at different holes of a query); ``select`` reorders and duplicates
+    rows (beam selection: a child shares its parent's cache, copied, never recomputed); ``truncate``
+    forgets a row's last tokens. ``row(i)`` is a Sequence view for code written against one sequence.
+    """
+
+    def __init__(self) -> None:
+        self.rows: list[list[int]] = []
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def append(self, row: int, ids: list[int]) -> None:
+        self.rows[row].extend(ids)
+
+    @abstractmethod
+    def logits(self) -> np.ndarray:
+        """[rows, vocab] float32 logits of the token after each row."""
+
+    @abstractmethod
+    def truncate(self, row: int, n: int) -> None: ...
+
+    @abstractmethod
+    def select(self, indices: list[int]) -> None:
+        """Keep rows ``indices`` in that order (an index may repeat: the row is duplicated)."""
+
+    def row(self, i: int) -> RowView:
+        return RowView(self, i)
+
+
+class RowView(Sequence):
+    """One row of a Batch, as a Sequence. Its logits come from a forward pass over the whole batch."""
+
+    def __init__(self, batch: Batch, index: int):
+        self.batch = batch
+        self.index = index
+
+    @property  # type: ignore[override]
+    def ids(self) -> list[int]:
+        return self.batch.rows[self.index]
+
+    def append(self, ids: list[int]) -> None:
+        self.batch.append(self.index, ids)
+
+    def logits(self) -> np.ndarray:
+        return self.batch.logits()[self.index]
+
+    def truncate(self, n: int) -> None:
+        self.batch.truncate(self.index, n)
+
+    def fork(self) -> Sequence:
+        raise NotImplementedError("rows fork through Batch.select")

@@ -10,7 +10,13 @@ from typing import Any
 
 import numpy as np
 
-from .base import Backend, Sequence
+from .base import Backend, Batch, Sequence
+
+
+def _logits(backend: RandomBackend, ids: list[int]) -> np.ndarray:
+    """Depends only on the seed, the length and the last three tokens: reproducible, and cheap."""
+    rng = np.random.default_rng([backend.seed, len(ids), *ids[-3:]])
+    return (rng.standard_normal(backend.vocab_size, dtype=np.float32) * backend.scale).astype(np.float32)
 
 
 class RandomSequence(Sequence):
@@ -44,3 +50,33 @@ class RandomBackend(Backend):
 
     def new_sequence(self) -> RandomSequence:
         return RandomSequence(self)
+
+    def new_batch(self, rows: int, prefix: list[int]) -> RandomBatch:
+        return RandomBatch(self, rows, prefix)
+
+    def score(self, prefix: list[int], continuations: list[list[int]]) -> list[np.ndarray]:
+        out = []
+        for cont in continuations:
+            lps = []
+            for j, tok in enumerate(cont):
+                logits = _logits(self, prefix + cont[:j]).astype(np.float64)
+                top = logits.max()
+                lps.append(logits[tok] - top - np.log(np.exp(logits - top).sum()))
+            out.append(np.asarray(lps))
+        return out
+
+
+class RandomBatch(Batch):
+    def __init__(self, backend: RandomBackend, rows: int, prefix: list[int]):
+        super().__init__()
+        self.backend = backend
+        self.rows = [list(prefix) for _ in range(rows)]
+
+    def logits(self) -> np.ndarray:
+        return np.stack([_logits(self.backend, ids) for ids in self.rows])
+
+    def truncate(self, row: int, n: int) -> None:
+        del self.rows[row][n:]
+
+    def select(self, indices: list[int]) -> None:
+        self.rows = [list(self.rows[i]) for i in indices]

@@ -6,6 +6,12 @@ query without role tags on a model with a chat template is rendered as one excha
 the first hole is the user's message, and the assistant's reply starts at the first hole (instruct
 models answer a "Q: ...\nA: [ANSWER]" far better so than when the reply has to continue "A: ").
 ``chat=False`` feeds the prompt as raw text.
+
+An Execution is steppable: ``advance()`` runs the program to its next hole and returns it as a
+PendingHole (its constraint built, the prompt flushed into the sequence); the decoder fills it token by
+token; ``finish()`` checks and binds the value. ``fork()`` copies an execution for another beam or
+sample: the program's state is not copied but derived, by replaying the generator with the recorded
+hole values (the program is deterministic given them).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import ast
 import traceback
 from collections.abc import Callable, Generator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,9 +29,15 @@ from ..constraints import functions
 from ..constraints.matcher import accepts
 from ..constraints.types import TypeNotSupported, typed_hole
 from ..constraints.where import HoleConstraint, build
-from ..decoding.choose import Chooser
-from ..decoding.hole import decode_hole
-from ..errors import ConstraintError, Position, QueryCompileError, QueryError, QueryRuntimeError
+from ..decoding.hole import HoleOutput
+from ..errors import (
+    ConstraintError,
+    Position,
+    QueryCompileError,
+    QueryError,
+    QueryRuntimeError,
+    UnsupportedError,
+)
 from ..language.ir import Hole
 from .plan import Plan
 from .result import HoleRecord, QueryResult
@@ -32,14 +45,30 @@ from .result import HoleRecord, QueryResult
 StreamFn = Callable[[str], None]
 
 
+@dataclass
+class PendingHole:
+    """A hole the program has reached: what the decoder needs to fill it, and what finish() needs."""
+
+    hole: Hole
+    hc: HoleConstraint
+    start: int
+    """Where the value's tokens begin in the sequence."""
+    evaluate: Callable[[ast.expr], Any]
+    env: dict[str, Any]
+    convert: Callable[[str], Any] | None
+
+
+Decode = Callable[["Execution", PendingHole], HoleOutput]
+
+
 class Execution:
-    """One run of a query (one sample): owns a sequence and the prompt built so far."""
+    """One run of a query (one sample, one beam): its sequence, prompt, chat state and bound values."""
 
     def __init__(
         self,
         plan: Plan,
         backend: Backend,
-        chooser: Chooser,
+        seq: Sequence,
         *,
         max_len: int = 2048,
         chat: bool | None = None,
@@ -47,10 +76,9 @@ class Execution:
     ):
         self.plan = plan
         self.backend = backend
-        self.chooser = chooser
         self.max_len = max_len
         self.stream = stream
-        self.seq: Sequence = backend.new_sequence()
+        self.seq = seq
         self.chat = backend.has_chat_template if chat is None else (chat and backend.has_chat_template)
         self.prompt: list[str] = []
         self.pending = ""
@@ -60,36 +88,69 @@ class Execution:
         self.variables: dict[str, Any] = {}
         self.holes: list[HoleRecord] = []
         self._current_tokens: tuple[str, list[str]] | None = None
+        # The program: a live generator, or None after a fork (rebuilt by replaying ``log``).
+        self.inputs: dict[str, Any] = {}
+        self.gen: Generator[Any, Any, Any] | None = None
+        self.events = 0  # events the program has yielded so far
+        self.log: list[Any] = []  # the value sent back for each hole event, in order
+        self.to_send: Any = None
+        self.returned: Any = None
+        self.finished = False
+        self.score = 0.0  # total log-probability of the generated tokens (beam decoders)
+        self.decode_nested: Decode | None = None
 
     # -- driving ------------------------------------------------------------------------------------
 
-    def run(self, inputs: dict[str, Any]) -> QueryResult:
-        compiled = self.plan.compiled
-        gen = compiled.function(**inputs)
-        value = self.drive(gen, self.plan)
-        return QueryResult(
-            prompt="".join(self.prompt),
-            variables=dict(self.variables),
-            return_value=value,
-            messages=[dict(m) for m in self.messages],
-            holes=list(self.holes),
-            model=self.backend.name,
-            decoder=compiled.query.decoder.name,
-        )
+    def start(self, inputs: dict[str, Any]) -> None:
+        self.inputs = inputs
+        self.gen = self.plan.compiled.function(**inputs)
 
-    def drive(self, gen: Generator[Any, Any, Any], plan: Plan) -> Any:
-        send: Any = None
+    def fork(self, seq: Sequence) -> Execution:
+        """A copy for another beam/sample writing into ``seq``; its program is replayed when needed."""
+        other = object.__new__(Execution)
+        other.__dict__.update(self.__dict__)
+        other.seq = seq
+        other.prompt = list(self.prompt)
+        other.messages = [dict(m) for m in self.messages]
+        other.variables = dict(self.variables)
+        other.holes = list(self.holes)
+        other.log = list(self.log)
+        other.gen = None
+        return other
+
+    def _program(self) -> Generator[Any, Any, Any]:
+        if self.gen is None:
+            gen = self.plan.compiled.function(**self.inputs)
+            send: Any = None
+            holes = 0
+            for _ in range(self.events):
+                event = gen.send(send)
+                send = None
+                if event[0] == "hole":
+                    send = self.log[holes] if holes < len(self.log) else None
+                    holes += 1
+            self.gen = gen
+        return self.gen
+
+    def advance(self) -> PendingHole | None:
+        """Run the program to its next hole (returned) or to its end (None; ``finished`` is set)."""
+        gen = self._program()
+        plan = self.plan
         while True:
             try:
-                event = gen.send(send)
+                event = gen.send(self.to_send)
             except StopIteration as stop:
-                return stop.value
+                self.returned = stop.value
+                self.finished = True
+                self.flush()
+                return None
             except QueryError:
                 raise
             except Exception as err:
                 raise self.user_error(err, plan) from err
+            self.events += 1
+            self.to_send = None
             kind = event[0]
-            send = None
             if kind == "text":
                 self.text(event[1])
             elif kind == "interp":
@@ -101,7 +162,29 @@ class Execution:
             elif kind == "hole":
                 hole = plan.compiled.query.holes[event[1]]
                 tp = self.hole_type(event[2], hole) if event[2] is not None else None
-                send = self.hole(hole, tp, gen, plan)
+                pending = self.hole(hole, tp, gen, plan)
+                if pending is not None:
+                    return pending
+
+    def run(self, inputs: dict[str, Any], decode: Decode) -> QueryResult:
+        """Run to the end, filling each hole with ``decode`` (argmax, sample)."""
+        self.decode_nested = decode
+        self.start(inputs)
+        while (pending := self.advance()) is not None:
+            self.finish(pending, decode(self, pending))
+        return self.result()
+
+    def result(self) -> QueryResult:
+        return QueryResult(
+            prompt="".join(self.prompt),
+            variables=dict(self.variables),
+            return_value=self.returned,
+            messages=[dict(m) for m in self.messages],
+            holes=list(self.holes),
+            model=self.backend.name,
+            decoder=self.plan.compiled.query.decoder.name,
+            score=self.score,
+        )
 
     def call_user(self, thunk: Callable[[], Any], position: Position) -> Any:
         try:
@@ -183,11 +266,12 @@ class Execution:
 
     # -- holes --------------------------------------------------------------------------------------
 
-    def hole(self, hole: Hole, tp: Any, gen: Generator[Any, Any, Any], plan: Plan) -> Any:
+    def hole(self, hole: Hole, tp: Any, gen: Generator[Any, Any, Any], plan: Plan) -> PendingHole | None:
         from ..query import NestedCall, QueryFunction
 
         if isinstance(tp, (QueryFunction, NestedCall)):
-            return self.nested(hole, tp)
+            self.bind(hole, self.nested(hole, tp))
+            return None
         typed = None
         if tp is not None:
             try:
@@ -209,6 +293,10 @@ class Execution:
             except Exception as err:
                 raise QueryRuntimeError(f"{type(err).__name__}: {err}", smap.of(node)) from err
 
+        dist = plan.compiled.query.distribution
+        if dist is not None and hole.name == dist.variable:
+            self.distribution(hole, evaluate(dist.values.body), dist.position)
+            return None
         bound = {name for name in plan.hole_names if name in self.variables}
         nodes = plan.conjuncts_for(hole, bound)
         hc = build(
@@ -221,32 +309,71 @@ class Execution:
             base_dir=plan.base_dir,
         )
         self.before_hole()
-        start = len(self.seq.ids)
-        out = decode_hole(
-            self.backend,
-            self.seq,
-            hc,
-            self.chooser,
-            max_len=self.max_len,
-            position=hole.position,
-            on_token=self.emit,
-        )
+        return PendingHole(hole, hc, len(self.seq.ids), evaluate, env, typed.convert if typed else None)
+
+    def finish(self, pending: PendingHole, out: HoleOutput) -> Any:
+        """Close a hole the decoder filled (its tokens are in the sequence): drop a STOPS_BEFORE phrase,
+        convert, check every constraint in Python, bind the value for the program."""
+        hole, hc = pending.hole, pending.hc
         text, tokens = out.text, out.tokens
         for phrase in hc.stops_before:
             if text.endswith(phrase):
                 text = text[: -len(phrase)]
-                tokens = self.retokenize_tail(start, tokens, text)
+                tokens = self.retokenize_tail(pending.start, tokens, text)
                 break
         raw_tokens = self._token_strings(tokens)
-        value = self.convert(hole, hc, typed.convert if typed else None, text)
-        self.check(hole, hc, text, value, raw_tokens, evaluate, env)
+        value = self.convert(hole, hc, pending.convert, text)
+        self.check(hole, hc, text, value, raw_tokens, pending.evaluate, pending.env)
         self.prompt.append(text)
         if self.chat and self.role is not None:
             self.messages[-1]["content"] += text
         self.strip_next = False
-        self.variables[hole.name] = value
         self.holes.append(HoleRecord(hole.name, value, text, len(tokens), hc.description, out.ended_by))
+        self.bind(hole, value)
         return value
+
+    def distribution(self, hole: Hole, values: Any, position: Position) -> None:
+        """``distribution VAR in [values]``: score every value as the continuation (two forward passes
+        for all of them), bind the most likely, and report the normalised distribution as LMQL does:
+        ``P(VAR)`` and ``log P(VAR)``, lists of (value, probability) in the order given."""
+        if isinstance(values, str) or not hasattr(values, "__iter__") or not list(values):
+            raise QueryCompileError("distribution needs a non-empty list of values", position)
+        values = list(values)
+        self.before_hole()
+        conts = [self.backend.encode(str(v)) for v in values]
+        if any(not c for c in conts):
+            raise QueryCompileError("distribution values can't be empty strings", position)
+        totals = np.array([lp.sum() for lp in self.backend.score(list(self.seq.ids), conts)])
+        top = totals.max()
+        log_p = totals - (top + np.log(np.exp(totals - top).sum()))
+        best = int(np.argmax(totals))
+        self.variables[f"P({hole.name})"] = [
+            (v, float(np.exp(lp))) for v, lp in zip(values, log_p, strict=True)
+        ]
+        self.variables[f"log P({hole.name})"] = [(v, float(lp)) for v, lp in zip(values, log_p, strict=True)]
+        text = str(values[best])
+        self.seq.append(conts[best])
+        self.prompt.append(text)
+        self.emit(text)
+        if self.chat and self.role is not None:
+            self.messages[-1]["content"] += text
+        self.score += float(totals[best])
+        self.holes.append(
+            HoleRecord(
+                hole.name,
+                values[best],
+                text,
+                len(conts[best]),
+                f"distribution over {len(values)} values",
+                "distribution",
+            )
+        )
+        self.bind(hole, values[best])
+
+    def bind(self, hole: Hole, value: Any) -> None:
+        self.variables[hole.name] = value
+        self.to_send = value
+        self.log.append(value)
 
     def retokenize_tail(self, start: int, tokens: list[int], text: str) -> list[int]:
         """Drop a generated stop phrase: keep the longest run of generated tokens that is a prefix of
@@ -330,41 +457,26 @@ class Execution:
         value (or, without a return, the text it generated) stays in the prompt."""
         from ..query import NestedCall
 
+        if self.decode_nested is None:
+            raise UnsupportedError("nested queries are not supported with beam decoders yet", hole.position)
         call = tp if isinstance(tp, NestedCall) else NestedCall(tp, (), {})
         plan, inputs = call.function.nested_plan(call.args, call.kwargs, hole.position)
         self.before_hole()
-        mark_ids = len(self.seq.ids)
-        mark_prompt = len(self.prompt)
-        mark_msgs = [dict(m) for m in self.messages]
-        saved_vars = self.variables
-        mark_holes = len(self.holes)
-        self.variables = {}
-        try:
-            gen = plan.compiled.function(**inputs)
-            value = self.drive(gen, plan)
-            self.flush()
-        finally:
-            inner_text = "".join(self.prompt[mark_prompt:])
-            self.variables = saved_vars
-        if value is None:
-            value = inner_text
-        del self.prompt[mark_prompt:]
-        del self.holes[mark_holes:]
-        self.messages = mark_msgs
-        self.seq.truncate(mark_ids)
+        mark = len(self.seq.ids)
+        inner = Execution(
+            plan, self.backend, self.seq, max_len=self.max_len, chat=self.chat, stream=self.stream
+        )
+        inner.role, inner.messages = self.role, [dict(m) for m in self.messages]
+        result = inner.run(inputs, self.decode_nested)
+        value = result.return_value if result.return_value is not None else result.prompt
+        self.seq.truncate(mark)
         text = str(value)
-        self.pending = ""
         self.seq.append(self.backend.encode(text))
         self.prompt.append(text)
         if self.chat and self.role is not None and self.messages:
             self.messages[-1]["content"] += text
         self.emit(f"\n[{hole.name} = {text!r}]\n" if self.stream else "")
-        self.variables[hole.name] = value
         self.holes.append(
             HoleRecord(hole.name, value, text, 0, f"nested query {call.function.name}", "return")
         )
         return value
-
-
-def make_rng(seed: int | None, index: int) -> np.random.Generator:
-    return np.random.default_rng(None if seed is None else [seed, index])

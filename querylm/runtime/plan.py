@@ -23,7 +23,7 @@ DECODER_ARGS = {
     "beam_sample": {"max_len", "n", "temperature", "seed"},
     "best_k": {"max_len", "n", "temperature", "seed"},
 }
-IMPLEMENTED = {"argmax", "sample"}
+IMPLEMENTED = {"argmax", "sample", "beam", "beam_sample", "best_k"}
 
 
 @dataclass
@@ -63,9 +63,10 @@ def plan(
             f"the {dec.name} decoder is parsed but not supported yet: use argmax or sample(n=...)",
             dec.position,
         )
-    if query.distribution is not None:
-        raise UnsupportedError(
-            "the distribution clause is parsed but not supported yet", query.distribution.position
+    if query.distribution is not None and query.distribution.variable not in p.hole_names:
+        raise QueryCompileError(
+            f"distribution variable '{query.distribution.variable}' is not a hole of the query",
+            query.distribution.position,
         )
 
     if query.where is not None:

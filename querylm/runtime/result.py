@@ -32,6 +32,8 @@ class QueryResult:
     holes: list[HoleRecord] = field(default_factory=list)
     model: str = ""
     decoder: str = ""
+    score: float = 0.0
+    """Total log-probability of the generated tokens (and of ending each value), as beams rank it."""
 
     def to_json(self) -> dict[str, Any]:
         return {"prompt": self.prompt, "variables": {k: _jsonable(v) for k, v in self.variables.items()}}

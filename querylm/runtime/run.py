@@ -7,12 +7,15 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..backends.base import Backend
 from ..backends.models import resolve
 from ..decoding.choose import Argmax, Chooser, Sample
+from ..decoding.hole import HoleOutput, decode_hole
 from ..errors import ModelError, QueryCompileError, QuerySyntaxError
 from ..language.ir import DECODERS, DecoderSpec
-from .execute import Execution, StreamFn, make_rng
+from .execute import Decode, Execution, PendingHole, StreamFn
 from .plan import DECODER_ARGS, IMPLEMENTED, Plan
 from .result import QueryResult
 
@@ -43,6 +46,11 @@ def parse_decoder(text: str) -> DecoderSpec:
             f"the {spec.name} decoder is parsed but not supported yet: use argmax or sample(n=...)"
         )
     return spec
+
+
+def make_rng(seed: int | None, index: int) -> np.random.Generator:
+    """Sample ``index``'s own stream: results don't depend on how samples are batched."""
+    return np.random.default_rng(None if seed is None else [seed, index])
 
 
 def _chooser(spec: DecoderSpec, index: int) -> Chooser:
@@ -76,15 +84,52 @@ def run_plan(
         raise QueryCompileError(f"{spec.name}: n must be at least 1", spec.position)
     limit = int(max_len or spec.args.get("max_len", 2048))
     backend = _backend(model, plan, spec, device=device, dtype=dtype)
+    if spec.name in ("beam", "beam_sample"):
+        from ..decoding.beam import beam_search
+
+        batch = backend.new_batch(1, [])
+        root = Execution(plan, backend, batch.row(0), max_len=limit, chat=chat)
+        root.start(inputs)
+        sampled = spec.name == "beam_sample"
+        best = beam_search(
+            root,
+            batch,
+            n,
+            rng=make_rng(spec.args.get("seed"), 0) if sampled else None,
+            temperature=float(spec.args.get("temperature", 1.0)),
+        )
+        beams = [ex.result() for ex in best]
+        for r in beams:
+            r.decoder = spec.name
+            if stream is not None:
+                stream(f"\n--- score {r.score:.3f} ---\n{r.prompt}\n")
+        return beams
     results = []
     for i in range(n):
         if stream is not None and n > 1:
             stream(f"\n--- sample {i + 1} of {n} ---\n")
-        ex = Execution(plan, backend, _chooser(spec, i), max_len=limit, chat=chat, stream=stream)
-        results.append(ex.run(inputs))
+        ex = Execution(plan, backend, backend.new_sequence(), max_len=limit, chat=chat, stream=stream)
+        results.append(ex.run(inputs, sequential(_chooser(spec, i))))
     for r in results:
         r.decoder = spec.name
     return results if n > 1 else results[0]
+
+
+def sequential(chooser: Chooser) -> Decode:
+    """Fill holes one token at a time with ``chooser`` (argmax, or one sample's stream)."""
+
+    def decode(ex: Execution, pending: PendingHole) -> HoleOutput:
+        return decode_hole(
+            ex.backend,
+            ex.seq,
+            pending.hc,
+            chooser,
+            max_len=ex.max_len,
+            position=pending.hole.position,
+            on_token=ex.emit,
+        )
+
+    return decode
 
 
 def _backend(

@@ -1,0 +1,231 @@
+"""Beam search over a whole query: ``beam(n)``, ``beam_sample(n, temperature)``.
+
+A beam is an execution of the query (its own sequence row, bound values and program state) inside one of
+its holes, with its own matcher. Every step, all running beams go through the model as one batch; each
+proposes its best allowed tokens and, when its value may end there, "end the value"; the best candidates
+overall become the next beams (a child copies its parent's row in the KV cache, never recomputing it).
+A beam whose value ends runs the program on to its next hole, or finishes the query.
+
+Selection follows transformers' beam search with ``length_penalty=0`` (scores are total
+log-probabilities): up to 2n candidates are ranked; a candidate that finishes the query is kept only if
+it ranks among the first n, and does not take a running slot; the search stops when n queries have
+finished and no running beam can still beat the n-th of them (scores only decrease).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..backends.base import Backend, Batch, Sequence
+from ..constraints.matcher import Matcher
+from ..errors import ConstraintError
+from .hole import FREE_TEXT, HoleOutput, end_logit
+
+if TYPE_CHECKING:
+    from ..runtime.execute import Execution, PendingHole
+
+
+class ListSequence(Sequence):
+    """A sequence that only records ids: a program advances on it before it gets a batch row."""
+
+    def __init__(self, ids: list[int]):
+        super().__init__()
+        self.ids = ids
+
+    def logits(self) -> np.ndarray:  # pragma: no cover - never asked: rows are attached first
+        raise RuntimeError("a detached sequence has no logits")
+
+    def truncate(self, n: int) -> None:
+        del self.ids[n:]
+
+    def fork(self) -> ListSequence:
+        return ListSequence(list(self.ids))
+
+
+@dataclass
+class Beam:
+    ex: Execution
+    pending: PendingHole
+    matcher: Matcher
+    tokens: list[int] = field(default_factory=list)
+
+    @property
+    def score(self) -> float:
+        return self.ex.score
+
+
+@dataclass
+class Candidate:
+    key: float  # what candidates are ranked by (the score, or a Gumbel-perturbed one when sampling)
+    score: float
+    parent: int
+    token: int  # -1: end the value here
+
+
+END = -1
+
+
+def _enter(ex: Execution, backend: Backend) -> Beam | None:
+    """Run ``ex`` to its next hole: a beam in it, or None when the query finished."""
+    pending = ex.advance()
+    if pending is None:
+        return None
+    return Beam(ex, pending, Matcher(backend.ll_tokenizer, pending.hc.grammars() or [FREE_TEXT]))
+
+
+def _close(beam: Beam, backend: Backend, ended_by: str) -> Beam | None:
+    """End the beam's current value and run on; raises ConstraintError if the value fails a check."""
+    beam.ex.finish(beam.pending, HoleOutput(beam.tokens, backend.decode(beam.tokens), ended_by))
+    return _enter(beam.ex, backend)
+
+
+def beam_search(
+    root: Execution,
+    batch: Batch,
+    n: int,
+    *,
+    rng: np.random.Generator | None = None,
+    temperature: float = 1.0,
+) -> list[Execution]:
+    """The n best finished executions of the query ``root`` (started, with ``batch.row(0)`` as its
+    sequence), best first. With ``rng``, candidates are sampled (beam_sample) instead of ranked."""
+    backend = root.backend
+    eos = np.asarray(backend.eos_ids)
+    finished: list[Execution] = []
+    first = _enter(root, backend)
+    running = [first] if first is not None else []
+
+    def attach(beams: list[Beam], parents: list[int]) -> None:
+        """Make beam j row j of the batch: a copy of its parent's row, brought up to the beam's ids."""
+        wants = [list(b.ex.seq.ids) for b in beams]
+        batch.select(parents)
+        for j, b in enumerate(beams):
+            want = wants[j]
+            have = batch.rows[j]
+            common = 0
+            while common < min(len(want), len(have)) and want[common] == have[common]:
+                common += 1
+            batch.truncate(j, common)
+            batch.append(j, list(want[common:]))
+            b.ex.seq = batch.row(j)
+
+    while running:
+        # Forced moves: a value that must end (budget spent, only EOS allowed, max_len) or can't go on.
+        settled: list[Beam] = []
+        allowed_of: list[np.ndarray] = []
+        parents: list[int] = []
+        changed = False
+        for i, beam in enumerate(running):
+            while beam is not None:
+                hc = beam.pending.hc
+                allowed = beam.matcher.allowed()
+                at_budget = hc.max_tokens is not None and len(beam.tokens) >= hc.max_tokens
+                too_long = len(beam.ex.seq.ids) >= beam.ex.max_len
+                only_eos = allowed.size > 0 and bool(np.isin(allowed, eos).all())
+                if allowed.size == 0 or ((at_budget or too_long) and not beam.matcher.is_accepting()):
+                    beam = None  # a dead end: pruned, never returned
+                    changed = True
+                elif only_eos or at_budget or too_long:
+                    changed = True
+                    beam.ex.seq = ListSequence(list(beam.ex.seq.ids))
+                    try:
+                        nxt = _close(beam, backend, "grammar" if only_eos else "budget")
+                    except ConstraintError:
+                        nxt = None
+                    if nxt is None and beam.ex.finished:
+                        finished.append(beam.ex)
+                    beam = nxt
+                else:
+                    settled.append(beam)
+                    allowed_of.append(allowed)
+                    parents.append(i)
+                    break
+        if changed:
+            attach(settled, parents)
+        running = settled
+        if not running or _done(finished, running, n):
+            break
+
+        logits = batch.logits().astype(np.float64)
+        top = logits.max(axis=1, keepdims=True)
+        log_z = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
+        cands: list[Candidate] = []
+        for i, beam in enumerate(running):
+            allowed = allowed_of[i]
+            lp = logits[i] - log_z[i]
+            choices = allowed[~np.isin(allowed, eos)]
+            may_end = len(beam.tokens) >= beam.pending.hc.min_tokens and bool(np.isin(eos, allowed).any())
+            hc = beam.pending.hc
+            last = hc.max_tokens is not None and len(beam.tokens) + 1 >= hc.max_tokens
+            pick = _best(choices, lp, 2 * n, beam.matcher if last else None)
+            options = [(int(t), float(lp[t])) for t in pick]
+            if may_end:
+                options.append((END, end_logit(backend, logits[i].astype(np.float32), allowed) - log_z[i]))
+            for tok, tok_lp in options:
+                score = beam.score + tok_lp
+                key = score
+                if rng is not None:  # Gumbel-top-k: sampling without replacement by temperature-scaled score
+                    key = beam.score + tok_lp / temperature - np.log(-np.log(rng.uniform(1e-12, 1.0)))
+                cands.append(Candidate(key, score, i, tok))
+        cands.sort(key=lambda c: -c.key)
+
+        # Children are forks (an execution copies its lists; its program is replayed only when its value
+        # ends), so a parent stays intact for its other children.
+        children: list[Beam] = []
+        child_parents: list[int] = []
+        for rank, c in enumerate(cands[: 2 * n]):
+            if len(children) >= n:
+                break
+            parent = running[c.parent]
+            ex = parent.ex.fork(ListSequence(list(parent.ex.seq.ids)))
+            ex.score = c.score
+            if c.token == END:
+                try:
+                    nxt = _close(
+                        Beam(ex, parent.pending, parent.matcher, list(parent.tokens)), backend, "eos"
+                    )
+                except ConstraintError:
+                    continue  # a Python predicate rejected the value: pruned
+                if nxt is None:
+                    if rank < n:
+                        finished.append(ex)
+                    continue
+                children.append(nxt)
+            else:
+                matcher = parent.matcher.fork()
+                matcher.consume(c.token)
+                ex.seq.append([c.token])
+                children.append(Beam(ex, parent.pending, matcher, [*parent.tokens, c.token]))
+            child_parents.append(c.parent)
+        attach(children, child_parents)
+        running = children
+
+    if not finished:
+        raise ConstraintError("beam search: no beam could complete the query under its constraints")
+    finished.sort(key=lambda e: -e.score)
+    return finished[:n]
+
+
+def _best(choices: np.ndarray, lp: np.ndarray, k: int, must_complete: Matcher | None) -> np.ndarray:
+    """The ``k`` most likely of ``choices``; on a value's last budgeted token (``must_complete``), only
+    tokens after which the value is complete: a token that leaves it unfinished is a dead end."""
+    if must_complete is None:
+        k = min(k, choices.size)
+        return choices[np.argpartition(-lp[choices], k - 1)[:k]] if k else choices
+    out = []
+    for t in choices[np.argsort(-lp[choices])]:
+        if must_complete.completes(int(t)):
+            out.append(t)
+            if len(out) == k:
+                break
+    return np.asarray(out, dtype=np.int64)
+
+
+def _done(finished: list[Execution], running: list[Beam], n: int) -> bool:
+    if len(finished) < n:
+        return False
+    nth = sorted((e.score for e in finished), reverse=True)[n - 1]
+    return max(b.score for b in running) <= nth
