@@ -38,9 +38,11 @@ def source_of(query: str | Path) -> Source:
     if isinstance(query, Path) or ("\n" not in query and query.endswith(".lmql")):
         path = Path(query)
         try:
-            text = path.read_text()
+            text = path.read_text(encoding="utf-8")
         except OSError as err:
             raise QueryInputError(f"can't read query file {path}: {err.strerror}") from None
+        except UnicodeDecodeError as err:
+            raise QueryInputError(f"can't read query file {path}: not UTF-8 text ({err.reason})") from None
         return Source(
             text, str(path), tuple(text.split("\n")), base_dir=path.resolve().parent, name=path.stem
         )
@@ -57,8 +59,6 @@ def _compile_cached(src: Source) -> Plan:
         first_col=src.first_col,
         name=src.name,
     )
-    if q.is_async:
-        raise UnsupportedError("'await' inside a query body is not supported yet", q.prompts[0].position)
     return plan(compile_query(q), base_dir=src.base_dir)
 
 
@@ -140,7 +140,9 @@ def _docstring_source(fn: Callable[..., Any]) -> Source:
     if raw.startswith(marker):
         raw = raw[len(marker) :]
         col += len(marker)
-    file_lines = tuple(Path(filename).read_text().split("\n")) if Path(filename).is_file() else None
+    file_lines = (
+        tuple(Path(filename).read_text(encoding="utf-8").split("\n")) if Path(filename).is_file() else None
+    )
     return Source(
         raw, filename, file_lines, start + node.lineno - 1, col, Path(filename).resolve().parent, fn.__name__
     )
@@ -191,7 +193,8 @@ class QueryFunction:
         for name, param in self.signature.parameters.items():
             if param.annotation is inspect.Parameter.empty or name not in out:
                 continue
-            out[name] = _validate_input(self.name, name, param.annotation, out[name], position)
+            where = position or _param_position(self.fn, name)
+            out[name] = _validate_input(self.name, name, param.annotation, out[name], where)
         return out
 
     def nested_plan(
@@ -226,6 +229,26 @@ class QueryFunction:
         if isinstance(result, list):
             return [r.return_value for r in result]
         return result.return_value
+
+
+def _param_position(fn: Callable[..., Any], name: str) -> Position | None:
+    """Where parameter ``name`` of ``fn`` is declared: a wrong input is placed at its annotation."""
+    try:
+        lines, start = inspect.getsourcelines(fn)
+        src = textwrap.dedent("".join(lines))
+        tree = ast.parse(src)
+    except (OSError, TypeError, SyntaxError):
+        return None
+    fdef = next(n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)))
+    args = fdef.args
+    for arg in [*args.posonlyargs, *args.args, args.vararg, *args.kwonlyargs, args.kwarg]:
+        if arg is not None and arg.arg == name:
+            text = src.split("\n")[arg.lineno - 1]
+            indent = len(lines[0]) - len(lines[0].lstrip())
+            col = len(text.encode()[: arg.col_offset].decode("utf-8", errors="ignore")) + indent + 1
+            line = lines[arg.lineno - 1].rstrip("\r\n")
+            return Position(inspect.getsourcefile(fn) or "<query>", start + arg.lineno - 1, col, line)
+    return None
 
 
 def _validate_input(fn: str, name: str, annotation: Any, value: Any, position: Position | None) -> Any:

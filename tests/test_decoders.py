@@ -155,3 +155,12 @@ def test_score_matches_plain_forward_passes(tiny: LocalBackend):
         assert s.continuation == c and "".join(s.tokens) == c
         assert s.total == pytest.approx(logprob(tiny, prefix, tiny.encode(c)), abs=1e-4)
         assert len(s.logprobs) == len(tiny.encode(c))
+
+
+def test_best_k_returns_sorted_valid_results(tiny: LocalBackend):
+    q = 'best_k(n=3, budget=12)\n    "Word: [W]" where W in ["alpha", "beta", "gamma", "delta"]'
+    rs = querylm.run(q, model=tiny, chat=False)
+    assert 1 <= len(rs) <= 3
+    assert all(r.variables["W"] in ["alpha", "beta", "gamma", "delta"] for r in rs)
+    assert all(a.score >= b.score for a, b in itertools.pairwise(rs))
+    assert len({r.variables["W"] for r in rs}) == len(rs)

@@ -41,6 +41,8 @@ class Sequence(ABC):
 
 class Backend(ABC):
     name: str
+    supports_beams = True
+    """False for backends without next-token log-probabilities (hosted APIs)."""
     tokenizer: Any
     """A Hugging Face tokenizer (``transformers`` fast tokenizer)."""
 

@@ -153,7 +153,9 @@ def _random(inner: str | None) -> Backend:
 
 def _load(model_id: str | None, *, device: str | None, dtype: str | None) -> Backend:
     if model_id is not None and model_id.startswith("openai/"):
-        raise ModelError(f"'{model_id}': the hosted OpenAI backend is not available yet in this version")
+        from . import openai as hosted
+
+        return hosted.load(model_id)
     try:
         from . import local
     except ImportError as err:  # pragma: no cover - depends on the install

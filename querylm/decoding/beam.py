@@ -89,14 +89,23 @@ def beam_search(
     *,
     rng: np.random.Generator | None = None,
     temperature: float = 1.0,
+    best_k_budget: int | None = None,
 ) -> list[Execution]:
     """The n best finished executions of the query ``root`` (started, with ``batch.row(0)`` as its
-    sequence), best first. With ``rng``, candidates are sampled (beam_sample) instead of ranked."""
+    sequence), best first. With ``rng``, candidates are sampled (beam_sample) instead of ranked.
+
+    With ``best_k_budget``, LMQL's best_k: a best-first search. A frontier of hypotheses (at most 4n,
+    all kept in the batch) is ranked by score minus an age penalty (``sqrt(rounds waited)``, LMQL's
+    kappa=1, beta=0.5); each round expands only the n best of it, by their 5 most likely continuations
+    with probability >= 0.05, until ``budget`` hypotheses have been expanded (and one query finished)."""
     backend = root.backend
     eos = np.asarray(backend.eos_ids)
     finished: list[Execution] = []
     first = _enter(root, backend)
     running = [first] if first is not None else []
+    best_k = best_k_budget is not None
+    born: dict[int, int] = {}  # id(beam) -> the round it joined the frontier (best_k's age)
+    round_no = expanded = 0
 
     def attach(beams: list[Beam], parents: list[int]) -> None:
         """Make beam j row j of the batch: a copy of its parent's row, brought up to the beam's ids."""
@@ -146,21 +155,35 @@ def beam_search(
         if changed:
             attach(settled, parents)
         running = settled
-        if not running or _done(finished, running, n):
+        if not running or (not best_k and _done(finished, running, n)):
+            break
+        if best_k and expanded >= best_k_budget and finished:  # type: ignore[operator]
             break
 
         logits = batch.logits().astype(np.float64)
         top = logits.max(axis=1, keepdims=True)
         log_z = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
         cands: list[Candidate] = []
-        for i, beam in enumerate(running):
+        if best_k:
+            age = np.array([round_no - born.setdefault(id(b), round_no) for b in running], dtype=np.float64)
+            ranked = np.argsort(-(np.array([b.score for b in running]) - np.sqrt(age)))
+            expand = [int(i) for i in ranked[:n]]
+            expanded += len(expand)
+            round_no += 1
+        else:
+            expand = list(range(len(running)))
+        per_beam = 5 if best_k else 2 * n
+        for i in expand:
+            beam = running[i]
             allowed = allowed_of[i]
             lp = logits[i] - log_z[i]
             choices = allowed[~np.isin(allowed, eos)]
             may_end = len(beam.tokens) >= beam.pending.hc.min_tokens and bool(np.isin(eos, allowed).any())
             hc = beam.pending.hc
             last = hc.max_tokens is not None and len(beam.tokens) + 1 >= hc.max_tokens
-            pick = _best(choices, lp, 2 * n, beam.matcher if last else None)
+            pick = _best(choices, lp, per_beam, beam.matcher if last else None)
+            if best_k and pick.size:  # LMQL's gamma: drop unlikely continuations, but never all of them
+                pick = pick[(lp[pick] >= np.log(0.05)) | (lp[pick] == lp[pick].max())]
             options = [(int(t), float(lp[t])) for t in pick]
             if may_end:
                 options.append((END, end_logit(backend, logits[i].astype(np.float32), allowed) - log_z[i]))
@@ -176,8 +199,13 @@ def beam_search(
         # ends), so a parent stays intact for its other children.
         children: list[Beam] = []
         child_parents: list[int] = []
-        for rank, c in enumerate(cands[: 2 * n]):
-            if len(children) >= n:
+        if best_k:  # the frontier keeps what was not expanded; children join it, best 4n kept
+            keep = [i for i in range(len(running)) if i not in set(expand)]
+            children = [running[i] for i in keep]
+            child_parents = list(keep)
+        quota = 4 * n if best_k else n
+        for rank, c in enumerate(cands if best_k else cands[: 2 * n]):
+            if len(children) >= quota:
                 break
             parent = running[c.parent]
             ex = parent.ex.fork(ListSequence(list(parent.ex.seq.ids)))
@@ -190,7 +218,7 @@ def beam_search(
                 except ConstraintError:
                     continue  # a Python predicate rejected the value: pruned
                 if nxt is None:
-                    if rank < n:
+                    if rank < n or best_k:
                         finished.append(ex)
                     continue
                 children.append(nxt)
@@ -200,6 +228,10 @@ def beam_search(
                 ex.seq.append([c.token])
                 children.append(Beam(ex, parent.pending, matcher, [*parent.tokens, c.token]))
             child_parents.append(c.parent)
+        if best_k and len(children) > quota:
+            order = sorted(range(len(children)), key=lambda j: -children[j].score)[:quota]
+            children = [children[j] for j in order]
+            child_parents = [child_parents[j] for j in order]
         attach(children, child_parents)
         running = children
 

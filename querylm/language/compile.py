@@ -20,17 +20,20 @@ import ast
 import builtins
 import copy
 import difflib
+import typing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..constraints import functions
-from ..errors import QueryCompileError
+from ..errors import QueryCompileError, UnsupportedError
 from .ir import Hole, Interpolation, Query, Role, Text
 from .parse import PROMPT_MARKER
 
 FUNCTION_NAME = "__querylm_query__"
 BUILTIN_NAMES = set(dir(builtins))
+PREDEFINED: dict[str, Any] = {"Literal": typing.Literal}
+"""Names a string or file query can use without importing them (a function-form query has its module's)."""
 
 
 @dataclass
@@ -92,6 +95,7 @@ class _Expand(ast.NodeTransformer):
             and isinstance(call.func, ast.Name)
             and call.func.id == PROMPT_MARKER
             and isinstance(call.args[0], ast.Constant)
+            and isinstance(call.args[0].value, int)
         ):
             return _segment_yields(self.query, call.args[0].value, node)
         return node
@@ -124,11 +128,39 @@ def used_names(trees: Iterable[ast.AST]) -> dict[str, ast.AST]:
     return out
 
 
+def _check_inline_wheres(query: Query) -> None:
+    """``"..." where C`` constrains its own prompt's holes: a conjunct of C that mentions none of them
+    would constrain nothing, so it is an error rather than silently dropped."""
+    own: dict[int, tuple[ast.Expression, set[str]]] = {}
+    for hole in query.holes:
+        if hole.inline_where is not None:
+            own.setdefault(id(hole.inline_where), (hole.inline_where, set()))[1].add(hole.name)
+    for where, names in own.values():
+        for c in _conjuncts(where.body):
+            if not names & {n.id for n in ast.walk(c) if isinstance(n, ast.Name)}:
+                raise QueryCompileError(
+                    f"this constraint mentions no hole of its prompt ({', '.join(sorted(names))}): "
+                    "constrain other holes in their own prompt or in the query's where clause",
+                    query.source_map.of(c),
+                )
+
+
+def _conjuncts(node: ast.expr) -> list[ast.expr]:
+    if isinstance(node, ast.BoolOp) and isinstance(node.op, ast.And):
+        return [c for v in node.values for c in _conjuncts(v)]
+    return [node]
+
+
 def compile_query(
     query: Query, *, params: list[str] | None = None, globals_: dict[str, Any] | None = None
 ) -> CompiledQuery:
     """Compile ``query``. ``params`` are the inputs of a function-form query; for a string or file
     query they are None and every name the query reads without defining it becomes an input."""
+    if query.first_await is not None:
+        raise UnsupportedError(
+            "'await' inside a query body is not supported yet: call async code from outside the query",
+            query.source_map.of(query.first_await),
+        )
     expanded = _Expand(query).visit(copy.deepcopy(query.body))
     body = expanded.body or [ast.Pass()]
 
@@ -144,8 +176,9 @@ def compile_query(
     defined = defined_names(expanded) | holes
     wheres = [query.where] if query.where is not None else []
     wheres += [h.inline_where for h in query.holes if h.inline_where is not None]
-    used = used_names([expanded, *prompt_exprs, *wheres])
-    known = defined | BUILTIN_NAMES | set(params or []) | set((globals_ or {}).keys()) | set(functions.NAMES)
+    dist = [query.distribution.values] if query.distribution is not None else []
+    used = used_names([expanded, *prompt_exprs, *wheres, *dist])
+    known = defined | BUILTIN_NAMES | set(PREDEFINED) | set(params or []) | set((globals_ or {}).keys()) | set(functions.NAMES)
     free = {name: node for name, node in used.items() if name not in known}
     for name, node in free.items():
         near = difflib.get_close_matches(name, sorted(holes), n=1)
@@ -155,6 +188,7 @@ def compile_query(
             raise QueryCompileError(
                 f"unknown variable '{name}' in the where clause{hint}", query.source_map.of(node)
             )
+    _check_inline_wheres(query)
     inputs = list(params) if params is not None else sorted(free)
     if params is not None:
         free = {}
@@ -169,10 +203,9 @@ def compile_query(
         kwarg=None,
         defaults=[],
     )
-    fn_cls = ast.AsyncFunctionDef if query.is_async else ast.FunctionDef
-    fn = fn_cls(name=FUNCTION_NAME, args=args, body=body, decorator_list=[], returns=None)
-    if "type_params" in fn_cls._fields:  # Python >= 3.12
-        fn.type_params = []
+    fn = ast.FunctionDef(name=FUNCTION_NAME, args=args, body=body, decorator_list=[], returns=None)
+    if "type_params" in ast.FunctionDef._fields:  # Python >= 3.12
+        fn.type_params = []  # type: ignore[attr-defined]
     if not any(isinstance(n, (ast.Yield, ast.YieldFrom)) for n in ast.walk(fn)):
         fn.body.append(
             ast.Expr(ast.Yield(ast.Constant(None)))
@@ -186,7 +219,7 @@ def compile_query(
         raise QueryCompileError(
             err.msg, query.source_map.position(err.lineno or 1, (err.offset or 1) - 1)
         ) from None
-    namespace: dict[str, Any] = globals_ if globals_ is not None else {"__builtins__": builtins}
+    namespace: dict[str, Any] = globals_ if globals_ is not None else {"__builtins__": builtins, **PREDEFINED}
     local_ns: dict[str, Any] = {}
     exec(code, namespace, local_ns)
     return CompiledQuery(query, local_ns[FUNCTION_NAME], inputs, free)

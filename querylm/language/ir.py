@@ -19,6 +19,16 @@ DECODERS = {
 }
 """Decoder keywords LMQL accepts, mapped to their canonical name."""
 
+DECODER_ARGS = {
+    "argmax": {"max_len", "n"},
+    "sample": {"max_len", "n", "temperature", "top_k", "top_p", "seed"},
+    "beam": {"max_len", "n"},
+    "beam_sample": {"max_len", "n", "temperature", "seed"},
+    "best_k": {"max_len", "n", "budget"},
+}
+"""The arguments each canonical decoder takes (checked where the decoder clause is parsed, so that an
+unknown argument is reported at the argument itself)."""
+
 ROLES = ("system", "user", "assistant")
 
 
@@ -43,7 +53,17 @@ class SourceMap:
         return Position(self.filename, file_line, file_col, text)
 
     def of(self, node: ast.AST) -> Position:
-        return self.position(node.lineno, node.col_offset)  # type: ignore[attr-defined]
+        line: int = node.lineno  # type: ignore[attr-defined]
+        return self.position(line, self.char_col(line, node.col_offset))  # type: ignore[attr-defined]
+
+    def char_col(self, line: int, byte_col: int) -> int:
+        """ast gives columns in UTF-8 bytes; the caret needs characters (tokenize and SyntaxError
+        already count characters)."""
+        file_line = line + self.first_line - 1
+        if not 0 < file_line <= len(self.file_lines):
+            return byte_col
+        text = self.file_lines[file_line - 1][self.col_shift.get(line, 0) :]
+        return len(text.encode()[:byte_col].decode("utf-8", errors="ignore"))
 
 
 @dataclass
@@ -61,7 +81,7 @@ class Text:
 
 @dataclass
 class Interpolation:
-    expr: ast.expression
+    expr: ast.Expression
     source: str
     position: Position
 
@@ -79,7 +99,7 @@ class Hole:
     index: int
     name: str
     type_source: str | None
-    type_expr: ast.expression | None
+    type_expr: ast.Expression | None
     position: Position
     inline_where: ast.Expression | None = None
     """The ``"..." where C`` constraint of the statement the hole is in, if any."""
@@ -120,4 +140,6 @@ class Query:
     distribution: Distribution | None = None
     inputs: list[str] = field(default_factory=list)
     is_async: bool = False
+    first_await: ast.AST | None = None
+    """Why ``is_async`` is set: the first await / async for / async with of the body (for errors)."""
     uses_roles: bool = False

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from ..errors import QueryCompileError, QuerySyntaxError
 from . import template
-from .ir import DECODERS, DecoderSpec, Distribution, Hole, Prompt, Query, Role, SourceMap
+from .ir import DECODER_ARGS, DECODERS, DecoderSpec, Distribution, Hole, Prompt, Query, Role, SourceMap
 
 CLAUSES = ("from", "where", "distribution")
 PROMPT_MARKER = "__prompt__"
@@ -69,6 +69,7 @@ def parse(
 
     clause_at = [ln for ln in rest if ln.level == 0 and _is_clause(ln)]
     body_end = clause_at[0].start if clause_at else len(lines) + 1
+    first_body = next((ln for ln in rest if ln.start < body_end), None)
 
     query = Query(
         name=name,
@@ -80,9 +81,16 @@ def parse(
     )
     for i, clause in enumerate(clause_at):
         end = clause_at[i + 1].start if i + 1 < len(clause_at) else len(lines) + 1
-        _parse_clause(query, clause, lines, end, smap)
+        last = [ln for ln in rest if clause.start <= ln.start < end][-1].tokens[-1]
+        _parse_clause(query, clause, lines, last.end, smap)
 
     _parse_body(query, lines, body_start, body_end, smap)
+    if not query.prompts:
+        if first_body is not None:
+            pos = smap.position(first_body.start, first_body.first.start[1])
+        else:
+            pos = query.decoder.position or smap.position(1, 0)
+        raise QuerySyntaxError("the query has no prompt: write at least one string statement", pos)
     return query
 
 
@@ -106,12 +114,22 @@ def _blank(lines: list[str], upto: int) -> str:
     return "\n" * (upto - 1)
 
 
-def _syntax_error(err: SyntaxError, smap: SourceMap, what: str) -> QuerySyntaxError:
+def _syntax_error(
+    err: SyntaxError, smap: SourceMap, what: str, end: tuple[int, int] | None = None
+) -> QuerySyntaxError:
+    """Python's SyntaxError as ours. ``end`` is where the user's text ends when we appended a closing
+    parenthesis to it: an error there means the text stopped too early."""
     line = err.lineno or 1
     col = max((err.offset or 1) - 1, 0)
     msg = err.msg
+    if end is not None and (line, col) > end:
+        return QuerySyntaxError(f"unexpected end of {what}", smap.position(*end))
     if msg.startswith("invalid syntax") or msg == "unexpected EOF while parsing":
         msg = f"invalid syntax in {what}"
+    elif msg.startswith(("unterminated string", "unterminated triple-quoted string")):
+        msg = "unterminated string"
+    elif msg == "unexpected indent" and err.text:  # at the statement, not the last blank before it
+        col = len(err.text) - len(err.text.lstrip())
     return QuerySyntaxError(msg, smap.position(line, col))
 
 
@@ -119,8 +137,15 @@ def _logical_lines(text: str, smap: SourceMap) -> list[_Line]:
     out: list[_Line] = []
     level = start_level = 0
     cur: list[tokenize.TokenInfo] = []
+    opened: list[tokenize.TokenInfo] = []  # brackets not closed yet, for "'(' was never closed"
     try:
         for tok in tokenize.generate_tokens(io.StringIO(text + "\n").readline):
+            if tok.type == tokenize.OP and tok.string in "([{":
+                opened.append(tok)
+            elif tok.type == tokenize.OP and tok.string in ")]}":
+                if not opened:
+                    raise QuerySyntaxError(f"unmatched '{tok.string}'", smap.position(*tok.start))
+                opened.pop()
             if tok.type == tokenize.INDENT:
                 level += 1
                 continue
@@ -143,8 +168,11 @@ def _logical_lines(text: str, smap: SourceMap) -> list[_Line]:
         msg, (line, col) = err.args
         if "string" in msg.lower():
             msg = "unterminated string"
+        elif "statement" in msg.lower() and opened:
+            msg = f"'{opened[-1].string}' was never closed"
+            line, col = opened[-1].start
         elif "statement" in msg.lower():
-            msg = "unexpected end of query: an opened bracket is never closed"
+            msg = "unexpected end of query"
         raise QuerySyntaxError(msg, smap.position(line, col)) from None
     except IndentationError as err:
         raise _syntax_error(err, smap, "indentation") from None
@@ -158,8 +186,8 @@ def _is_clause(line: _Line) -> bool:
     if first.type != tokenize.NAME or first.string not in CLAUSES or first.start[1] != 0:
         return False
     if first.string == "from":
-        # `from "model"` or `from` alone on its line; `from x import y` is Python.
-        return len(line.tokens) == 1 or line.tokens[1].type == tokenize.STRING
+        # `from "model"` (or a mistyped `from model`); `from x import y` is Python.
+        return not any(t.type == tokenize.NAME and t.string == "import" for t in line.tokens)
     return True
 
 
@@ -197,6 +225,12 @@ def _parse_decoder(line: _Line, lines: list[str], smap: SourceMap) -> DecoderSpe
         for kw in node.keywords:
             if kw.arg is None:
                 raise QuerySyntaxError("decoder arguments must be given by name", smap.of(kw.value))
+            takes = DECODER_ARGS[DECODERS[tok.string]]
+            if kw.arg not in takes:
+                raise QueryCompileError(
+                    f"{tok.string} has no argument '{kw.arg}' (it takes: {', '.join(sorted(takes))})",
+                    smap.of(kw),
+                )
             try:
                 args[kw.arg] = ast.literal_eval(kw.value)
             except ValueError:
@@ -206,29 +240,38 @@ def _parse_decoder(line: _Line, lines: list[str], smap: SourceMap) -> DecoderSpe
     return DecoderSpec(DECODERS[tok.string], args, pos)
 
 
-def _clause_source(lines: list[str], clause: _Line, end: int) -> str:
-    """The clause text in place, its keyword blanked to '(' + spaces so the rest keeps its columns."""
-    kw = clause.first
-    body = list(lines[clause.start - 1 : end - 1])
-    first = body[0]
-    c = kw.start[1]
-    body[0] = first[:c] + "(" + " " * (len(kw.string) - 1) + first[c + len(kw.string) :]
-    return _blank(lines, clause.start) + "\n".join(body) + "\n)"
-
-
-def _parse_clause(query: Query, clause: _Line, lines: list[str], end: int, smap: SourceMap) -> None:
-    kw = clause.first
-    kw_pos = smap.position(kw.start[0], kw.start[1])
-    src = _clause_source(lines, clause, end)
-    what = f"the {kw.string} clause"
+def _parse_in_place(
+    lines: list[str], kw: tokenize.TokenInfo, last: tuple[int, int], smap: SourceMap, what: str
+) -> ast.Expression:
+    """Parse the expression after keyword ``kw`` up to ``last`` (line, col), in place: the line up to
+    the keyword becomes '(' + blanks and a ')' closes the text, so every node keeps the user's position."""
+    (ln, c), (end_ln, end_c) = kw.start, last
+    body = list(lines[ln - 1 : end_ln])
+    body[-1] = body[-1][:end_c]
+    # '(' then blanks up to the end of the keyword: what precedes it (an inline where's prompt) is
+    # blanked byte for byte, as ast counts columns in bytes.
+    width = len(body[0][:c].encode()) + len(kw.string)
+    body[0] = "(" + " " * (width - 1) + body[0][c + len(kw.string) :]
+    src = _blank(lines, ln) + "\n".join(body) + "\n)"
     try:
         expr = ast.parse(src, mode="eval")
     except SyntaxError as err:
         if err.msg.startswith("invalid syntax. Perhaps you forgot a comma"):
             err.msg = "invalid syntax"
-        raise _syntax_error(err, smap, what) from None
+        if err.lineno == ln and err.offset and err.offset - 1 >= width:  # back to the user's characters
+            err.offset += c + len(kw.string) - width
+        raise _syntax_error(err, smap, what, end=last) from None
     if isinstance(expr.body, ast.Tuple) and not expr.body.elts:
-        raise QuerySyntaxError(f"empty {kw.string} clause", kw_pos)
+        raise QuerySyntaxError(f"empty {what.removeprefix('the ')}", smap.position(ln, c))
+    return expr
+
+
+def _parse_clause(
+    query: Query, clause: _Line, lines: list[str], last: tuple[int, int], smap: SourceMap
+) -> None:
+    kw = clause.first
+    kw_pos = smap.position(kw.start[0], kw.start[1])
+    expr = _parse_in_place(lines, kw, last, smap, f"the {kw.string} clause")
     if kw.string == "from":
         node = expr.body
         if not (isinstance(node, ast.Constant) and isinstance(node.value, str)):
@@ -278,6 +321,8 @@ def _rewrite_inline_where(src: str, smap: SourceMap) -> tuple[str, set[tuple[int
             elif tok.string in ")]}" and tok.type == tokenize.OP:
                 depth -= 1
             elif depth == 0 and tok.type == tokenize.NAME and tok.string == "where":
+                # Parse the constraint alone first: an error in it must not speak of our rewrite.
+                _parse_in_place(lines, tok, line.tokens[-1].end, smap, "the where constraint")
                 marks.add(tok.start)
                 edits.append((tok.start[0], tok.start[1], "where", "if   "))
                 last = line.tokens[-1]
@@ -303,6 +348,19 @@ def _prompt_of(stmt: ast.stmt, marks: set[tuple[int, int]]) -> tuple[ast.expr, a
         isinstance(value, ast.JoinedStr) or isinstance(value.value, str)
     ):
         return value, None
+    return None
+
+
+def _first_await(tree: ast.AST) -> ast.AST | None:
+    """The first await / async for / async with of the query's own code (not of a nested async def)."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, (ast.Await, ast.AsyncFor, ast.AsyncWith)):
+            return node
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+            continue
+        found = _first_await(node)
+        if found is not None:
+            return found
     return None
 
 
@@ -334,7 +392,7 @@ class _PromptExtractor(ast.NodeTransformer):
             )
         if isinstance(node, ast.Constant) and not isinstance(node.value, str):
             raise QuerySyntaxError("a prompt statement must be a string", smap.of(node))
-        assert isinstance(node, ast.Constant)
+        assert isinstance(node, ast.Constant) and isinstance(node.value, str)
         raw = ast.get_source_segment(self.src, node) or ""
         first_index = len(self.query.holes)
         segments = template.parse_template(node.value, raw, node, smap, first_index)
@@ -345,10 +403,10 @@ class _PromptExtractor(ast.NodeTransformer):
                 self.query.holes.append(seg)
             elif isinstance(seg, Role):
                 self.query.uses_roles = True
-        if where is not None and len(self.query.holes) == first_index:
+        if inline is not None and len(self.query.holes) == first_index:
             raise QueryCompileError(
                 "this prompt has 'where' but no [HOLE] for it to constrain", smap.of(inline)
-            )  # type: ignore[arg-type]
+            )
         index = len(self.query.prompts)
         self.query.prompts.append(Prompt(segments, smap.of(node)))
         call = ast.Call(func=ast.Name(PROMPT_MARKER, ast.Load()), args=[ast.Constant(index)], keywords=[])
@@ -393,7 +451,5 @@ def _parse_body(query: Query, lines: list[str], start: int, end: int, smap: Sour
         raise _syntax_error(err, smap, "the query body") from None
     module.body = _PromptExtractor(query, marks, src)._visit_block(module.body)
     query.body = module
-    query.is_async = any(isinstance(n, (ast.Await, ast.AsyncFor, ast.AsyncWith)) for n in ast.walk(module))
-    if not query.prompts:
-        pos = smap.position(start, 0)
-        raise QuerySyntaxError("the query has no prompt: write at least one string statement", pos)
+    query.first_await = _first_await(module)
+    query.is_async = query.first_await is not None

@@ -11,7 +11,9 @@ from .ir import ROLES, Hole, Interpolation, Role, Segment, SourceMap, Text
 
 def _locate(needle: str, raw: str, node: ast.expr, smap: SourceMap, hint: int = 0) -> Position:
     """Where ``needle`` (a piece of the string's value) sits in the user's source, as best we can tell:
-    escapes make value offsets differ from source offsets, so search the raw literal for it."""
+    escapes make value offsets differ from source offsets, so search the raw literal for it, from
+    ``hint`` (its index in the value: every value character comes from at least one source character,
+    so the source index is never smaller)."""
     idx = raw.find(needle, hint) if needle else -1
     if idx < 0:
         idx = raw.find(needle) if needle else -1
@@ -19,7 +21,8 @@ def _locate(needle: str, raw: str, node: ast.expr, smap: SourceMap, hint: int = 
         return smap.of(node)
     before = raw[:idx]
     line = node.lineno + before.count("\n")
-    col = (node.col_offset + idx) if "\n" not in before else len(before) - before.rfind("\n") - 1
+    start = smap.char_col(node.lineno, node.col_offset)
+    col = (start + idx) if "\n" not in before else len(before) - before.rfind("\n") - 1
     return smap.position(line, col)
 
 
@@ -71,13 +74,13 @@ def parse_template(value: str, raw: str, node: ast.expr, smap: SourceMap, first_
             i += 1
             continue
         if ch == "}":
-            pos = _locate("}", raw, node, smap)
+            pos = _locate("}", raw, node, smap, i)
             raise QuerySyntaxError("single '}' in a prompt: write '}}' for a literal brace", pos)
         if ch == "[":
             end = _closing(value, i, "[", "]")
             inner = value[i + 1 : end] if end >= 0 else value[i + 1 :]
             needle = value[i : end + 1] if end >= 0 else value[i:]
-            pos = _locate(needle, raw, node, smap)
+            pos = _locate(needle, raw, node, smap, i)
             if end < 0:
                 raise QuerySyntaxError("unclosed '[' in a prompt: write '[[' for a literal bracket", pos)
             flush()
@@ -87,7 +90,7 @@ def parse_template(value: str, raw: str, node: ast.expr, smap: SourceMap, first_
         if ch == "{":
             end = _closing(value, i, "{", "}")
             needle = value[i : end + 1] if end >= 0 else value[i:]
-            pos = _locate(needle, raw, node, smap)
+            pos = _locate(needle, raw, node, smap, i)
             if end < 0:
                 raise QuerySyntaxError("unclosed '{' in a prompt: write '{{' for a literal brace", pos)
             inner = value[i + 1 : end]

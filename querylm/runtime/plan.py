@@ -14,15 +14,8 @@ from ..constraints.types import TypeNotSupported, typed_hole
 from ..constraints.where import UNKNOWN, build, conjuncts, names_in
 from ..errors import QueryCompileError, UnsupportedError
 from ..language.compile import CompiledQuery
-from ..language.ir import Hole
+from ..language.ir import DECODER_ARGS, Hole
 
-DECODER_ARGS = {
-    "argmax": {"max_len", "n"},
-    "sample": {"max_len", "n", "temperature", "top_k", "top_p", "seed"},
-    "beam": {"max_len", "n"},
-    "beam_sample": {"max_len", "n", "temperature", "seed"},
-    "best_k": {"max_len", "n", "temperature", "seed"},
-}
 IMPLEMENTED = {"argmax", "sample", "beam", "beam_sample", "best_k"}
 
 

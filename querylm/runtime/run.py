@@ -13,7 +13,7 @@ from ..backends.base import Backend
 from ..backends.models import resolve
 from ..decoding.choose import Argmax, Chooser, Sample
 from ..decoding.hole import HoleOutput, decode_hole
-from ..errors import ModelError, QueryCompileError, QuerySyntaxError
+from ..errors import ModelError, QueryCompileError, QuerySyntaxError, UnsupportedError
 from ..language.ir import DECODERS, DecoderSpec
 from .execute import Decode, Execution, PendingHole, StreamFn
 from .plan import DECODER_ARGS, IMPLEMENTED, Plan
@@ -84,7 +84,11 @@ def run_plan(
         raise QueryCompileError(f"{spec.name}: n must be at least 1", spec.position)
     limit = int(max_len or spec.args.get("max_len", 2048))
     backend = _backend(model, plan, spec, device=device, dtype=dtype)
-    if spec.name in ("beam", "beam_sample"):
+    if spec.name in ("beam", "beam_sample", "best_k") and not backend.supports_beams:
+        raise UnsupportedError(
+            f"{spec.name} needs next-token log-probabilities: {backend.name} has none", spec.position
+        )
+    if spec.name in ("beam", "beam_sample", "best_k"):
         from ..decoding.beam import beam_search
 
         batch = backend.new_batch(1, [])
@@ -97,6 +101,7 @@ def run_plan(
             n,
             rng=make_rng(spec.args.get("seed"), 0) if sampled else None,
             temperature=float(spec.args.get("temperature", 1.0)),
+            best_k_budget=int(spec.args.get("budget", 30)) if spec.name == "best_k" else None,
         )
         beams = [ex.result() for ex in best]
         for r in beams:
@@ -109,7 +114,10 @@ def run_plan(
         if stream is not None and n > 1:
             stream(f"\n--- sample {i + 1} of {n} ---\n")
         ex = Execution(plan, backend, backend.new_sequence(), max_len=limit, chat=chat, stream=stream)
-        results.append(ex.run(inputs, sequential(_chooser(spec, i))))
+        # A backend that generates whole values itself (a hosted API) brings its own hole decoder.
+        custom = getattr(backend, "make_decode", None)
+        decode = custom(spec, i) if custom is not None else sequential(_chooser(spec, i))
+        results.append(ex.run(inputs, decode))
     for r in results:
         r.decoder = spec.name
     return results if n > 1 else results[0]
