@@ -128,32 +128,14 @@ def beam_search(
         parents: list[int] = []
         changed = False
         for i, beam in enumerate(running):
-            while beam is not None:
-                hc = beam.pending.hc
-                allowed = beam.matcher.allowed()
-                at_budget = hc.max_tokens is not None and len(beam.tokens) >= hc.max_tokens
-                too_long = len(beam.ex.seq.ids) >= beam.ex.max_len
-                only_eos = allowed.size > 0 and bool(np.isin(allowed, eos).all())
-                if allowed.size == 0 or ((at_budget or too_long) and not beam.matcher.is_accepting()):
-                    beam = None  # a dead end: pruned, never returned
-                    changed = True
-                elif only_eos or at_budget or too_long:
-                    changed = True
-                    beam.ex.seq = ListSequence(list(beam.ex.seq.ids))
-                    try:
-                        nxt = _close(beam, backend, "grammar" if only_eos else "budget")
-                    except ConstraintError:
-                        nxt = None
-                    if nxt is None and beam.ex.finished:
-                        finished.append(beam.ex)
-                    beam = nxt
-                else:
-                    settled.append(beam)
-                    allowed_of.append(allowed)
-                    parents.append(i)
-                    break
-        if changed:
-            attach(settled, parents)
+            beam.ex.seq = ListSequence(list(beam.ex.seq.ids))  # rows may move: detach, re-attach below
+            ready, allowed, moved = settle(beam, backend, eos, finished)
+            changed |= moved
+            if ready is not None:
+                settled.append(ready)
+                allowed_of.append(allowed)
+                parents.append(i)
+        attach(settled, parents)
         running = settled
         if not running or (not best_k and _done(finished, running, n)):
             break
@@ -239,6 +221,36 @@ def beam_search(
         raise ConstraintError("beam search: no beam could complete the query under its constraints")
     finished.sort(key=lambda e: -e.score)
     return finished[:n]
+
+
+def settle(
+    beam: Beam, backend: Backend, eos: np.ndarray, finished: list[Execution]
+) -> tuple[Beam | None, np.ndarray, bool]:
+    """Make the forced moves of a beam: end a value that must end (budget spent, only EOS allowed,
+    max_len reached) and run on to the next hole; prune a dead end (nothing allowed, or a value that
+    must end but is incomplete). Returns the beam once it needs a choice (None if it finished, into
+    ``finished``, or was pruned), the tokens it may choose from, and whether anything moved."""
+    moved = False
+    current: Beam | None = beam
+    while current is not None:
+        hc = current.pending.hc
+        allowed = current.matcher.allowed()
+        at_budget = hc.max_tokens is not None and len(current.tokens) >= hc.max_tokens
+        too_long = len(current.ex.seq.ids) >= current.ex.max_len
+        only_eos = allowed.size > 0 and bool(np.isin(allowed, eos).all())
+        if allowed.size == 0 or ((at_budget or too_long) and not current.matcher.is_accepting()):
+            return None, allowed, True  # a dead end: pruned, never returned
+        if not (only_eos or at_budget or too_long):
+            return current, allowed, moved
+        moved = True
+        try:
+            nxt = _close(current, backend, "grammar" if only_eos else "budget")
+        except ConstraintError:
+            return None, allowed, True
+        if nxt is None and current.ex.finished:
+            finished.append(current.ex)
+        current = nxt
+    return None, np.empty(0, dtype=np.int64), moved
 
 
 def _best(choices: np.ndarray, lp: np.ndarray, k: int, must_complete: Matcher | None) -> np.ndarray:

@@ -284,10 +284,11 @@ class Execution:
         smap = plan.compiled.query.source_map
         filename = plan.compiled.code_filename
 
-        def evaluate(node: ast.expr) -> Any:
+        def evaluate(node: ast.expr, ex: Execution = self) -> Any:
+            """``ex``: the execution whose TOKENS/GRAMMAR to use (a fork checks its own value)."""
             try:
                 code = compile(ast.Expression(body=node), filename, "eval")
-                return eval(code, glb, {**functions.namespace(self.tokens_of, self.grammar_accepts), **env})  # noqa: S307
+                return eval(code, glb, {**functions.namespace(ex.tokens_of, ex.grammar_accepts), **env})  # noqa: S307
             except QueryError:
                 raise
             except Exception as err:
@@ -443,7 +444,7 @@ class Execution:
         try:
             for chk in hc.checks:
                 env[hole.name] = text if chk.masked else value
-                ok = evaluate(chk.node)
+                ok = evaluate(chk.node, self)
                 if not ok:
                     kind = "violates" if chk.masked else "fails the predicate"
                     raise ConstraintError(f"{hole.name} = {text!r} {kind} `{chk.text}`", chk.position)

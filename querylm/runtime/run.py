@@ -109,13 +109,23 @@ def run_plan(
             if stream is not None:
                 stream(f"\n--- score {r.score:.3f} ---\n{r.prompt}\n")
         return beams
+    custom = getattr(backend, "make_decode", None)
+    if n > 1 and custom is None and spec.name == "sample":
+        from ..decoding.batch import sample_batch
+
+        batch = backend.new_batch(1, [])
+        root = Execution(plan, backend, batch.row(0), max_len=limit, chat=chat)
+        root.start(inputs)
+        samples = [ex.result() for ex in sample_batch(root, batch, [_chooser(spec, i) for i in range(n)])]
+        for r in samples:
+            r.decoder = spec.name
+        return samples
     results = []
     for i in range(n):
         if stream is not None and n > 1:
             stream(f"\n--- sample {i + 1} of {n} ---\n")
         ex = Execution(plan, backend, backend.new_sequence(), max_len=limit, chat=chat, stream=stream)
         # A backend that generates whole values itself (a hosted API) brings its own hole decoder.
-        custom = getattr(backend, "make_decode", None)
         decode = custom(spec, i) if custom is not None else sequential(_chooser(spec, i))
         results.append(ex.run(inputs, decode))
     for r in results:
