@@ -39,13 +39,10 @@ def _phrases(phrase: str | Sequence[str]) -> list[str]:
 
 
 def STOPS_AT(value: Any, phrase: str | Sequence[str]) -> bool:
-    """True if no phrase occurs in ``value`` except as its very end (decoding stopped at the first)."""
-    text = str(value)
-    for p in _phrases(phrase):
-        body = text[: -len(p)] if text.endswith(p) else text
-        if p in body:
-            return False
-    return True
+    """True if the value ends at the first phrase it holds: no phrase occurs before its last character
+    (decoding stops as soon as one is complete, and keeps it)."""
+    head = str(value)[:-1]
+    return all(p not in head for p in _phrases(phrase))
 
 
 def STOPS_BEFORE(value: Any, phrase: str | Sequence[str]) -> bool:

@@ -2,7 +2,7 @@
 
 Regular parts (regexes, and their and/or/not) become one Lark terminal, so llguidance sees a single
 lexeme and tokens may cross every boundary inside it; context-free parts (GRAMMAR files, JSON Schema)
-become rules. Stop phrases are folded into the terminal: the value may contain a phrase only at its end.
+become rules. Stop phrases are folded into the terminal: the value ends at the first phrase it holds.
 """
 
 from __future__ import annotations
@@ -103,6 +103,12 @@ class _Builder:
         return name
 
 
+def _overlap(stops: list[str]) -> bool:
+    """Whether a phrase can start inside another one's end (or be a prefix of it): then a string that
+    ends with a phrase may hold an earlier one that straddles the two."""
+    return any(q.endswith(p[:k]) for p in stops for q in stops for k in range(1, len(p)))
+
+
 def to_grammar(value: Lang | None, stops_at: list[str], stops_before: list[str]) -> str:
     """A llguidance TopLevelGrammar (JSON text) for a value in ``value`` that ends at the first stop
     phrase: kept in the value for ``stops_at``, generated and then dropped for ``stops_before``."""
@@ -114,13 +120,22 @@ def to_grammar(value: Lang | None, stops_at: list[str], stops_before: list[str])
         assert value is not None
         start = b.rule(value)
     else:
+        # The value ends at the first stop phrase: a string that holds one must end with it and hold
+        # none before its last character (with "\n\n", "a\n\n\n" is not a value: it stopped at "a\n\n").
         ns = b.term(Not(Term(regex.contains(stops))))
         v = b.term(value) if value is not None else "ANY"
         alts = [f"{v} & {ns}"]
+        # A string in ``ns`` followed by a phrase can hold an earlier one only where phrases overlap
+        # ("\n\n" with itself, "a" in "ab"): only then the costlier "no phrase ends before the end".
+        first = (
+            f" & {b.term(Not(Term(f'{regex.ANY}{regex.alternation(stops)}(?s:.)+')))}"
+            if _overlap(stops)
+            else ""
+        )
         if stops_before:
-            alts.append(f"({v} & {ns}) /{regex.alternation(stops_before)}/")
+            alts.append(f"(({v} & {ns}) /{regex.alternation(stops_before)}/){first}")
         if stops_at:
-            alts.append(f"{v} & ({ns} /{regex.alternation(stops_at)}/)")
+            alts.append(f"{v} & ({ns} /{regex.alternation(stops_at)}/){first}")
         start = b.new("V")
         b.lines.append(f"{start}: " + " | ".join(alts))
     lark = f"start: {start}\n" + "\n".join(b.lines) + "\n"

@@ -8,6 +8,12 @@ from __future__ import annotations
 
 ANY = r"(?s:.*)"
 
+_SPACE = r"\t-\r\x{1C}-\x{20}\x{85}\x{A0}\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F}\x{205F}\x{3000}"
+WS = f"[{_SPACE}]"
+"""Python's whitespace (``str.isspace``, what ``str.split()`` splits on). Not the regex ``\\s``: Unicode's
+White_Space lacks U+001C..U+001F, which Python splits on."""
+NONWS = f"[^{_SPACE}]"
+
 
 def literal(text: str) -> str:
     return "".join(c if (c.isascii() and (c.isalnum() or c in "_ ")) else f"\\x{{{ord(c):X}}}" for c in text)
@@ -24,7 +30,8 @@ def contains(texts: list[str]) -> str:
 def chars(op: str, n: int) -> str:
     """A value of ``len(X) <op> n`` characters."""
     lo, hi = bounds(op, n)
-    if hi is not None and hi < 0 or (hi is not None and lo > hi):
+    lo = max(lo, 0)  # len(X) >= -1
+    if hi is not None and (hi < 0 or lo > hi):
         return "[^\\s\\S]"
     return f"(?s:.{{{lo},{'' if hi is None else hi}}})"
 
@@ -35,10 +42,10 @@ def words(op: str, n: int) -> str:
     if hi is not None and (hi < 0 or lo > hi):
         return "[^\\s\\S]"
     if hi == 0:
-        return r"\s*"
+        return f"{WS}*"
     rest_hi = "" if hi is None else str(hi - 1)
-    some = rf"\s*\S+(?:\s+\S+){{{max(lo - 1, 0)},{rest_hi}}}\s*"
-    return some if lo >= 1 else rf"(?:\s*|{some})"
+    some = f"{WS}*{NONWS}+(?:{WS}+{NONWS}+){{{max(lo - 1, 0)},{rest_hi}}}{WS}*"
+    return some if lo >= 1 else f"(?:{WS}*|{some})"
 
 
 def bounds(op: str, n: int) -> tuple[int, int | None]:

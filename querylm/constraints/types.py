@@ -34,6 +34,11 @@ def _parse_bool(text: str) -> bool:
 
 
 def typed_hole(tp: Any) -> TypedHole:
+    """The constraint and conversion of ``[X: tp]``. An object may define its own by a method
+    ``__querylm_hole__() -> TypedHole`` (tool registries do: a call of one of their tools)."""
+    custom = getattr(tp, "__querylm_hole__", None)
+    if callable(custom) and not isinstance(tp, type):
+        return custom()
     if tp is str:
         return TypedHole(None, lambda s: s, "str")
     if tp is bool:
@@ -61,10 +66,32 @@ def _json_hole(tp: Any) -> TypedHole:
         schema = adapter.json_schema()
     except Exception as err:  # pydantic raises several kinds for types it can't describe
         raise TypeNotSupported(f"{getattr(tp, '__name__', tp)!s} has no JSON Schema: {err}") from None
-    # Compact separators: flexible JSON whitespace lets a small model emit newlines forever.
+    # Compact separators: flexible JSON whitespace lets a small model emit newlines forever. Closed
+    # objects: JSON Schema allows keys a type doesn't name, which a model may add without end and
+    # pydantic then drops.
     schema = {
-        **schema,
+        **_closed(schema),
         "x-guidance": {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "},
     }
     label = getattr(tp, "__name__", str(tp))
     return TypedHole(Grammar("json", json.dumps(schema), label), adapter.validate_json, label)
+
+
+def _closed(schema: Any) -> Any:
+    """``schema`` with ``additionalProperties: false`` on every object schema that lists its properties
+    and says nothing about others (pydantic's default, ``extra="ignore"``, says nothing)."""
+    if not isinstance(schema, dict):
+        return schema
+    out = dict(schema)
+    for key in ("properties", "patternProperties", "$defs", "definitions"):
+        if isinstance(out.get(key), dict):
+            out[key] = {name: _closed(sub) for name, sub in out[key].items()}
+    for key in ("items", "additionalProperties", "not", "contains"):
+        if isinstance(out.get(key), dict):
+            out[key] = _closed(out[key])
+    for key in ("anyOf", "allOf", "oneOf", "prefixItems"):
+        if isinstance(out.get(key), list):
+            out[key] = [_closed(sub) for sub in out[key]]
+    if "properties" in out and "additionalProperties" not in out and "patternProperties" not in out:
+        out["additionalProperties"] = False
+    return out

@@ -16,6 +16,7 @@ with the user's position, never dropped.
 from __future__ import annotations
 
 import ast
+import copy
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,7 +36,19 @@ UNKNOWN = object()
 
 OPS = {ast.Lt: "<", ast.LtE: "<=", ast.Eq: "==", ast.Gt: ">", ast.GtE: ">="}
 FLIP = {"<": ">", "<=": ">=", "==": "==", ">": "<", ">=": "<="}
-GRAMMAR_DIR = Path(__file__).resolve().parent.parent / "grammars"
+
+
+def _grammar_dir() -> Path:
+    """The shipped grammars: ``querylm/grammars`` in a wheel, ``grammars/`` at the top of a source
+    checkout (an editable install maps no package onto that folder, for it has no ``__init__.py``)."""
+    package = Path(__file__).resolve().parent.parent
+    for d in (package / "grammars", package.parent / "grammars"):
+        if d.is_dir():
+            return d
+    return package / "grammars"
+
+
+GRAMMAR_DIR = _grammar_dir()
 
 
 @dataclass
@@ -62,6 +75,10 @@ class HoleConstraint:
     min_tokens: int = 0
     max_tokens: int | None = None
     checks: list[Check] = field(default_factory=list)
+    budget_checks: list[Check] = field(default_factory=list)
+    """The token budgets, which the decoder enforces on the generated tokens. They join ``checks``
+    (catching a value the grammar ended before its minimum) unless a STOPS_BEFORE phrase may be
+    dropped: the value is then tokenized anew, and its count is no longer the one decoding saw."""
     labels: list[str] = field(default_factory=list)
     convert: str | None = None
     """"int" / "float" when INT(X) / FLOAT(X) is a conjunct: the query's code then sees a number."""
@@ -158,13 +175,14 @@ class Classifier:
             hc.max_tokens = hi if hc.max_tokens is None or hi is None else min(hc.max_tokens, hi)
             if hc.max_tokens is None and hi is not None:
                 hc.max_tokens = hi
+            hc.budget_checks.append(Check(node, text, self.smap.of(node), True))
             return
         try:
             lang = self.lang(node)
         except _NotMaskable:
             hc.checks.append(Check(node, text, self.smap.of(node), False))
             return
-        hc.checks.append(Check(node, text, self.smap.of(node), True))
+        hc.checks.append(Check(_as_text_check(node, self.hole), text, self.smap.of(node), True))
         if lang is not None:
             hc.add_lang(lang)
         fn = self.call_of(node, "INT", "FLOAT")
@@ -291,7 +309,7 @@ class Classifier:
             re.compile(pattern)
         except re.error as e:
             raise self.err(f"invalid regular expression: {e}", node) from None
-        body = pattern.replace("/", "\\/")
+        body = _slash_escaped(pattern)
         err = llguidance.LLMatcher.validate_grammar(llguidance.grammar_from("lark", f"start: /{body}/"))
         if err:
             detail = err.strip().splitlines()[0]
@@ -373,6 +391,48 @@ class Classifier:
         return out
 
 
+def _as_text_check(node: ast.expr, hole: str) -> ast.expr:
+    """The Python form of a masked conjunct, which sees the generated text: ``X in [1, 2]`` masks the
+    texts "1" and "2", so its check compares ``X`` with ``str`` of each value, as the mask does."""
+
+    class Rewrite(ast.NodeTransformer):
+        def visit_Compare(self, cmp: ast.Compare) -> ast.expr:
+            right = cmp.comparators[0]
+            if not (
+                len(cmp.ops) == 1
+                and isinstance(cmp.ops[0], (ast.In, ast.NotIn))
+                and isinstance(cmp.left, ast.Name)
+                and cmp.left.id == hole
+                and hole not in names_in(right)
+            ):
+                return self.generic_visit(cmp)
+            var = ast.Name("__querylm_v", ast.Load())
+            strs = ast.ListComp(
+                ast.Call(ast.Name("str", ast.Load()), [var], []),
+                [ast.comprehension(ast.Name("__querylm_v", ast.Store()), right, [], 0)],
+            )
+            return ast.copy_location(ast.Compare(cmp.left, cmp.ops, [strs]), cmp)
+
+    # fix_missing_locations gives the new nodes their parent's position
+    return ast.fix_missing_locations(Rewrite().visit(copy.deepcopy(node)))
+
+
+def _slash_escaped(pattern: str) -> str:
+    """``pattern`` inside Lark's ``/.../``: every unescaped ``/`` escaped (an escaped one, ``\\/``, is
+    left as it is: escaping it again would end the terminal)."""
+    out = []
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\" and i + 1 < len(pattern):
+            out.append(pattern[i : i + 2])
+            i += 2
+            continue
+        out.append("\\/" if c == "/" else c)
+        i += 1
+    return "".join(out)
+
+
 def _and(a: Lang | None, b: Lang) -> Lang:
     if a is None:
         return b
@@ -408,6 +468,8 @@ def build(
     classifier = Classifier(hole, smap, evaluate, base_dir)
     for node in conjunct_nodes:
         classifier.add(hc, node)
+    if not hc.stops_before:
+        hc.checks.extend(hc.budget_checks)
     if hc.cfgs and (hc.stops_at or hc.stops_before):
         raise QueryCompileError(
             "STOPS_AT/STOPS_BEFORE can't be combined with a grammar or JSON type: the grammar already ends the value",

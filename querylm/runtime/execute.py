@@ -317,7 +317,7 @@ class Execution:
         convert, check every constraint in Python, bind the value for the program."""
         hole, hc = pending.hole, pending.hc
         text, tokens = out.text, out.tokens
-        for phrase in hc.stops_before:
+        for phrase in sorted(hc.stops_before, key=len, reverse=True):  # ["b", "ab"] on "xab" drops "ab"
             if text.endswith(phrase):
                 text = text[: -len(phrase)]
                 tokens = self.retokenize_tail(pending.start, tokens, text)
