@@ -196,3 +196,33 @@ def test_max_len_ends_a_free_hole_but_never_an_incomplete_value():
 def test_default_model_on_gpu():
     r = querylm.run('"Q: What is 2+2?\\nA: [N]" where INT(N) and len(TOKENS(N)) < 4', device="cuda")
     assert isinstance(r.variables["N"], int)
+
+
+def test_local_sequence_truncation_keeps_the_cache_consistent(tiny: LocalBackend):
+    """Cropping a transformers cache back into the prompt (nested queries, STOPS_BEFORE) must give the
+    logits a fresh sequence would."""
+    s = tiny.new_sequence()
+    s.append(tiny.encode("Hello world, this is a test"))
+    s.logits()
+    s.truncate(2)
+    s.append(tiny.encode(" there"))
+    fresh = tiny.new_sequence()
+    fresh.append(tiny.encode("Hello world, this is a test")[:2] + tiny.encode(" there"))
+    assert abs(s.logits() - fresh.logits()).max() < 1e-4
+
+
+def test_nested_query_on_a_local_model_unwinds_the_cache(tiny: LocalBackend):
+    @querylm.query
+    def inner():
+        '''lmql
+        "Think: [T]" where len(TOKENS(T)) == 3
+        return "ok"
+        '''
+
+    r = querylm.run('"Answer: [A: inner] then [B]" where len(TOKENS(B)) == 2', inner=inner, model=tiny, chat=False)
+    assert r.prompt.startswith("Answer: ok then ")
+    assert "Think" not in r.prompt and [h.name for h in r.holes] == ["A", "B"]
+    # The pass that fed the text after the nested query starts right after "Answer: ": it re-fed "ok
+    # then " over the cropped cache instead of continuing after "Think: ...".
+    after = [tiny.decode(ids) for ids in tiny.model.inputs]  # type: ignore[attr-defined]
+    assert any(chunk.startswith("ok then") for chunk in after)

@@ -17,6 +17,14 @@ from .base import Backend, Batch, Sequence
 DTYPES = ("float32", "bfloat16", "float16")
 
 
+def _crop(cache: Any, n: int) -> None:
+    """Keep the first ``n`` positions. transformers 5 refuses ``crop(n)`` with n > 0; a negative
+    argument (drop that many from the end) means the same in 4.x and 5.x."""
+    have = cache.get_seq_length()
+    if n < have:
+        cache.crop(n - have)
+
+
 class LocalSequence(Sequence):
     def __init__(self, backend: LocalBackend):
         super().__init__()
@@ -31,7 +39,7 @@ class LocalSequence(Sequence):
             return self.last
         if self.cached == len(self.ids):  # truncated back to a point we have no logits for: redo one
             self.cached = len(self.ids) - 1
-            self.cache.crop(self.cached)
+            _crop(self.cache, self.cached)
         new = self.ids[self.cached :]
         model = self.backend.model
         with torch.inference_mode():
@@ -47,7 +55,7 @@ class LocalSequence(Sequence):
         del self.ids[n:]
         if self.cached > n:
             if self.cache is not None:
-                self.cache.crop(n)
+                _crop(self.cache, n)
             self.cached = n
             self.last = None
 
