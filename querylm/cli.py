@@ -51,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
         help='print one JSON object {"prompt", "variables"} (a list when n > 1)',
     )
     r.add_argument("--no-chat", action="store_true", help="feed the prompt as raw text even to a chat model")
+    r.add_argument("--trace", type=Path, metavar="OUT", help="write the probability trace: OUT.json (data) or OUT.png (plot)")
     r.add_argument("--device", help="cuda, cpu, cuda:1 ... (default: cuda when present)")
     r.add_argument("--dtype", help="float32, bfloat16, float16 (default: bfloat16 on GPU, float32 on CPU)")
     r.add_argument("-v", "--verbose", action="store_true")
@@ -104,9 +105,17 @@ def _run(args: argparse.Namespace) -> int:
         chat=False if args.no_chat else None,
         device=args.device,
         dtype=args.dtype,
+        trace=args.trace is not None,
         **dict(args.input),
     )
     results: list[QueryResult] = result if isinstance(result, list) else [result]
+    if args.trace is not None:
+        from .runtime.trace import save
+
+        if results[0].trace is None:
+            print(f"querylm: no trace: the {results[0].decoder} decoder records none", file=sys.stderr)
+        else:
+            save(results[0].trace, args.trace, title=f"{args.file} ({results[0].model})")
     if args.json:
         payload: Any = [r.to_json() for r in results] if isinstance(result, list) else results[0].to_json()
         print(json.dumps(payload, ensure_ascii=False))

@@ -164,3 +164,28 @@ def test_best_k_returns_sorted_valid_results(tiny: LocalBackend):
     assert all(r.variables["W"] in ["alpha", "beta", "gamma", "delta"] for r in rs)
     assert all(a.score >= b.score for a, b in itertools.pairwise(rs))
     assert len({r.variables["W"] for r in rs}) == len(rs)
+
+
+@pytest.mark.model
+def test_trace_of_a_real_query_is_recorded_and_drawn(tmp_path):
+    import json
+
+    from querylm.cli import main
+
+    out_json, out_png = tmp_path / "t.json", tmp_path / "t.png"
+    query = tmp_path / "q.lmql"
+    query.write_text('"Q: How many legs does a spider have?\\nA: [N]" where INT(N) and len(TOKENS(N)) < 4\n')
+    assert main(["run", str(query), "--trace", str(out_json)]) == 0
+    steps = json.loads(out_json.read_text())
+    assert steps and all(s["hole"] == "N" for s in steps)
+    for s in steps:
+        assert 0.0 <= s["prob"] <= 1.0 and 0.0 <= s["masked_mass"] <= 1.0 and s["entropy"] >= 0.0
+        assert s["top"] == sorted(s["top"], key=lambda t: -t[1])
+    # INT removes the mass of every non-digit token: visible in the trace.
+    assert max(s["masked_mass"] for s in steps) > 0.01
+    assert main(["run", str(query), "--trace", str(out_png)]) == 0
+    assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out_png.stat().st_size > 10_000
+    # Tracing observes; it never changes the result.
+    plain = querylm.run(query)
+    traced = querylm.run(query, trace=True)
+    assert plain.variables == traced.variables and len(traced.trace) == traced.holes[0].tokens + (traced.holes[0].ended_by == "eos")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -26,18 +27,37 @@ class TraceStep:
 
 
 class Tracer:
-    """Collects TraceSteps; the decoder calls ``step`` once per choice."""
+    """A chooser that records each step, then lets the real chooser choose (so tracing changes
+    nothing about the result)."""
 
-    def __init__(self, decode: object, top_k: int = 5):
-        self.decode = decode  # Backend.decode
+    def __init__(self, inner: Any, backend: Any, top_k: int = 5):
+        self.inner = inner
+        self.decode = backend.decode
+        self.eos = np.asarray(backend.eos_ids)
         self.top_k = top_k
         self.steps: list[TraceStep] = []
         self.hole = ""
 
-    def step(self, logits: np.ndarray, allowed: np.ndarray, token: int, end_mass: float | None) -> None:
+    def choose(self, logits: np.ndarray, allowed: Any, end: Any = None) -> int:
+        """``allowed``: ids or a TokenSet; ``end``: None, the logit of ending, or the ending tokens."""
+        token = self.inner.choose(logits, allowed, end)
+        ids = np.asarray(getattr(allowed, "ids", allowed))
         x = logits.astype(np.float64)
-        x = np.exp(x - x.max())
-        p = x / x.sum()
+        top = x.max()
+        p = np.exp(x - top)
+        z = p.sum()
+        p /= z
+        if end is None:
+            end_mass = None
+        elif isinstance(end, np.ndarray):
+            end_mass = float(p[end].sum())
+        else:
+            end_mass = float(np.exp(end - top) / z)
+        may = ids if end is None else np.concatenate([ids, self.eos])
+        self.step(p, may, token, end_mass)
+        return token
+
+    def step(self, p: np.ndarray, allowed: np.ndarray, token: int, end_mass: float | None) -> None:
         allowed_mass = float(p[allowed].sum()) if allowed.size else 0.0
         nz = p[p > 0]
         top = np.argpartition(-p, self.top_k)[: self.top_k]
