@@ -106,7 +106,7 @@ def save(steps: list[TraceStep], path: str | Path, title: str = "") -> None:
     ax2.set_ylabel("entropy (nats)", color="tab:green")
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("probability")
-    labels = [repr(s.token)[1:-1] if s.token else "⏹" for s in steps]
+    labels = [repr(s.token)[1:-1] if s.token else "<end>" for s in steps]
     ax.set_xticks(xs, labels, rotation=70, fontsize=7, family="monospace")
     holes = [s.hole for s in steps]
     for i in range(1, n):
