@@ -32,6 +32,8 @@ class QueryResult:
     holes: list[HoleRecord] = field(default_factory=list)
     model: str = ""
     decoder: str = ""
+    trace: list[Any] | None = None
+    """With ``run(..., trace=True)``: a TraceStep per generated token (see runtime/trace.py)."""
     score: float = 0.0
     """Total log-probability of the generated tokens (and of ending each value), as beams rank it."""
 

@@ -18,6 +18,7 @@ from ..language.ir import DECODERS, DecoderSpec
 from .execute import Decode, Execution, PendingHole, StreamFn
 from .plan import DECODER_ARGS, IMPLEMENTED, Plan
 from .result import QueryResult
+from .trace import Tracer
 
 
 def parse_decoder(text: str) -> DecoderSpec:
@@ -76,6 +77,7 @@ def run_plan(
     max_len: int | None = None,
     device: str | None = None,
     dtype: str | None = None,
+    trace: bool = False,
 ) -> QueryResult | list[QueryResult]:
     query = plan.compiled.query
     spec = parse_decoder(decoder) if decoder else query.decoder
@@ -126,17 +128,25 @@ def run_plan(
             stream(f"\n--- sample {i + 1} of {n} ---\n")
         ex = Execution(plan, backend, backend.new_sequence(), max_len=limit, chat=chat, stream=stream)
         # A backend that generates whole values itself (a hosted API) brings its own hole decoder.
-        decode = custom(spec, i) if custom is not None else sequential(_chooser(spec, i))
-        results.append(ex.run(inputs, decode))
+        tracer = Tracer(_chooser(spec, i), backend) if trace and custom is None else None
+        if custom is not None:
+            decode = custom(spec, i)
+        else:
+            decode = sequential(tracer if tracer is not None else _chooser(spec, i), tracer)
+        result = ex.run(inputs, decode)
+        result.trace = tracer.steps if tracer is not None else None
+        results.append(result)
     for r in results:
         r.decoder = spec.name
     return results if n > 1 else results[0]
 
 
-def sequential(chooser: Chooser) -> Decode:
+def sequential(chooser: Chooser | Tracer, tracer: Tracer | None = None) -> Decode:
     """Fill holes one token at a time with ``chooser`` (argmax, or one sample's stream)."""
 
     def decode(ex: Execution, pending: PendingHole) -> HoleOutput:
+        if tracer is not None:
+            tracer.hole = pending.hole.name
         return decode_hole(
             ex.backend,
             ex.seq,
@@ -175,13 +185,16 @@ def run(
     max_len: int | None = None,
     device: str | None = None,
     dtype: str | None = None,
+    trace: bool = False,
     **inputs: Any,
 ) -> QueryResult | list[QueryResult]:
     """Run a query (its text, or the path of a ``.lmql`` file) with ``inputs`` for the names it reads.
 
     ``model`` overrides the query's ``from`` clause (default: the embedded SmolLM2-135M-Instruct);
     ``decoder`` its decoder clause (``"argmax"``, ``"sample(n=2, temperature=0.7)"``). Returns a
-    QueryResult, or a list of them when the decoder asks for n > 1."""
+    QueryResult, or a list of them when the decoder asks for n > 1. ``trace=True`` records each generated
+    token's probability, the top alternatives, the entropy and the mass the constraints removed, in
+    ``result.trace`` (argmax and sample)."""
     from ..query import bind_inputs, compile_source
 
     plan = compile_source(query)
@@ -195,6 +208,7 @@ def run(
         max_len=max_len,
         device=device,
         dtype=dtype,
+        trace=trace,
     )
 
 
