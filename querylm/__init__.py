@@ -18,14 +18,16 @@ from .errors import (
 )
 from .query import F, QueryFunction, compile_source, query
 from .runtime.result import HoleRecord, QueryResult
-from .runtime.run import arun, run
+from .runtime.run import arun, run, run_many
 from .runtime.score import Score, score
+from .tools import Agent, AgentResult, Tool, ToolRegistry, ToolResult, tool
 
 __version__ = "0.1.0"
 
 __all__ = [
     "run",
     "arun",
+    "run_many",
     "score",
     "Score",
     "query",
@@ -43,4 +45,10 @@ __all__ = [
     "ConstraintError",
     "ModelError",
     "BackendError",
+    "tool",
+    "Tool",
+    "ToolRegistry",
+    "ToolResult",
+    "Agent",
+    "AgentResult",
 ]

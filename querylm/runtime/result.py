@@ -32,13 +32,18 @@ class QueryResult:
     holes: list[HoleRecord] = field(default_factory=list)
     model: str = ""
     decoder: str = ""
+    usage: dict[str, Any] | None = None
+    """Hosted backends: requests, prompt/completion/cached tokens, and the mechanism of each hole."""
     trace: list[Any] | None = None
     """With ``run(..., trace=True)``: a TraceStep per generated token (see runtime/trace.py)."""
     score: float = 0.0
     """Total log-probability of the generated tokens (and of ending each value), as beams rank it."""
 
     def to_json(self) -> dict[str, Any]:
-        return {"prompt": self.prompt, "variables": {k: _jsonable(v) for k, v in self.variables.items()}}
+        out: dict[str, Any] = {"prompt": self.prompt, "variables": {k: _jsonable(v) for k, v in self.variables.items()}}
+        if self.usage is not None:
+            out["usage"] = _jsonable(self.usage)
+        return out
 
 
 def _jsonable(value: Any) -> Any:

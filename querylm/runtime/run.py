@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,9 @@ def run_plan(
             decode = sequential(tracer if tracer is not None else _chooser(spec, i), tracer)
         result = ex.run(inputs, decode)
         result.trace = tracer.steps if tracer is not None else None
+        usage = getattr(decode, "usage", None)
+        if usage is not None:
+            result.usage = usage.to_json()
         results.append(result)
     for r in results:
         r.decoder = spec.name
@@ -210,6 +214,27 @@ def run(
         dtype=dtype,
         trace=trace,
     )
+
+
+def run_many(queries: Iterable[Any], *, concurrency: int = 8, **common: Any) -> list[Any]:
+    """Run queries concurrently on threads (a hosted backend waits on the network, not the CPU). Each
+    item is a query (its text or path) or a dict of ``run`` arguments with the query under ``"query"``;
+    ``common`` arguments apply to all. Results come back in order; a failed query's slot holds its
+    exception. Hosted results carry their ``usage``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    items = [q if isinstance(q, dict) else {"query": q} for q in queries]
+
+    def one(item: dict[str, Any]) -> Any:
+        kwargs = {**common, **item}
+        query = kwargs.pop("query")
+        try:
+            return run(query, **kwargs)
+        except Exception as err:  # noqa: BLE001 - reported in the result list
+            return err
+
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        return list(pool.map(one, items))
 
 
 async def arun(query: str | Path, **kwargs: Any) -> QueryResult | list[QueryResult]:

@@ -1,0 +1,474 @@
+"""The hosted backend's requests, captured at the HTTP transport: each flavour gets its documented
+parameters (vLLM ``structured_outputs``, SGLang ``ebnf``/``response_format``, llama.cpp ``grammar``,
+Ollama ``response_format``, OpenAI ``response_format``/custom tools/``max_completion_tokens``), answers are
+validated and continued, faults are retried, and the API key never leaks. No server, no model."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+
+import pytest
+
+pytest.importorskip("openai")
+
+import httpx  # noqa: E402 - after the skip: the SDK brings it
+import pydantic  # noqa: E402
+from hosted_fakes import FakeServer  # noqa: E402
+
+import querylm  # noqa: E402
+from querylm.backends import openai_gbnf as G  # noqa: E402
+from querylm import run_many  # noqa: E402
+from querylm.backends.openai import OpenAIBackend, byte_tokenizer, load  # noqa: E402
+from querylm.errors import BackendError, ConstraintError, ModelError, UnsupportedError  # noqa: E402
+
+KEY = "sk-test-Zq8v3K1mN0pL9rT2"
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return byte_tokenizer()
+
+
+def backend(srv: FakeServer, tok, **kw) -> OpenAIBackend:
+    kw.setdefault("flavour", srv.flavour)
+    kw.setdefault("endpoint", "completions")
+    kw.setdefault("tokenizer", tok)
+    kw.setdefault("backoff", 0.001)
+    return OpenAIBackend("test-model", base_url="http://fake/v1", api_key=KEY, http_client=srv.client(), **kw)
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: int
+
+
+# -- probing and options ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flavour", ["vllm", "sglang", "ollama", "llamacpp"])
+def test_probe_tells_the_flavour(flavour: str, tok) -> None:
+    srv = FakeServer(flavour, tokenize=lambda s: list(s.encode()))
+    b = OpenAIBackend("m", base_url="http://fake/v1", api_key=KEY, http_client=srv.client(), tokenizer=tok)
+    assert b.flavour == flavour
+
+
+def test_probe_refuses_to_guess(tok) -> None:
+    srv = FakeServer("unknown-server")
+    with pytest.raises(ModelError, match="flavour="):
+        OpenAIBackend("m", base_url="http://fake/v1", api_key=KEY, http_client=srv.client(), tokenizer=tok)
+
+
+def test_model_id_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    with pytest.raises(ModelError, match="unknown option 'colour'"):
+        load("openai/m?colour=red")
+    with pytest.raises(ModelError, match="OPENAI_API_KEY"):
+        load("openai/m?api_key=sk-abc")
+    import querylm.backends.openai as mod
+
+    seen = {}
+
+    class Capture(mod.OpenAIBackend):
+        def __init__(self, model, **kw):
+            seen.update(kw, model=model)
+
+    monkeypatch.setattr(mod, "OpenAIBackend", Capture)
+    mod.load(
+        "openai/my-model?base_url=http://h:1/v1&flavour=vllm&endpoint=completions&max_retries=2"
+        "&mechanisms=grammar,stop"
+    )
+    assert seen == {
+        "model": "my-model",
+        "base_url": "http://h:1/v1",
+        "flavour": "vllm",
+        "endpoint": "completions",
+        "max_retries": 2,
+        "mechanisms": ("grammar", "stop"),
+    }
+
+
+def test_openai_needs_a_key(monkeypatch: pytest.MonkeyPatch, tok) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    with pytest.raises(ModelError, match="OPENAI_API_KEY"):
+        OpenAIBackend("gpt-4o-mini", tokenizer=tok)
+
+
+# -- llama.cpp ----------------------------------------------------------------------------------------
+
+
+def test_llamacpp_grammar_per_hole(tok) -> None:
+    srv = FakeServer("llamacpp", replies=["42", "Paris."])
+    b = backend(srv, tok)
+    r = querylm.run('"Q: legs?\\nA: [N]\\nCity: [C]" where INT(N) and STOPS_AT(C, ".")', model=b)
+    assert r.variables == {"N": 42, "C": "Paris."}
+    first, second = (c.body for c in srv.completions)
+    assert first["prompt"] == "Q: legs?\nA: " and first["temperature"] == 0.0
+    G.check_gbnf(first["grammar"])
+    G.check_gbnf(second["grammar"])
+    assert second["prompt"] == "Q: legs?\nA: 42\nCity: "
+    assert "stop" not in second  # the stop phrase is in the grammar: the server keeps it in the text
+    usage = b.last_usage
+    assert usage is not None and usage.requests == 2
+    assert [h.mechanisms for h in usage.holes] == [["grammar", "max_tokens"], ["grammar", "max_tokens"]]
+    assert [h.server for h in usage.holes] == [["INT(N)"], ["STOPS_AT(C, '.')"]]
+
+
+def test_llamacpp_json_hole_gets_a_json_grammar(tok) -> None:
+    srv = FakeServer("llamacpp", replies=['{"x": 1, "y": 2}'])
+    b = backend(srv, tok)
+    r = querylm.run('"Point: [P: Point]"', model=b, Point=Point)
+    assert r.variables["P"] == Point(1, 2)
+    body = srv.completions[0].body
+    G.check_gbnf(body["grammar"])
+    assert '"\\x22x\\x22"' in body["grammar"]
+
+
+def test_llamacpp_chat_json_falls_back_to_response_format(tok) -> None:
+    srv = FakeServer("llamacpp", replies=['{"x": 1, "y": 2}'])
+    b = backend(srv, tok, endpoint="chat", mechanisms=("json_schema", "max_tokens"))
+    querylm.run('"Point: [P: Point]"', model=b, Point=Point)
+    body = srv.completions[0].body
+    assert body["response_format"]["type"] == "json_object"
+    assert body["response_format"]["schema"]["required"] == ["x", "y"]
+    assert body["messages"] == [{"role": "user", "content": "Point:"}]
+
+
+# -- vLLM ---------------------------------------------------------------------------------------------
+
+
+def test_vllm_structured_outputs(tok) -> None:
+    srv = FakeServer("vllm", replies=["yes", "17", '{"x": 3, "y": 4}'])
+    b = backend(srv, tok)
+    r = querylm.run(
+        '"A: [A]\\nB: [B]\\nC: [C: Point]" where A in ["yes", "no"] and INT(B)', model=b, Point=Point
+    )
+    assert r.variables["A"] == "yes" and r.variables["B"] == 17 and r.variables["C"] == Point(3, 4)
+    so = [c.body["structured_outputs"] for c in srv.completions]
+    assert sorted(so[0]["choice"]) == ["no", "yes"]
+    G.check_gbnf(so[1]["grammar"])
+    G.check_gbnf(so[2]["grammar"])  # JSON as the mask engine formats it, exactly
+
+
+class Code(pydantic.BaseModel):
+    code: str = pydantic.Field(pattern="^[A-Z]{3}$")
+
+
+def test_vllm_json_schema_where_no_grammar_is_made(tok) -> None:
+    srv = FakeServer("vllm", replies=['{"code": "ABC"}'])
+    b = backend(srv, tok)
+    r = querylm.run('"C: [C: Code]"', model=b, Code=Code)
+    assert r.variables["C"].code == "ABC"
+    so = srv.completions[0].body["structured_outputs"]
+    assert so["json"]["properties"]["code"]["pattern"] == "^[A-Z]{3}$"
+    assert b.last_usage.holes[0].mechanisms == ["json_schema", "max_tokens"]
+
+
+def test_vllm_stop_phrases_come_back(tok) -> None:
+    srv = FakeServer("vllm", replies=[{"text": "Rome.", "finish_reason": "stop", "stop_reason": "."}])
+    b = backend(srv, tok, mechanisms=("stop", "max_tokens"))
+    r = querylm.run('"City: [C]" where STOPS_AT(C, ".")', model=b)
+    assert r.variables["C"] == "Rome."
+    body = srv.completions[0].body
+    assert body["stop"] == ["."] and body["include_stop_str_in_output"] is True
+
+
+def test_vllm_continues_a_partial_assistant_message(tok) -> None:
+    srv = FakeServer("vllm", replies=["Paris"])
+    b = backend(srv, tok, endpoint="chat")
+    querylm.run(
+        '"{:user} Capital of France?" "{:assistant} The capital is [C]" where C in ["Paris", "Rome"]', model=b
+    )
+    body = srv.completions[0].body
+    assert body["messages"][-1] == {"role": "assistant", "content": "The capital is "}
+    assert body["continue_final_message"] is True and body["add_generation_prompt"] is False
+
+
+def test_vllm_logit_bias_uses_server_token_ids(tok) -> None:
+    srv = FakeServer("vllm", replies=["no"], tokenize=lambda s: list(s.encode()))
+    b = backend(srv, tok, mechanisms=("logit_bias", "max_tokens"))
+    assert b.same_tokenizer  # the fake server tokenizes bytes, like the local byte tokenizer
+    r = querylm.run('"Answer: [A]" where A in ["yes", "no"]', model=b)
+    assert r.variables["A"] == "no"
+    body = srv.completions[0].body
+    assert body["logit_bias"] == {str(i): 100 for i in sorted(set(b"yesno"))}
+    assert body["max_tokens"] == 3
+
+
+# -- SGLang, Ollama -----------------------------------------------------------------------------------
+
+
+def test_sglang_ebnf_and_json(tok) -> None:
+    srv = FakeServer("sglang", replies=["12", '{"x": 1, "y": 2}'])
+    b = backend(srv, tok)
+    querylm.run('"N: [N]\\nP: [P: Point]" where INT(N)', model=b, Point=Point)
+    first, second = (c.body for c in srv.completions)
+    G.check_gbnf(first["ebnf"])
+    G.check_gbnf(second["ebnf"])  # JSON as a grammar too: one constraint parameter per request
+    srv2 = FakeServer("sglang", replies=['{"x": 1, "y": 2}'])
+    b2 = backend(srv2, tok, endpoint="chat", mechanisms=("json_schema", "max_tokens"))
+    querylm.run('"P: [P: Point]"', model=b2, Point=Point)
+    rf = srv2.completions[0].body["response_format"]
+    assert rf["type"] == "json_schema" and rf["json_schema"]["schema"]["type"] == "object"
+
+
+def test_sglang_matched_stop_is_put_back(tok) -> None:
+    srv = FakeServer("sglang", replies=[{"text": "Oslo", "finish_reason": "stop", "matched_stop": "\n"}])
+    b = backend(srv, tok, mechanisms=("stop", "max_tokens"))
+    r = querylm.run('"City: [C]" where STOPS_AT(C, "\\n")', model=b)
+    assert r.variables["C"] == "Oslo\n"
+
+
+def test_ollama_json_and_stop(tok) -> None:
+    srv = FakeServer("ollama", replies=['{"x": 5, "y": 6}', "Bern"])
+    b = backend(srv, tok, endpoint="chat")
+    r = querylm.run('"P: [P: Point]" "\\nCity: [C]" where STOPS_BEFORE(C, "\\n")', model=b, Point=Point)
+    assert r.variables == {"P": Point(5, 6), "C": "Bern"}
+    first, second = (c.body for c in srv.completions)
+    assert first["response_format"]["type"] == "json_schema"
+    assert "logit_bias" not in first and "grammar" not in first
+    assert second["stop"] == ["\n"]
+
+
+# -- OpenAI -------------------------------------------------------------------------------------------
+
+
+def test_openai_chat_shapes(tok) -> None:
+    srv = FakeServer("openai", replies=['{"x": 1, "y": 2}', "Lima"])
+    b = backend(srv, tok, endpoint="chat", organization="org-123")
+    r = querylm.run(
+        '"{:user} Give a point." "{:assistant}[P: Point]" "{:user} A city?" "{:assistant}[C]" '
+        'where STOPS_BEFORE(C, ["\\n", ".", "!", "?", ";"])',
+        model=b,
+        Point=Point,
+    )
+    assert r.variables["C"] == "Lima"
+    first, second = srv.completions
+    rf = first.body["response_format"]
+    assert rf["type"] == "json_schema" and rf["json_schema"]["strict"] is True
+    assert "max_completion_tokens" in first.body and "max_tokens" not in first.body
+    assert (
+        first.headers["authorization"] == f"Bearer {KEY}"
+        and first.headers["openai-organization"] == "org-123"
+    )
+    assert "stop" not in second.body  # 5 phrases: more than OpenAI takes; validated locally instead
+    assert [m["role"] for m in second.body["messages"]] == ["user", "assistant", "user"]
+
+
+def test_openai_gpt5_custom_tool_grammar(tok) -> None:
+    reply = {
+        "message": {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "c1", "type": "custom", "custom": {"name": "value", "input": "2024-05-06"}}
+            ],
+        },
+        "finish_reason": "tool_calls",
+    }
+    srv = FakeServer("openai", replies=[reply])
+    b = backend(srv, tok, endpoint="chat")
+    b.model = "gpt-5-mini"
+    r = querylm.run('"Date: [D]" where REGEX(D, "[0-9]{4}-[0-9]{2}-[0-9]{2}")', model=b)
+    assert r.variables["D"] == "2024-05-06"
+    body = srv.completions[0].body
+    tool = body["tools"][0]
+    assert tool["type"] == "custom" and tool["format"]["grammar"]["syntax"] == "lark"
+    assert body["tool_choice"] == {"type": "custom", "custom": {"name": "value"}}
+
+
+def test_openai_cant_continue_an_assistant_message(tok) -> None:
+    srv = FakeServer("openai", replies=["x"])
+    b = backend(srv, tok, endpoint="chat")
+    with pytest.raises(UnsupportedError, match="assistant"):
+        querylm.run('"{:user} Hi" "{:assistant} Sure: [X]"', model=b)
+
+
+# -- validation and continuation ----------------------------------------------------------------------
+
+
+def test_invalid_answer_is_cut_and_continued(tok) -> None:
+    srv = FakeServer("llamacpp", replies=["1x", "2"])
+    b = backend(srv, tok, mechanisms=("max_tokens",))
+    r = querylm.run('"Year: [Y]" where REGEX(Y, "[0-9]{2}")', model=b)
+    assert r.variables["Y"] == "12"
+    assert [c.body["prompt"] for c in srv.completions] == ["Year: ", "Year: 1"]
+    hole = b.last_usage.holes[0]
+    assert hole.local == ["REGEX(Y, '[0-9]{2}')"] and hole.server == [] and hole.continued == 1
+
+
+def test_value_ends_where_the_model_leaves_the_language(tok) -> None:
+    srv = FakeServer("llamacpp", replies=["42 apples"])
+    b = backend(srv, tok, mechanisms=())
+    r = querylm.run('"N: [N]" where INT(N)', model=b)
+    assert r.variables["N"] == 42 and len(srv.completions) == 1
+
+
+def test_never_an_invalid_value(tok) -> None:
+    srv = FakeServer("llamacpp", default="maybe")
+    b = backend(srv, tok, mechanisms=(), max_requests=2)
+    with pytest.raises(ConstraintError, match="no valid value for A"):
+        querylm.run('"A: [A]" where INT(A)', model=b)
+    assert len(srv.completions) <= 6
+
+
+def test_forced_text_needs_no_request(tok) -> None:
+    srv = FakeServer("llamacpp", replies=["New"])
+    b = backend(srv, tok, mechanisms=("max_tokens",))
+    r = querylm.run('"City: [C]" where C in ["New York", "Boston"]', model=b)
+    assert r.variables["C"] == "New York" and len(srv.completions) == 1
+    srv2 = FakeServer("llamacpp")
+    r = querylm.run('"Say: [S]" where S == "hello"', model=backend(srv2, tok))
+    assert r.variables["S"] == "hello" and srv2.completions == []
+
+
+def test_token_budget_is_max_tokens(tok) -> None:
+    srv = FakeServer("llamacpp", replies=[("abcdefgh", "length")])
+    b = backend(srv, tok)
+    r = querylm.run('"W: [W]" where len(TOKENS(W)) < 4', model=b)
+    assert r.variables["W"] == "abc"  # byte tokenizer: tokens are bytes
+    assert srv.completions[0].body["max_tokens"] == 3
+
+
+# -- faults -------------------------------------------------------------------------------------------
+
+
+def test_retries_honour_retry_after(tok) -> None:
+    srv = FakeServer(
+        "llamacpp",
+        replies=[
+            httpx.Response(429, json={"error": {"message": "slow down"}}, headers={"retry-after": "0.3"}),
+            httpx.Response(503, json={"error": {"message": "busy"}}),
+            "7",
+        ],
+    )
+    b = backend(srv, tok)
+    t0 = time.monotonic()
+    r = querylm.run('"N: [N]" where INT(N)', model=b)
+    assert r.variables["N"] == 7
+    assert time.monotonic() - t0 >= 0.3
+    assert b.last_usage.requests == 3 and b.last_usage.retries == 2
+
+
+def test_exhausted_retries_name_status_request_and_hole(tok, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    fail = httpx.Response(
+        500, json={"error": {"message": f"boom with key {KEY}"}}, headers={"x-request-id": "req_abc"}
+    )
+    srv = FakeServer("llamacpp", default=fail)
+    b = backend(srv, tok, max_retries=2)
+    with pytest.raises(BackendError) as info:
+        querylm.run('"N: [N]" where INT(N)', model=b)
+    msg = str(info.value)
+    assert "HTTP 500" in msg and "req_abc" in msg and "N (" in msg and "3 attempts" in msg
+    assert KEY not in msg and "***" in msg
+    assert len(srv.completions) == 3
+    assert KEY not in caplog.text
+    assert KEY not in repr(b)
+
+
+def test_client_errors_are_not_retried(tok) -> None:
+    srv = FakeServer("llamacpp", default=httpx.Response(400, json={"error": {"message": "bad grammar"}}))
+    b = backend(srv, tok)
+    with pytest.raises(BackendError, match="HTTP 400: bad grammar"):
+        querylm.run('"N: [N]" where INT(N)', model=b)
+    assert len(srv.completions) == 1
+
+
+def test_malformed_answers_are_retried(tok) -> None:
+    srv = FakeServer(
+        "llamacpp",
+        replies=[
+            httpx.Response(200, content=b'{"id": "x", "choi', headers={"content-type": "application/json"}),
+            httpx.Response(200, json={"id": "x", "choices": []}),
+            "5",
+        ],
+    )
+    b = backend(srv, tok)
+    assert querylm.run('"N: [N]" where INT(N)', model=b).variables["N"] == 5
+    assert b.last_usage.retries == 2
+
+
+def test_connection_errors_are_retried(tok) -> None:
+    calls = []
+
+    def flaky(body):
+        calls.append(1)
+        if len(calls) == 1:
+            raise httpx.ConnectError("refused")
+        return "3"
+
+    srv = FakeServer("llamacpp", replies=[flaky, flaky])
+    b = backend(srv, tok)
+    assert querylm.run('"N: [N]" where INT(N)', model=b).variables["N"] == 3
+
+
+def test_cancel_stops_the_retry_wait(tok) -> None:
+    srv = FakeServer("llamacpp", default=httpx.Response(429, json={}, headers={"retry-after": "30"}))
+    b = backend(srv, tok)
+    import threading
+
+    threading.Timer(0.3, b.cancel).start()
+    t0 = time.monotonic()
+    with pytest.raises(BackendError, match="cancelled"):
+        querylm.run('"N: [N]" where INT(N)', model=b)
+    assert time.monotonic() - t0 < 5
+
+
+# -- usage and concurrency ----------------------------------------------------------------------------
+
+
+def test_run_many_runs_concurrently_and_reports_usage(tok) -> None:
+    def slow(body):
+        time.sleep(0.2)
+        return "1"
+
+    srv = FakeServer("llamacpp", default=slow)
+    b = backend(srv, tok)
+    t0 = time.monotonic()
+    results = run_many(['"N: [N]" where INT(N)'] * 6, model=b, concurrency=6)
+    assert time.monotonic() - t0 < 6 * 0.2
+    assert all(r.variables["N"] == 1 for r in results)
+    assert all(r.usage["requests"] == 1 and r.usage["prompt_tokens"] == 10 for r in results)
+    assert all(r.usage["holes"][0]["mechanisms"] == ["grammar", "max_tokens"] for r in results)
+    assert b.total.requests == 6
+    json.dumps([r.usage for r in results])
+
+
+def test_tiktoken_encodings_become_tokenizers(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """OpenAI's models tokenize with tiktoken: converted to a Hugging Face tokenizer, its ids are the
+    server's (logit_bias) and its counts are the server's (budgets)."""
+    tiktoken = pytest.importorskip("tiktoken")
+    from querylm.backends.openai import tiktoken_tokenizer
+
+    monkeypatch.setenv("QUERYLM_CACHE", str(tmp_path))
+    ranks = {bytes([i]): i for i in range(256)}
+    for word in (b"ye", b"yes", b" n", b"no", b" no"):
+        ranks[word] = len(ranks)
+    enc = tiktoken.Encoding(
+        name="tiny",
+        pat_str=r"""'s|'t| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""",
+        mergeable_ranks=ranks,
+        special_tokens={"<|endoftext|>": len(ranks)},
+    )
+    hf = tiktoken_tokenizer(enc)
+    for text in ["yes no", "no, yes!", "héllo 123"]:
+        assert hf.encode(text, add_special_tokens=False) == enc.encode(text)
+    srv = FakeServer("openai", replies=["yes"])
+    b = OpenAIBackend(
+        "tiny-model",
+        base_url="http://fake/v1",
+        api_key=KEY,
+        flavour="openai",
+        endpoint="completions",
+        http_client=srv.client(),
+        tokenizer=hf,
+    )
+    b.same_tokenizer = True  # what the backend concludes for tiktoken:<model> (no tokenize endpoint to ask)
+    querylm.run('"Answer: [A]" where A in ["yes", "no"]', model=b)
+    bias = srv.completions[0].body["logit_bias"]
+    assert {int(k) for k in bias} == set(enc.encode("yes") + enc.encode("no"))
