@@ -188,7 +188,7 @@ class RowView(Sequence):
         self.index = index
 
     @property  # type: ignore[override]
-    def ids(self) -> list[int]:
+    def ids(self) -> list[int]:  # type: ignore[override]
         return self.batch.rows[self.index]
 
     def append(self, ids: list[int]) -> None:

@@ -340,8 +340,8 @@ class Classifier:
         for inner, build in (("WORDS", regex.words), (None, regex.chars)):
             found = self.len_compare(node, inner)
             if found is not None:
-                op, n = found
-                return Term(regex.ANY if n is UNKNOWN else build(op, n))
+                cmp_op, n = found
+                return Term(regex.ANY if n is UNKNOWN else build(cmp_op, n))
         if self.len_compare(node, "TOKENS") is not None:  # reached only under or/not
             raise self.err("len(TOKENS(...)) can only be joined to other constraints with 'and'", node)
         op = node.ops[0]
@@ -374,7 +374,7 @@ class Classifier:
             val = self.value(other)
             if val is not UNKNOWN and not isinstance(val, str):
                 raise _NotMaskable
-            lang = Term(regex.ANY if val is UNKNOWN else regex.literal(val))
+            lang = Term(regex.literal(val) if isinstance(val, str) else regex.ANY)
             return LNot(lang) if isinstance(op, ast.NotEq) else lang
         raise _NotMaskable
 
@@ -405,7 +405,7 @@ def _as_text_check(node: ast.expr, hole: str) -> ast.expr:
                 and cmp.left.id == hole
                 and hole not in names_in(right)
             ):
-                return self.generic_visit(cmp)
+                return self.generic_visit(cmp)  # type: ignore[return-value]
             var = ast.Name("__querylm_v", ast.Load())
             strs = ast.ListComp(
                 ast.Call(ast.Name("str", ast.Load()), [var], []),

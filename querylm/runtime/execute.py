@@ -53,7 +53,8 @@ class PendingHole:
     hc: HoleConstraint
     start: int
     """Where the value's tokens begin in the sequence."""
-    evaluate: Callable[[ast.expr], Any]
+    evaluate: Callable[..., Any]
+    """(node, execution) -> value: evaluates a where-clause expression in the query's scope."""
     env: dict[str, Any]
     convert: Callable[[str], Any] | None
 
@@ -434,7 +435,7 @@ class Execution:
         text: str,
         value: Any,
         tokens: list[str],
-        evaluate: Callable[[ast.expr], Any],
+        evaluate: Callable[..., Any],
         env: dict[str, Any],
     ) -> None:
         """Evaluate every applicable conjunct in Python on the finished value. Masked conjuncts see the

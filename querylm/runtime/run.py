@@ -133,7 +133,7 @@ def run_plan(
         if custom is not None:
             decode = custom(spec, i)
         else:
-            decode = sequential(tracer if tracer is not None else _chooser(spec, i), tracer)
+            decode = sequential(tracer if tracer is not None else _chooser(spec, i), tracer)  # type: ignore[arg-type]
         result = ex.run(inputs, decode)
         result.trace = tracer.steps if tracer is not None else None
         usage = getattr(decode, "usage", None)
@@ -145,7 +145,7 @@ def run_plan(
     return results if n > 1 else results[0]
 
 
-def sequential(chooser: Chooser | Tracer, tracer: Tracer | None = None) -> Decode:
+def sequential(chooser: Chooser, tracer: Tracer | None = None) -> Decode:
     """Fill holes one token at a time with ``chooser`` (argmax, or one sample's stream)."""
 
     def decode(ex: Execution, pending: PendingHole) -> HoleOutput:
