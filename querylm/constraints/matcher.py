@@ -1,6 +1,8 @@
 """The token-mask engine (llguidance) behind one hole: one matcher per grammar, masks AND-ed.
 
 Grammars are compiled once per vocabulary and forked (llguidance's ``deep_copy``, ~1 µs) for each use.
+A mask is computed every token, so it stays a bitmask in a buffer allocated once per matcher: listing the
+allowed ids of a 49k vocabulary costs more than the mask itself, and most steps never need them.
 """
 
 from __future__ import annotations
@@ -11,13 +13,70 @@ import llguidance
 import llguidance.numpy as llnp
 import numpy as np
 
+# Counted free text with stop phrases (len(X) < 40 and len(WORDS(X)) < 8 and STOPS_AT(X, ".")) is one
+# large lexeme: llguidance's default lexer fuel gives up on it ("lexer precomputation failed"). Ten
+# times the default builds it in ~0.2 s once per grammar, and steps stay ~20 µs.
+LIMITS = llguidance.LLParserLimits(initial_lexer_fuel=10_000_000, step_lexer_fuel=10_000_000)
+
 
 @lru_cache(maxsize=512)
 def _template(tokenizer: llguidance.LLTokenizer, grammar: str) -> llguidance.LLMatcher:
-    m = llguidance.LLMatcher(tokenizer, grammar, log_level=0)
+    m = llguidance.LLMatcher(tokenizer, grammar, log_level=0, limits=LIMITS)
     if m.is_error():
         raise ValueError(m.get_error())
     return m
+
+
+class TokenSet:
+    """A set of token ids as llguidance stores it: bit ``t % 32`` of word ``t // 32`` is token ``t``.
+
+    Testing one token is one bit; the sorted ids are computed only when asked (and then once). The words
+    may be a buffer that the next mask overwrites: a TokenSet is good for one decoding step.
+    """
+
+    __slots__ = ("words", "size", "_ids")
+
+    def __init__(self, words: np.ndarray, size: int):
+        assert words.dtype == np.uint32 and words.size * 32 >= size
+        self.words = words
+        self.size = size  # the vocabulary size
+        self._ids: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, ids: np.ndarray | list[int], size: int) -> TokenSet:
+        bits = np.zeros(-(-size // 32) * 32, dtype=bool)
+        bits[np.asarray(ids, dtype=np.int64)] = True
+        return cls(np.packbits(bits, bitorder="little").view(np.uint32), size)
+
+    def __contains__(self, token: int) -> bool:
+        return 0 <= token < self.size and bool((self.words.item(token >> 5) >> (token & 31)) & 1)
+
+    def discard(self, tokens: list[int]) -> bool:
+        """Take ``tokens`` out of the set; whether any of them was in it."""
+        found = False
+        for t in tokens:
+            word, bit = self.words.item(t >> 5), 1 << (t & 31)
+            if word & bit:
+                self.words[t >> 5] = word & ~bit
+                found = True
+        self._ids = None
+        return found
+
+    def any(self) -> bool:
+        return bool(np.count_nonzero(self.words))  # cheaper than .any() on cold caches
+
+    @property
+    def ids(self) -> np.ndarray:
+        if self._ids is None:
+            nz = np.flatnonzero(self.words)
+            if nz.size == 0:
+                self._ids = nz
+            else:  # unpack only from the first to the last word with a bit set: few on tight constraints
+                lo, hi = int(nz[0]), int(nz[-1]) + 1
+                bits = np.unpackbits(self.words[lo:hi].view(np.uint8), bitorder="little")
+                ids = np.flatnonzero(bits.view(bool)) + 32 * lo
+                self._ids = ids[ids < self.size] if 32 * hi > self.size else ids
+        return self._ids
 
 
 class Matcher:
@@ -27,23 +86,52 @@ class Matcher:
         assert grammars, "an unconstrained hole still gets a grammar (free text), so special tokens stay out"
         self.tokenizer = tokenizer
         self.matchers = [_template(tokenizer, g).deep_copy() for g in grammars]
-        self.bitmask = llnp.allocate_token_bitmask(1, tokenizer.vocab_size)
-        self._other = llnp.allocate_token_bitmask(1, tokenizer.vocab_size) if len(grammars) > 1 else None
+        self._buffers()
+
+    def _buffers(self) -> None:
+        size = self.tokenizer.vocab_size
+        self.bitmask = llnp.allocate_token_bitmask(1, size)
+        self.words = self.bitmask[0].view(np.uint32)
+        self._other = llnp.allocate_token_bitmask(1, size)[0].view(np.uint32)  # the next grammar's mask
+        self._tail = np.uint32((1 << (size % 32)) - 1) if size % 32 else None  # bits past the vocabulary
+        self._ptrs = (self.words.ctypes.data, self._other.ctypes.data)  # .ctypes costs µs: once
+
+    def next_tokens(self) -> TokenSet:
+        """The tokens every matcher allows next (EOS among them when the value may end), computed into
+        this matcher's buffer: the set is valid until the next call."""
+        # What llnp.fill_next_token_bitmask does, less its per-call checks: the buffers are ours,
+        # contiguous, and live as long as the matcher.
+        words, other = self._ptrs
+        self.matchers[0].unsafe_compute_mask_ptr(words, self.words.nbytes)
+        for m in self.matchers[1:]:
+            m.unsafe_compute_mask_ptr(other, self._other.nbytes)
+            np.bitwise_and(self.words, self._other, out=self.words)
+        if self._tail is not None:
+            self.words[-1] &= self._tail
+        return TokenSet(self.words, self.tokenizer.vocab_size)
 
     def allowed(self) -> np.ndarray:
         """The ids of the tokens every matcher allows next (EOS among them when the value may end)."""
-        llnp.fill_next_token_bitmask(self.matchers[0], self.bitmask, 0)
-        for m in self.matchers[1:]:
-            assert self._other is not None
-            llnp.fill_next_token_bitmask(m, self._other, 0)
-            np.bitwise_and(self.bitmask, self._other, out=self.bitmask)
-        bits = np.unpackbits(self.bitmask[0].view(np.uint8), bitorder="little")
-        return np.flatnonzero(bits[: self.tokenizer.vocab_size])
+        return self.next_tokens().ids
 
     def consume(self, token: int) -> None:
         for m in self.matchers:
             if not m.consume_token(token):
                 raise RuntimeError(f"mask engine refused token {token}: {m.get_error()}")
+
+    def completes(self, token: int) -> bool:
+        """Whether the value would be complete after ``token`` (tried, then rolled back)."""
+        done = []
+        ok = True
+        for m in self.matchers:
+            if not m.consume_token(token):
+                ok = False
+                break
+            done.append(m)
+        ok = ok and all(m.is_accepting() for m in self.matchers)
+        for m in done:
+            m.rollback(1)
+        return ok
 
     def is_accepting(self) -> bool:
         return all(m.is_accepting() for m in self.matchers)
@@ -52,10 +140,7 @@ class Matcher:
         other = object.__new__(Matcher)
         other.tokenizer = self.tokenizer
         other.matchers = [m.deep_copy() for m in self.matchers]
-        other.bitmask = llnp.allocate_token_bitmask(1, self.tokenizer.vocab_size)
-        other._other = (
-            llnp.allocate_token_bitmask(1, self.tokenizer.vocab_size) if self._other is not None else None
-        )
+        other._buffers()
         return other
 
 

@@ -5,20 +5,26 @@ end the hole (spent); the chooser picks among the allowed tokens from the model'
 consumed by the matchers and appended to the sequence (fed to the model with the next forward pass).
 The hole ends at EOS, when the grammar can't go on (only EOS allowed, no forward pass spent on it), or
 when the budget is spent on a complete value. Anything else is a ConstraintError naming the constraint.
+
+A step runs right after the forward pass, on cold caches, where each numpy call costs microseconds: the
+allowed tokens stay a bitmask (EOS is a bit test), ids are listed only when needed, and the mass of
+ending is summed only when it can decide (benchmarks/constraint_overhead.py measures this loop).
 """
 
 from __future__ import annotations
 
+import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..backends.base import Backend, Sequence
-from ..constraints.matcher import Matcher
+from ..constraints.matcher import Matcher, TokenSet
 from ..constraints.where import HoleConstraint
 from ..errors import ConstraintError, Position
-from .choose import END, Chooser
+from .choose import END, Chooser, logsumexp
 
 FREE_TEXT = '{"grammars": [{"lark_grammar": "start: /(?s:.*)/\\n"}]}'
 """An unconstrained hole still runs under a grammar: it keeps special tokens (``<|im_start|>``) out."""
@@ -41,24 +47,30 @@ def decode_hole(
     max_len: int,
     position: Position | None,
     on_token: Callable[[str], None] | None = None,
+    timings: list[float] | None = None,
 ) -> HoleOutput:
+    """``timings``: when given, gets for each generated token the seconds spent outside the model's
+    forward pass (mask, EOS and end handling, choosing, consuming): what the constraints cost."""
     grammars = hc.grammars() or [FREE_TEXT]
     matcher = Matcher(backend.ll_tokenizer, grammars)
-    eos = np.asarray(backend.eos_ids, dtype=np.int64)
+    eos = backend.eos_ids
+    ending = end_table(backend)
+    clock = time.perf_counter if timings is not None else float  # float() is 0.0: no timing
     tokens: list[int] = []
     emitted = 0
     ended_by = "eos"
     while True:
-        allowed = matcher.allowed()
-        if allowed.size == 0:
-            raise ConstraintError(
-                f"the constraints on {hc.hole} can't be met from here (no token is allowed after "
-                f"{backend.decode(tokens)!r}): {hc.description}",
-                position,
-            )
-        only_eos = np.isin(allowed, eos).all()
-        if only_eos:
-            ended_by = "grammar"
+        t0 = clock()
+        allowed = matcher.next_tokens()
+        complete = allowed.discard(eos)  # EOS was allowed: the value may end here; the rest go on
+        if not allowed.any():
+            if not complete:
+                raise ConstraintError(
+                    f"the constraints on {hc.hole} can't be met from here (no token is allowed after "
+                    f"{backend.decode(tokens)!r}): {hc.description}",
+                    position,
+                )
+            ended_by = "grammar"  # only EOS was allowed
             break
         if hc.max_tokens is not None and len(tokens) >= hc.max_tokens:
             if matcher.is_accepting():
@@ -69,14 +81,6 @@ def decode_hole(
                 f"(so far {backend.decode(tokens)!r}): {hc.description}",
                 position,
             )
-        if len(tokens) < hc.min_tokens:
-            allowed = allowed[~np.isin(allowed, eos)]
-            if allowed.size == 0:
-                raise ConstraintError(
-                    f"{hc.hole} can't reach its minimum of {hc.min_tokens} tokens: the value "
-                    f"{backend.decode(tokens)!r} can't be extended: {hc.description}",
-                    position,
-                )
         if len(seq.ids) >= max_len:
             if matcher.is_accepting() and len(tokens) >= hc.min_tokens:
                 ended_by = "max_len"
@@ -85,16 +89,27 @@ def decode_hole(
                 f"{hc.hole} reached max_len={max_len} tokens before its value was complete: {hc.description}",
                 position,
             )
+        t1 = clock()
         logits = seq.logits()
-        may_end = len(tokens) >= hc.min_tokens and bool(np.isin(eos, allowed).any())
-        choices = allowed[~np.isin(allowed, eos)]
-        end = end_logit(backend, logits, allowed) if may_end else None
-        token = chooser.choose(logits, choices, end)
+        t2 = clock()
+        may_end = complete and len(tokens) >= hc.min_tokens
+        end = ending.tokens(allowed) if may_end else None  # what can't continue the value: from all allowed
+        if hc.max_tokens is not None and len(tokens) + 1 >= hc.max_tokens:
+            allowed = completing(matcher, allowed, logits)  # the last token must leave a whole value
+            if not allowed.any() and not may_end:
+                raise ConstraintError(
+                    f"{hc.hole} could not be completed within its budget of {hc.max_tokens} tokens "
+                    f"(so far {backend.decode(tokens)!r}): {hc.description}",
+                    position,
+                )
+        token = chooser.choose(logits, allowed, end)
         if token == END:
             break
         matcher.consume(token)
         seq.append([token])
         tokens.append(token)
+        if timings is not None:
+            timings.append(clock() - t2 + t1 - t0)
         if on_token is not None:
             text = backend.decode(tokens)
             if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
@@ -106,18 +121,88 @@ def decode_hole(
     return HoleOutput(tokens, text, ended_by)
 
 
-def end_logit(backend: Backend, logits: np.ndarray, allowed: np.ndarray) -> float:
+def completing(matcher: Matcher, allowed: TokenSet, logits: np.ndarray, first: int = 64) -> TokenSet:
+    """The allowed tokens after which the value is complete, for a value's last budgeted token (so a
+    budget never ends a value half-way, e.g. inside a multi-byte character). Checks the ``first`` most
+    likely allowed tokens, and the rest in order of likelihood only if none of those completes it."""
+    ids = allowed.ids
+    order = ids[np.argsort(-logits[ids])]
+    good = [int(t) for t in order[:first] if matcher.completes(int(t))]
+    if not good:
+        good = next(([int(t)] for t in order[first:] if matcher.completes(int(t))), [])
+    return TokenSet.of(good, allowed.size)
+
+
+_STARTS_A_CHARACTER = np.zeros(257, dtype=bool)
+_STARTS_A_CHARACTER[:0x80] = True  # ASCII
+_STARTS_A_CHARACTER[0xC2:0xF5] = True  # lead bytes of multi-byte characters
+_STARTS_A_CHARACTER[256] = True  # special tokens
+
+
+def end_logit(backend: Backend, logits: np.ndarray, allowed: TokenSet | np.ndarray) -> float:
     """The logit of "the value ends here": the mass of EOS and of every token that can't continue the
     value even by its first byte. After ``INT`` has read "8", a model that wants " legs" is saying the
     number is over; a model that wants ".\n" under ``STOPS_AT(X, ".")`` is not (the "." can come
     alone)."""
-    first, single = backend.byte_tables
-    ok = np.zeros(logits.size, dtype=bool)
-    ok[allowed] = True
-    byte_ok = np.zeros(257, dtype=bool)
-    byte_ok[:256] = (single >= 0) & ok[np.maximum(single, 0)]
-    ends = ~byte_ok[first]
-    ends[backend.eos_ids] = True
-    vals = logits[: first.size][ends]
-    top = float(vals.max())
-    return top + float(np.log(np.exp(vals - top).sum()))
+    return logsumexp(logits, end_table(backend).tokens(allowed))
+
+
+class EndTable:
+    """The tokens that end the value (``end_logit``), by which single-byte tokens are allowed: few such
+    sets recur (free text, digits...), so each is worked out once."""
+
+    def __init__(self, backend: Backend):
+        self.vocab = backend.ll_tokenizer
+        self.first, single = backend.byte_tables
+        self.eos_ids = backend.eos_ids
+        # Asked only when the value may end, so EOS counts as allowed (should a vocabulary have EOS as
+        # a single-byte token), whether or not ``allowed`` still holds it.
+        self.eos_byte = np.isin(single, self.eos_ids)
+        has = (single >= 0) & ~self.eos_byte
+        at = np.where(has, single, 0)
+        self.word = at >> 5  # where each byte's single-byte token sits in a bitmask
+        self.bit = np.where(has, np.left_shift(1, at & 31), 0).astype(np.uint32)
+        lo, hi = int(self.word[has].min(initial=0)), int(self.word[has].max(initial=0)) + 1
+        # The key of a set: the few words holding all the single-byte tokens when they sit together (as
+        # in byte-level BPE vocabularies; their other bits only make keys finer), else the bits alone.
+        self.span = slice(lo, hi) if hi - lo <= 64 else None
+        self.by_key: dict[bytes, np.ndarray] = {}
+
+    def tokens(self, allowed: TokenSet | np.ndarray) -> np.ndarray:
+        """The ending tokens for ``allowed``: ids when they are few, else a bool per token (both index
+        the logits)."""
+        if not isinstance(allowed, TokenSet):  # ids
+            allowed = TokenSet.of(allowed, self.first.size)
+        words = allowed.words
+        key = words[self.span].tobytes() if self.span else (words[self.word] & self.bit).tobytes()
+        ends = self.by_key.get(key)
+        if ends is None:
+            if len(self.by_key) >= 64:  # bounded: an entry can be one bool per token
+                self.by_key.clear()
+            ends = self.by_key[key] = self._ends((words[self.word] & self.bit) != 0)
+        return ends
+
+    def _ends(self, single_ok: np.ndarray) -> np.ndarray:
+        byte_ok = np.append(single_ok | self.eos_byte, False)  # index 256: special and empty tokens
+        # A token starting with a UTF-8 continuation byte is a fragment, not a wish to end: it can't come
+        # after a complete character whatever the constraint, so it does not count.
+        ends = ~byte_ok[self.first] & _STARTS_A_CHARACTER[self.first]
+        ends[self.eos_ids] = True
+        return np.flatnonzero(ends) if 8 * np.count_nonzero(ends) < ends.size else ends
+
+
+_END_TABLES: weakref.WeakKeyDictionary[Backend, EndTable] = weakref.WeakKeyDictionary()
+
+
+def end_table(backend: Backend) -> EndTable:
+    table = _END_TABLES.get(backend)
+    if table is None:
+        # Backends over one vocabulary (the random backend's per-seed copies) share a table, and so
+        # skip building the byte tables (~0.1 s at 49k tokens) once each.
+        same = (
+            t
+            for t in _END_TABLES.values()
+            if t.vocab is backend.ll_tokenizer and t.eos_ids == backend.eos_ids
+        )
+        table = _END_TABLES[backend] = next(same, None) or EndTable(backend)
+    return table
