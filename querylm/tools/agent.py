@@ -1,0 +1,603 @@
+"""The agent loop on local models: each assistant turn is generated under one grammar, either a text
+answer or a list of tool calls valid by construction; calls run concurrently, their results (errors
+included) go back to the model, until it answers or a budget ends the run.
+
+The model's chat template is used for the roles; the tools section, which small models' templates lack,
+is written by a ToolFormat (default: the format SmolLM2 was tuned on: a ``<tools>`` list in the system
+prompt, ``<tool_call>[...]</tool_call>`` calls, ``<tool_response>`` results in a user message).
+
+tool_choice is a constraint on the grammar, not a request: "auto" (answer or call), "required" (a call),
+"none" (an answer), a tool's name (a call of that tool), a list of names (answer or a call of those), or
+``{"mode": "required", "tools": [...]}``. With ``reset_tool_choice`` (the default) a forced choice holds
+for the first turn only, so a model made to call a tool is then free to answer.
+
+The hosted OpenAI backend does not exist yet: ``model="openai/..."`` is refused by the model resolver.
+Registries export ``to_openai()`` tools for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ..constraints import regex
+from ..constraints.lang import Grammar
+from ..constraints.where import HoleConstraint
+from ..decoding.choose import Argmax, Chooser, Sample
+from ..decoding.hole import decode_hole
+from ..errors import ConstraintError, ModelError
+from .registry import Approve, ToolCall, ToolRegistry, ToolResult, run_sync
+
+EventType = Literal[
+    "token", "tool_call_started", "tool_arguments_complete", "tool_result", "turn_end", "final", "error"
+]  # fmt: skip
+ToolChoice = str | list[str] | tuple[str, ...] | dict[str, Any]
+StopReason = Literal["final", "max_turns", "max_tool_calls", "max_tokens", "truncated"]
+
+
+@dataclass
+class AgentEvent:
+    """One step of a streamed run. ``token``: ``text`` is the new text; ``tool_call_started``: ``name``
+    (the call's arguments are being generated); ``tool_arguments_complete``: ``call``; ``tool_result``:
+    ``result``; ``turn_end``: ``text`` is the turn's text; ``final``: ``result`` is the AgentResult;
+    ``error``: ``text`` says what ended the run early (a truncated call)."""
+
+    type: EventType
+    turn: int
+    text: str = ""
+    name: str | None = None
+    call: ToolCall | None = None
+    result: Any = None
+
+
+@dataclass
+class AgentResult:
+    output: str
+    """The final answer (empty when a budget ended the run before one)."""
+    messages: list[dict[str, Any]]
+    """The conversation in OpenAI's message format (pass as ``history=`` to continue it)."""
+    tool_results: list[ToolResult] = field(default_factory=list)
+    turns: int = 0
+    tokens: int = 0
+    """Tokens generated in all turns."""
+    stopped_by: StopReason = "final"
+
+    @property
+    def tool_calls(self) -> list[ToolCall]:
+        return [r.call for r in self.tool_results if r.call is not None]
+
+
+# -- how tools are written into the chat -------------------------------------------------------------------
+
+SMOLLM2_SYSTEM = """You are an expert in composing functions. You are given a question and a set of possible functions.
+Based on the question, you will need to make one or more function/tool calls to achieve the purpose.
+If none of the functions can be used, point it out and refuse to answer.
+If the given question lacks the parameters required by the function, also point it out.
+You have access to the following tools:
+<tools>{tools}</tools>
+The output MUST strictly adhere to the following format, and NO other text MUST be included.
+The example format is as follows. Please make sure the parameter type is correct. If no function call is needed, answer in plain text.
+<tool_call>[
+{{"name": "func_name1", "arguments": {{"argument1": "value1", "argument2": "value2"}}}},
+(more tool calls as required)
+]</tool_call>"""
+
+_PY_TYPES = {
+    "string": "str",
+    "number": "float",
+    "integer": "int",
+    "boolean": "bool",
+    "array": "list",
+    "object": "dict",
+}
+
+
+def apigen_listing(registry: ToolRegistry) -> str:
+    """Tools as in the APIGen data SmolLM2 was tuned on: ``{"name", "description", "parameters":
+    {arg: {"description", "type": "str", "default"}}}``, shorter than full JSON Schemas (the grammar
+    carries the exact schema; the listing only has to tell the model what each tool is for)."""
+    out = []
+    for t in registry:
+        params = {}
+        for name, sub in t.parameters.get("properties", {}).items():
+            entry: dict[str, Any] = {"description": sub.get("description", "")}
+            kind = sub.get("type")
+            if isinstance(kind, str):
+                entry["type"] = _PY_TYPES.get(kind, kind)
+            elif "enum" in sub:
+                entry["type"] = "str"
+                entry["description"] = (
+                    entry["description"] + " One of: " + ", ".join(map(str, sub["enum"]))
+                ).strip()
+            if "default" in sub:
+                entry["default"] = sub["default"]
+            params[name] = entry
+        out.append({"name": t.name, "description": t.description, "parameters": params})
+    return json.dumps(out, ensure_ascii=False)
+
+
+@dataclass
+class ToolFormat:
+    """How tools, calls and results are written for a model whose chat template has no tools section."""
+
+    system: str = SMOLLM2_SYSTEM
+    """The system prompt's tools part; ``{tools}`` is replaced by ``listing(registry)``."""
+    listing: Callable[[ToolRegistry], str] = apigen_listing
+    reserved: tuple[str, ...] = ("<",)
+    """A text answer may not start with these, after any whitespace: "answer" and "call" are told apart
+    by the first character, and a small model can't answer by imitating a tool's result in made-up
+    tags (``<tool_response>...``, ``<user_response>...``)."""
+    call_open: str = "<tool_call>[\n"
+    call_sep: str = ",\n"
+    call_close: str = "\n]</tool_call>"
+    result_role: str = "user"
+    result_open: str = "<tool_response>\n"
+    result_close: str = "\n</tool_response>"
+
+    def system_prompt(self, registry: ToolRegistry, instructions: str) -> str:
+        text = self.system.replace("{tools}", self.listing(registry)).replace("{{", "{").replace("}}", "}")
+        return f"{text}\n\n{instructions}".strip() if instructions else text
+
+    def calls_text(self, calls: list[ToolCall]) -> str:
+        body = self.call_sep.join(json.dumps(c.to_json(), ensure_ascii=False) for c in calls)
+        return self.call_open + body + self.call_close
+
+    def results_text(self, results: list[ToolResult]) -> str:
+        if len(results) == 1:
+            body = results[0].content
+        else:
+            body = json.dumps([{"name": r.name, "content": r.content} for r in results], ensure_ascii=False)
+        return self.result_open + body + self.result_close
+
+
+# -- tool_choice ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A resolved tool_choice: may the turn answer in text, and which tools may it call."""
+
+    text: bool
+    tools: tuple[str, ...]
+
+
+def resolve_choice(choice: ToolChoice, registry: ToolRegistry) -> Choice:
+    names = tuple(registry.names)
+    if isinstance(choice, dict):
+        mode = choice.get("mode", "auto")
+        tools = choice.get("tools", names)
+        if not isinstance(tools, (list, tuple)) or mode not in ("auto", "required"):
+            raise ValueError('tool_choice dict: {"mode": "auto" | "required", "tools": [names]}')
+        return Choice(mode == "auto", _known(tools, registry))
+    if isinstance(choice, (list, tuple)):
+        return Choice(True, _known(choice, registry))
+    if choice == "auto":
+        return Choice(True, names)
+    if choice == "required":
+        return Choice(False, names)
+    if choice == "none":
+        return Choice(True, ())
+    if isinstance(choice, str):
+        return Choice(False, _known([choice], registry))
+    raise ValueError(f"unknown tool_choice {choice!r}")
+
+
+def _known(names: Any, registry: ToolRegistry) -> tuple[str, ...]:
+    for n in names:
+        if n not in registry:
+            raise ValueError(f"tool_choice names an unknown tool {n!r} (known: {', '.join(registry.names)})")
+    return tuple(names)
+
+
+def turn_grammar(registry: ToolRegistry, choice: Choice, fmt: ToolFormat, max_calls: int) -> str:
+    """The Lark grammar of one assistant turn: a text answer that does not start a call, or
+    ``call_open call (call_sep call)* call_close`` with at most ``max_calls`` calls of ``choice.tools``."""
+    lines = []
+    alts = []
+    if choice.tools:
+        lines.append(f"call: %json {json.dumps(registry.call_schema(choice.tools))}")
+        body = "call"
+        for _ in range(max(1, max_calls) - 1):
+            body = f"call (SEP {body})?"
+        lines += [
+            f"OPEN: /{regex.literal(fmt.call_open)}/",
+            f"SEP: /{regex.literal(fmt.call_sep)}/",
+            f"CLOSE: /{regex.literal(fmt.call_close)}/",
+            f"calls: OPEN {body} CLOSE",
+        ]
+        alts.append("calls")
+    if choice.text:
+        lines += [
+            "SOME: /(?s:.+)/",
+            f"STARTS_CALL: /{regex.WS}*{regex.alternation(list(fmt.reserved) or [fmt.call_open])}(?s:.*)/",
+            "TEXT: SOME & ~STARTS_CALL",
+        ]
+        alts.append("TEXT")
+    return "start: " + " | ".join(alts) + "\n" + "\n".join(lines) + "\n"
+
+
+# -- the agent ------------------------------------------------------------------------------------------
+
+
+class Agent:
+    """An agent over a local model: ``run(message)``, ``await arun(message)``, ``stream(message)`` /
+    ``astream(message)`` yielding AgentEvents."""
+
+    def __init__(
+        self,
+        model: Any = None,
+        tools: ToolRegistry | list[Any] | None = None,
+        instructions: str = "",
+        *,
+        max_turns: int = 4,
+        max_tool_calls: int = 8,
+        max_tokens: int = 1024,
+        max_turn_tokens: int = 160,
+        tool_choice: ToolChoice = "auto",
+        reset_tool_choice: bool = True,
+        parallel_tool_calls: int = 1,
+        max_concurrency: int | None = None,
+        approve: Approve | None = None,
+        answer_last_turn: bool = True,
+        score_tool_names: bool = True,
+        temperature: float = 0.0,
+        seed: int | None = None,
+        tool_format: ToolFormat | None = None,
+        device: str | None = None,
+    ):
+        """``max_turns``: assistant turns per run; ``max_tool_calls``: calls per run; ``max_tokens``:
+        tokens generated per run; ``max_turn_tokens``: per turn (a call that does not fit is reported
+        as truncated, never run). ``parallel_tool_calls``: calls one turn may make (run concurrently,
+        at most ``max_concurrency`` at once). ``approve(call, tool)``: called before each tool runs;
+        False or a reason refuses the call (the model reads why). ``answer_last_turn``: the last turn
+        allowed (by max_turns or max_tool_calls) must answer in text. ``score_tool_names``: pick each
+        call's tool by scoring the allowed names in full (NameScoringChooser) rather than greedily by
+        their first token. ``temperature`` 0: argmax."""
+        self.model = model
+        self.registry = tools if isinstance(tools, ToolRegistry) else ToolRegistry(tools or [])
+        self.instructions = instructions
+        self.max_turns = max_turns
+        self.max_tool_calls = max_tool_calls
+        self.max_tokens = max_tokens
+        self.max_turn_tokens = max_turn_tokens
+        self.tool_choice = tool_choice
+        self.reset_tool_choice = reset_tool_choice
+        self.parallel_tool_calls = max(1, int(parallel_tool_calls))
+        self.max_concurrency = max_concurrency
+        self.approve = approve
+        self.answer_last_turn = answer_last_turn
+        self.score_tool_names = score_tool_names
+        self.temperature = temperature
+        self.seed = seed
+        self.format = tool_format or ToolFormat()
+        self.device = device
+        resolve_choice(tool_choice, self.registry)  # fail early on an unknown name
+        self._backend: Any = None
+        self._prefix: tuple[str, Any] | None = None
+
+    @property
+    def backend(self) -> Any:
+        if self._backend is None:
+            from ..backends.base import Backend
+            from ..backends.models import resolve
+
+            self._backend = (
+                self.model if isinstance(self.model, Backend) else resolve(self.model, device=self.device)
+            )
+            if not self._backend.has_chat_template:
+                raise ModelError(f"the agent needs a chat model; {self._backend.name} has no chat template")
+        return self._backend
+
+    # -- entry points -----------------------------------------------------------------------------------
+
+    def run(self, message: str, **kwargs: Any) -> AgentResult:
+        return run_sync(lambda: self.arun(message, **kwargs))
+
+    async def arun(self, message: str, **kwargs: Any) -> AgentResult:
+        final: AgentResult | None = None
+        async for ev in self.astream(message, **kwargs):
+            if ev.type == "final":
+                final = ev.result
+        assert final is not None
+        return final
+
+    def stream(self, message: str, **kwargs: Any) -> Iterator[AgentEvent]:
+        """The events of a run, from sync code (tools run on a private event loop)."""
+        agen = self.astream(message, **kwargs)
+        loop = asyncio.new_event_loop()
+        try:
+            while True:
+                try:
+                    yield loop.run_until_complete(agen.__anext__())
+                except StopAsyncIteration:
+                    break
+        finally:
+            loop.run_until_complete(agen.aclose())
+            loop.close()
+
+    async def astream(
+        self,
+        message: str,
+        *,
+        history: list[dict[str, Any]] | None = None,
+        tool_choice: ToolChoice | None = None,
+    ) -> AsyncGenerator[AgentEvent, None]:
+        """Run the loop for ``message`` (after ``history``, a previous result's messages), yielding
+        token, tool_call_started, tool_arguments_complete, tool_result, turn_end and final events."""
+        backend = await asyncio.to_thread(lambda: self.backend)
+        registry = self.registry
+        messages = [dict(m) for m in history] if history else []
+        if not messages:
+            messages.append(
+                {"role": "system", "content": self.format.system_prompt(registry, self.instructions)}
+            )
+        messages.append({"role": "user", "content": message})
+        seq, role = await asyncio.to_thread(self._start, messages)
+        chooser = self._chooser()
+        choice_arg: ToolChoice = tool_choice if tool_choice is not None else self.tool_choice
+        results: list[ToolResult] = []
+        tokens = 0
+        output = ""
+        stopped: StopReason = "max_turns"
+        turn = 0
+        for turn in range(1, self.max_turns + 1):
+            choice = resolve_choice(choice_arg, registry) if len(registry) else Choice(True, ())
+            calls_left = self.max_tool_calls - len(results)
+            last = turn == self.max_turns or calls_left <= 0
+            if calls_left <= 0 or (last and self.answer_last_turn):
+                choice = Choice(True, ())
+            budget = min(self.max_turn_tokens, self.max_tokens - tokens)
+            if budget <= 0:
+                stopped = "max_tokens"
+                break
+            max_calls = min(self.parallel_tool_calls, max(calls_left, 1))
+            grammar = turn_grammar(registry, choice, self.format, max_calls)
+            seq.append(backend.encode(backend.chat_transition(role, "assistant"), special=True))
+            role = "assistant"
+            turn_chooser: Chooser | NameScoringChooser = chooser
+            if self.score_tool_names and len(choice.tools) > 1:
+                turn_chooser = NameScoringChooser(chooser, backend, seq, choice.tools)
+            gen = _Generation(backend, seq, grammar, budget, turn_chooser)
+            async for piece in gen.tokens():
+                yield AgentEvent("token", turn, text=piece)
+                for name in gen.new_call_names():
+                    yield AgentEvent("tool_call_started", turn, name=name)
+            tokens += gen.count
+            if gen.error is not None and not self._in_call(gen.text):
+                # A text answer cut by the budget inside a multi-byte character: keep the whole ones.
+                gen.text, gen.error = gen.text.rstrip("\ufffd"), None
+            if gen.error is not None:
+                truncated = registry.truncated(gen.text, budget)
+                results.append(truncated)
+                yield AgentEvent("error", turn, text=truncated.message, result=truncated)
+                stopped = "max_tokens" if budget < self.max_turn_tokens else "truncated"
+                break
+            text = gen.text
+            calls = self._parse_calls(text)
+            if calls is None:  # a text answer: the run is over
+                output = text.strip()
+                messages.append({"role": "assistant", "content": output})
+                yield AgentEvent("turn_end", turn, text=text)
+                stopped = "final"
+                break
+            messages.append(
+                {"role": "assistant", "content": None, "tool_calls": [c.to_openai() for c in calls]}
+            )
+            for c in calls:
+                yield AgentEvent("tool_arguments_complete", turn, name=c.name, call=c)
+            allowed = calls[: max(calls_left, 0)]
+            turn_results = await registry.adispatch_many(
+                allowed, approve=self.approve, max_concurrency=self.max_concurrency
+            )
+            for c in calls[len(allowed) :]:  # defensive: the grammar already caps the count
+                turn_results.append(registry._error(c, "denied", "the run's tool-call budget is spent"))
+            for r in turn_results:
+                results.append(r)
+                messages.append({**r.to_message(), "name": r.name})
+                yield AgentEvent("tool_result", turn, name=r.name, call=r.call, result=r)
+            seq.append(backend.encode(backend.chat_transition(role, self.format.result_role), special=True))
+            seq.append(backend.encode(self.format.results_text(turn_results)))
+            role = self.format.result_role
+            yield AgentEvent("turn_end", turn, text=text)
+            if self.reset_tool_choice:
+                choice_arg = "auto"
+        else:
+            stopped = "max_turns"
+        result = AgentResult(output, messages, results, turn, tokens, stopped)
+        yield AgentEvent("final", turn, text=output, result=result)
+
+    # -- helpers ----------------------------------------------------------------------------------------
+
+    def _chooser(self) -> Chooser:
+        if self.temperature <= 0:
+            return Argmax()
+        import numpy as np
+
+        return Sample(np.random.default_rng(self.seed), temperature=self.temperature)
+
+    def _start(self, messages: list[dict[str, Any]]) -> tuple[Any, str | None]:
+        """The sequence of ``messages``, the system message's part forked from a cached copy: the tools
+        section is the longest part of every prompt, and the same in every run of this agent."""
+        backend = self.backend
+        first = messages[0] if messages and messages[0]["role"] == "system" else None
+        if first is None:
+            seq = backend.new_sequence()
+            return seq, self._render(seq, messages)
+        key = first["content"]
+        if self._prefix is None or self._prefix[0] != key:
+            seq = backend.new_sequence()
+            self._render(seq, [first])
+            seq.logits()  # fill the cache once
+            self._prefix = (key, seq)
+        seq = self._prefix[1].fork()
+        return seq, self._render(seq, messages[1:], role="system")
+
+    def _render(self, seq: Any, messages: list[dict[str, Any]], role: str | None = None) -> str | None:
+        """Encode the conversation so far: role transitions from the chat template (special tokens),
+        contents as user text (never special tokens), tool calls and results in the ToolFormat."""
+        backend = self.backend
+        pending: list[ToolResult] = []
+
+        def flush() -> None:
+            nonlocal role
+            if pending:
+                seq.append(
+                    backend.encode(backend.chat_transition(role, self.format.result_role), special=True)
+                )
+                seq.append(backend.encode(self.format.results_text(pending)))
+                role = self.format.result_role
+                pending.clear()
+
+        for m in messages:
+            if m["role"] == "tool":
+                call = ToolCall(m.get("name") or "", {}, m.get("tool_call_id") or "")
+                pending.append(ToolResult(call, True, content=str(m.get("content", ""))))
+                continue
+            flush()
+            content = m.get("content") or ""
+            if m.get("tool_calls"):
+                calls = [self.registry.parse_call(c) for c in m["tool_calls"]]
+                content = self.format.calls_text([c for c in calls if isinstance(c, ToolCall)])
+            seq.append(backend.encode(backend.chat_transition(role, m["role"]), special=True))
+            seq.append(backend.encode(content))
+            role = m["role"]
+        flush()
+        return role
+
+    def _in_call(self, text: str) -> bool:
+        """Whether a turn's text is (the start of) tool calls rather than a text answer."""
+        fmt = self.format
+        return fmt.call_open.startswith(text) or text.startswith(fmt.call_open)
+
+    def _parse_calls(self, text: str) -> list[ToolCall] | None:
+        fmt = self.format
+        if not (text.startswith(fmt.call_open) and text.endswith(fmt.call_close)):
+            return None
+        body = text[len(fmt.call_open) : len(text) - len(fmt.call_close)]
+        parsed = (
+            json.loads("[" + body.replace(fmt.call_sep, ",") + "]") if fmt.call_sep.strip() == "," else None
+        )
+        if parsed is None:  # pragma: no cover - a custom separator without a comma
+            parsed = [json.loads(p) for p in body.split(fmt.call_sep)]
+        calls = []
+        for obj in parsed:
+            call = self.registry.parse_call(obj)
+            assert isinstance(call, ToolCall), "the grammar guarantees well-formed calls"
+            calls.append(call)
+        return calls
+
+
+_CALL_START = re.compile(r'\{"name": "([A-Za-z0-9_-]+)", "arguments": ')
+
+
+class NameScoringChooser:
+    """Picks a call's tool by scoring every allowed name, then decodes the rest with ``inner``.
+
+    Greedy decoding commits to a tool on the first token where names differ, seeing only that token;
+    at the start of a call's name this scores each allowed name in full (the sum of its tokens' log
+    probabilities, with the closing quote so that a name must end there) and spells out the best.
+    Costs one forward pass per name token, once per call."""
+
+    def __init__(self, inner: Chooser, backend: Any, seq: Any, names: tuple[str, ...]):
+        self.inner = inner
+        self.backend = backend
+        self.seq = seq
+        self.names = names
+        self.start = len(seq.ids)
+        self.plan: list[int] = []
+        self.scores: dict[str, float] = {}
+
+    def choose(self, logits: Any, allowed: Any, end: float | None = None) -> int:
+        if self.plan:
+            token = self.plan.pop(0)
+            if int(token) in allowed:
+                return int(token)
+            self.plan = []
+        if len(self.names) > 1:
+            text = self.backend.decode(self.seq.ids[self.start :])
+            if text.endswith('{"name": "'):
+                best = self._best_name()
+                self.plan = self.backend.encode(best + '"')
+                token = self.plan.pop(0)
+                if int(token) in allowed:
+                    return int(token)
+                self.plan = []
+        return self.inner.choose(logits, allowed, end)
+
+    def _best_name(self) -> str:
+        import numpy as np
+
+        scores = {}
+        for name in self.names:
+            total = 0.0
+            branch = self.seq.fork()
+            for token in self.backend.encode(name + '"'):
+                row = branch.logits().astype(np.float64)
+                top = row.max()
+                total += float(row[token] - top - np.log(np.exp(row - top).sum()))
+                branch.append([token])
+            scores[name] = total
+        self.scores = scores
+        return max(scores, key=scores.__getitem__)
+
+
+class _Generation:
+    """One assistant turn decoded in a worker thread (the model and the mask engine are blocking), its
+    tokens handed to the event loop as they come."""
+
+    def __init__(self, backend: Any, seq: Any, grammar: str, budget: int, chooser: Any):
+        self.backend = backend
+        self.seq = seq
+        self.hc = HoleConstraint("turn", cfgs=[Grammar("lark", grammar, "assistant turn")], max_tokens=budget)
+        self.chooser = chooser
+        self.text = ""
+        self.streamed = ""
+        self.count = 0
+        self.error: ConstraintError | None = None
+        self._seen_calls = 0
+
+    async def tokens(self) -> AsyncIterator[str]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[str | None] = asyncio.Queue()
+        start = len(self.seq.ids)
+
+        def on_token(piece: str) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, piece)
+
+        def work() -> None:
+            try:
+                out = decode_hole(
+                    self.backend,
+                    self.seq,
+                    self.hc,
+                    self.chooser,
+                    max_len=1 << 30,
+                    position=None,
+                    on_token=on_token,
+                )
+                self.text = out.text
+            except ConstraintError as err:  # the budget ran out inside a call: never a half call
+                self.error = err
+                self.text = self.backend.decode(self.seq.ids[start:])
+            finally:
+                self.count = len(self.seq.ids) - start
+                loop.call_soon_threadsafe(queue.put_nowait, None)
+
+        task = asyncio.ensure_future(asyncio.to_thread(work))
+        while True:
+            piece = await queue.get()
+            if piece is None:
+                break
+            self.streamed += piece
+            yield piece
+        await task
+
+    def new_call_names(self) -> list[str]:
+        found = _CALL_START.findall(self.streamed)
+        new = found[self._seen_calls :]
+        self._seen_calls = len(found)
+        return new

@@ -1,0 +1,551 @@
+"""ToolRegistry: the tools a model may call, their union grammar, and dispatch of a call to a ToolResult.
+
+Dispatch never raises for anything a model can get wrong or a tool can do: an unknown name, JSON that
+does not parse, arguments that break the schema (every error, with its JSON path), a tool that raises or
+hangs past its timeout, a call the approval hook refuses: each comes back as a ToolResult whose
+``content`` is a structured error the model can read and act on.
+
+In a query, ``[CALL: tools]`` is a hole generated under the union grammar of the registry's tools
+(``anyOf`` over tools of ``{"name": <const>, "arguments": <its schema>}``), so the call is valid by
+construction; the hole binds the ToolResult of dispatching it. ``tools.only("search")`` and
+``tools.read_only()`` narrow the union for one hole, ``tools.calls()`` binds the parsed ToolCall without
+running it (the code that follows dispatches it, or not).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import dataclasses
+import enum
+import inspect
+import json
+import sys
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .tool import Tool, ToolError, tool, walk_schema
+from .validate import SchemaIssue
+
+ErrorKind = Literal[
+    "unknown_tool", "invalid_call", "invalid_json", "invalid_arguments", "exception", "timeout",
+    "denied", "truncated",
+]  # fmt: skip
+ErrorDetail = Literal["full", "errors", "brief", "kind"]
+"""How much of an error the model reads: ``full`` (messages, every schema error, the traceback's tail),
+``errors`` (messages and every schema error: the default), ``brief`` (one line), ``kind`` (just the kind)."""
+
+Approve = Callable[["ToolCall", Tool], "bool | str | None | Awaitable[bool | str | None]"]
+"""Called with a valid call before its tool runs: True/None runs it, False or a reason (str) refuses it."""
+
+COMPACT_JSON = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+"""Compact separators in generated JSON: flexible whitespace lets a small model emit newlines forever."""
+
+
+def new_call_id() -> str:
+    return "call_" + uuid.uuid4().hex[:12]
+
+
+@dataclass
+class ToolCall:
+    """A request to run ``name`` with ``arguments`` (a JSON object)."""
+
+    name: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+    id: str = field(default_factory=new_call_id)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "arguments": self.arguments}
+
+    def to_openai(self) -> dict[str, Any]:
+        """As an entry of an assistant message's ``tool_calls``."""
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": json.dumps(self.arguments)},
+        }
+
+
+@dataclass
+class ToolResult:
+    """What a call came to: ``ok`` with the tool's ``value``, or an ``error`` of a known kind."""
+
+    call: ToolCall | None
+    """The call as parsed (None when it could not be: bad JSON, no name)."""
+    ok: bool
+    value: Any = None
+    error: ErrorKind | None = None
+    message: str = ""
+    issues: list[SchemaIssue] = field(default_factory=list)
+    """Every schema violation, each with its JSON path (``invalid_arguments``)."""
+    elapsed: float = 0.0
+    content: str = ""
+    """The text the model reads: the value as text, or the structured error as JSON."""
+    raw: Any = None
+    """What was dispatched, when it could not be parsed into a call."""
+
+    @property
+    def name(self) -> str | None:
+        return self.call.name if self.call else None
+
+    def __str__(self) -> str:
+        return self.content
+
+    def to_message(self) -> dict[str, Any]:
+        """An OpenAI-style ``tool`` message."""
+        return {"role": "tool", "tool_call_id": self.call.id if self.call else "", "content": self.content}
+
+
+def value_text(value: Any) -> str:
+    """A tool's return value as the model reads it: strings as they are, everything else as JSON."""
+    if isinstance(value, str):
+        return value
+    dump = getattr(value, "model_dump_json", None)
+    if callable(dump):
+        return str(dump())
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    if isinstance(value, enum.Enum):
+        value = value.value
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def error_text(result: ToolResult, detail: ErrorDetail, trace: str = "") -> str:
+    body: dict[str, Any] = {"error": result.error}
+    if detail != "kind":
+        body["message"] = result.message
+    if detail in ("errors", "full") and result.issues:
+        body["errors"] = [i.to_json() for i in result.issues]
+    if detail == "full" and trace:
+        body["traceback"] = trace
+    return json.dumps(body, ensure_ascii=False)
+
+
+class ToolRegistry:
+    """The tools a model may call. Iterating gives the tools allowed here (a view may narrow them)."""
+
+    def __init__(
+        self,
+        tools: Iterable[Any] = (),
+        *,
+        timeout: float | None = 30.0,
+        error_detail: ErrorDetail | Callable[[ToolResult], str] = "errors",
+        max_concurrency: int = 8,
+        max_string_length: int = 256,
+        max_items: int = 32,
+    ):
+        """``timeout``: seconds per call for tools without their own (None: none). ``error_detail``: how
+        much of an error the model reads (or a function making the text). ``max_concurrency``: parallel
+        calls at once. ``max_string_length`` / ``max_items``: bounds added, where a schema has none, to
+        the grammar calls are generated under, so a small model can't write one string forever (the
+        validated schema is not changed)."""
+        self._tools: dict[str, Tool] = {}
+        self._allowed: frozenset[str] | None = None
+        self._bind: Literal["result", "call"] = "result"
+        self._fixed: dict[str, Any] = {}
+        self.timeout = timeout
+        self.error_detail = error_detail
+        self.max_concurrency = max_concurrency
+        self.max_string_length = max_string_length
+        self.max_items = max_items
+        for t in tools:
+            self.register(t)
+
+    # -- registering and looking up ---------------------------------------------------------------------
+
+    def register(self, obj: Any, **options: Any) -> Tool:
+        """Add a Tool, a function (made a Tool with ``options`` as in ``@tool``) or a LangChain tool."""
+        if self._allowed is not None:
+            raise ToolError("register tools on the registry itself, not on a narrowed view")
+        if _is_langchain_tool(obj):
+            from .langchain import from_langchain
+
+            t = from_langchain(obj, **options)
+        elif isinstance(obj, Tool):
+            t = obj
+        elif callable(obj):
+            t = tool(obj, **options)
+        else:
+            raise ToolError(f"can't register {obj!r}: expected a Tool, a function or a LangChain tool")
+        if t.name in self._tools and self._tools[t.name] is not t:
+            raise ToolError(f"a tool named {t.name!r} is already registered")
+        self._tools[t.name] = t
+        return t
+
+    def tool(self, fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+        """``@registry.tool`` / ``@registry.tool(timeout=2)``: define and register in one go."""
+        if fn is not None:
+            return self.register(fn, **options)
+        return lambda f: self.register(f, **options)
+
+    @property
+    def names(self) -> list[str]:
+        return [n for n in self._tools if self._allowed is None or n in self._allowed]
+
+    def __iter__(self) -> Iterator[Tool]:
+        return (self._tools[n] for n in self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name in self.names
+
+    def get(self, name: str) -> Tool | None:
+        return self._tools.get(name) if name in self else None
+
+    def __getitem__(self, name: str) -> Tool:
+        t = self.get(name)
+        if t is None:
+            raise KeyError(name)
+        return t
+
+    def __repr__(self) -> str:
+        return f"ToolRegistry({self.names})"
+
+    # -- views ------------------------------------------------------------------------------------------
+
+    def _view(
+        self, allowed: Iterable[str] | None = None, bind: Literal["result", "call"] | None = None
+    ) -> ToolRegistry:
+        view = object.__new__(ToolRegistry)
+        view.__dict__.update(self.__dict__)
+        if allowed is not None:
+            view._allowed = frozenset(allowed)
+        if bind is not None:
+            view._bind = bind
+        return view
+
+    def only(self, *names: str) -> ToolRegistry:
+        """A view offering only ``names`` (the model physically can't emit another name)."""
+        unknown = [n for n in names if n not in self]
+        if unknown:
+            raise ToolError(f"unknown tool {unknown[0]!r} (registered: {', '.join(self.names) or 'none'})")
+        return self._view(names)
+
+    def exclude(self, *names: str) -> ToolRegistry:
+        return self._view([n for n in self.names if n not in names])
+
+    def read_only(self) -> ToolRegistry:
+        """A view of the tools marked ``read_only`` (what to offer after reading untrusted text)."""
+        return self._view([t.name for t in self if t.read_only])
+
+    def calls(self) -> ToolRegistry:
+        """A view whose query holes bind the parsed ToolCall instead of running it."""
+        return self._view(bind="call")
+
+    def fix(self, **arguments: Any) -> ToolRegistry:
+        """A view whose generated calls have these argument values (for the tools that take them): the
+        model writes only the rest. ``[FILED: shelf.fix(label=LABEL)]`` files under the label an earlier
+        hole chose. The values are still validated against each tool's schema when the call runs."""
+        for key, value in arguments.items():
+            try:
+                json.dumps(value)
+            except (TypeError, ValueError):
+                raise ToolError(
+                    f"fix({key}=...): the value must be JSON, not {type(value).__name__}"
+                ) from None
+        view = self._view()
+        view._fixed = {**self._fixed, **arguments}
+        return view
+
+    # -- export -----------------------------------------------------------------------------------------
+
+    def to_openai(self, *, strict: bool | None = None) -> list[dict[str, Any]]:
+        """OpenAI's ``tools`` list (strict where each schema allows it; see openai.py)."""
+        return [t.to_openai(strict=strict) for t in self]
+
+    def to_langchain(self) -> list[Any]:
+        return [t.to_langchain() for t in self]
+
+    def to_json(self) -> list[dict[str, Any]]:
+        """The tool list as shown to a model: name, description, parameters."""
+        return [t.to_json() for t in self]
+
+    def call_schema(self, names: Iterable[str] | None = None) -> dict[str, Any]:
+        """The JSON Schema of one call of the allowed tools (or of ``names``): the union of
+        ``{"name": <const>, "arguments": <schema>}``, each tool's ``$defs`` hoisted and renamed, strings
+        and arrays bounded, objects closed, whitespace compact. What the mask engine generates under."""
+        chosen = list(names) if names is not None else self.names
+        if not chosen:
+            raise ToolError("no tool is allowed here: a call can't be generated")
+        defs: dict[str, Any] = {}
+        branches = []
+        for n in chosen:
+            t = self[n]
+            args = self._generation_schema(t, defs)
+            branches.append(
+                {
+                    "type": "object",
+                    "properties": {"name": {"const": n}, "arguments": args},
+                    "required": ["name", "arguments"],
+                    "additionalProperties": False,
+                }
+            )
+        schema: dict[str, Any] = branches[0] if len(branches) == 1 else {"anyOf": branches}
+        if defs:
+            schema = {**schema, "$defs": defs}
+        return {**schema, "x-guidance": {**COMPACT_JSON, "lenient": True}}
+
+    def _generation_schema(self, t: Tool, defs: dict[str, Any]) -> dict[str, Any]:
+        prefix = f"{t.name}__"
+
+        def bound(s: dict[str, Any]) -> dict[str, Any]:
+            ref = s.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                s["$ref"] = "#/$defs/" + prefix + ref.removeprefix("#/$defs/")
+            types = s.get("type")
+            types = types if isinstance(types, list) else [types]
+            if "object" in types or "properties" in s:
+                s.setdefault("additionalProperties", False)
+            if "string" in types and not ({"maxLength", "enum", "const"} & set(s)):
+                floor = 64 if "format" in s else 0  # a date-time needs 20 characters, a UUID 36
+                s["maxLength"] = max(self.max_string_length, s.get("minLength", 0), floor)
+            if "array" in types and "maxItems" not in s:
+                s["maxItems"] = max(self.max_items, s.get("minItems", 0))
+            for key in ("default", "description", "examples"):
+                s.pop(key, None)
+            return s
+
+        schema = walk_schema(t.parameters, bound)
+        for k, v in schema.pop("$defs", {}).items():
+            defs[prefix + k] = v
+        props = schema.get("properties", {})
+        fixed = {k: v for k, v in self._fixed.items() if k in props}
+        if fixed:
+            # Fixed arguments first, so the model reads them before writing the rest.
+            schema["properties"] = {
+                **{k: {"const": v} for k, v in fixed.items()},
+                **{k: p for k, p in props.items() if k not in fixed},
+            }
+            schema["required"] = [*fixed, *[r for r in schema.get("required", []) if r not in fixed]]
+        return schema
+
+    # -- the query hole ---------------------------------------------------------------------------------
+
+    def __querylm_hole__(self) -> Any:
+        from ..constraints.lang import Grammar
+        from ..constraints.types import TypedHole
+
+        label = "call of " + " | ".join(self.names)
+        schema = self.call_schema()
+        if self._bind == "call":
+            return TypedHole(Grammar("json", json.dumps(schema), label), self._parse_generated, label)
+        return TypedHole(Grammar("json", json.dumps(schema), label), self.dispatch, label)
+
+    def _parse_generated(self, text: str) -> ToolCall:
+        call = self.parse_call(text)
+        if isinstance(call, ToolResult):  # impossible under the grammar; the hole's converter reports it
+            raise ValueError(call.message)
+        return call
+
+    # -- dispatch ---------------------------------------------------------------------------------------
+
+    def parse_call(self, obj: Any) -> ToolCall | ToolResult:
+        """A ToolCall from a ToolCall, a ``{"name", "arguments"}`` dict (arguments may be a JSON string,
+        as OpenAI sends them), an OpenAI ``tool_calls`` entry, or JSON text; else an error ToolResult."""
+        if isinstance(obj, ToolCall):
+            return obj
+        raw = obj
+        if isinstance(obj, (str, bytes)):
+            try:
+                obj = json.loads(obj)
+            except ValueError as err:
+                return self._error(None, "invalid_json", f"the call is not valid JSON: {err}", raw=raw)
+        if isinstance(obj, dict) and isinstance(obj.get("function"), dict):  # OpenAI's tool_calls entry
+            obj = {**obj["function"], "id": obj.get("id")}
+        if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
+            return self._error(
+                None, "invalid_call", 'a call is an object {"name": ..., "arguments": {...}}', raw=raw
+            )
+        args = obj.get("arguments", obj.get("args", {}))
+        if isinstance(args, (str, bytes)):
+            try:
+                args = json.loads(args) if args.strip() else {}
+            except ValueError as err:
+                call = ToolCall(obj["name"], {}, obj.get("id") or new_call_id())
+                return self._error(call, "invalid_json", f"the arguments are not valid JSON: {err}", raw=raw)
+        if args is None:
+            args = {}
+        call = ToolCall(obj["name"], args, obj.get("id") or new_call_id())
+        if not isinstance(args, dict):
+            return self._error(call, "invalid_call", "the arguments must be a JSON object", raw=raw)
+        return call
+
+    def parse_openai(self, tool_call: Any) -> ToolCall | ToolResult:
+        """A call a server sent for a tool exported strict: nulls standing for omitted optional
+        arguments (openai.py, rule 2) are dropped, so defaults apply."""
+        from .openai import strict_call_arguments
+
+        call = self.parse_call(tool_call)
+        if isinstance(call, ToolCall) and call.name in self:
+            call.arguments = strict_call_arguments(self[call.name].parameters, call.arguments)
+        return call
+
+    def dispatch(self, call: Any, *, approve: Approve | None = None) -> ToolResult:
+        """Run one call and return its ToolResult (never raises for the call's or the tool's faults)."""
+        return run_sync(lambda: self.adispatch(call, approve=approve))
+
+    async def adispatch(self, call: Any, *, approve: Approve | None = None) -> ToolResult:
+        parsed = self.parse_call(call)
+        if isinstance(parsed, ToolResult):
+            return parsed
+        t = self.get(parsed.name)
+        if t is None:
+            avail = ", ".join(self.names) or "none"
+            why = "is not available here" if parsed.name in self._tools else "does not exist"
+            return self._error(parsed, "unknown_tool", f"tool {parsed.name!r} {why} (available: {avail})")
+        issues = t.validate(parsed.arguments)
+        if issues:
+            n = len(issues)
+            msg = f"{n} argument error{'s' * (n > 1)} for {t.name}: " + "; ".join(map(str, issues))
+            return self._error(parsed, "invalid_arguments", msg, issues=issues)
+        if approve is not None:
+            denied = await _approval(approve, parsed, t)
+            if denied is not None:
+                return self._error(parsed, "denied", denied)
+        start = time.perf_counter()
+        timeout = t.timeout if t.timeout is not None else self.timeout
+        try:
+            try:
+                kwargs = t.bind(parsed.arguments)
+            except Exception as err:  # pydantic's conversion refused what jsonschema accepted
+                return self._error(parsed, "invalid_arguments", f"{t.name}: {err}")
+            value = await asyncio.wait_for(_invoke(t, kwargs), timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            return self._error(
+                parsed,
+                "timeout",
+                f"{t.name} did not finish within {timeout:g} s",
+                elapsed=time.perf_counter() - start,
+            )
+        except Exception as err:
+            trace = "".join(traceback.format_exception(type(err), err, err.__traceback__)[-3:])
+            return self._error(
+                parsed, "exception", f"{t.name} raised {type(err).__name__}: {err}",
+                elapsed=time.perf_counter() - start, trace=trace,
+            )  # fmt: skip
+        return ToolResult(parsed, True, value, elapsed=time.perf_counter() - start, content=value_text(value))
+
+    async def adispatch_many(
+        self, calls: Iterable[Any], *, approve: Approve | None = None, max_concurrency: int | None = None
+    ) -> list[ToolResult]:
+        """Run calls concurrently, at most ``max_concurrency`` at once; results in the calls' order."""
+        sem = asyncio.Semaphore(max(1, max_concurrency or self.max_concurrency))
+
+        async def one(c: Any) -> ToolResult:
+            async with sem:
+                return await self.adispatch(c, approve=approve)
+
+        return list(await asyncio.gather(*(one(c) for c in calls)))
+
+    def dispatch_many(self, calls: Iterable[Any], **kwargs: Any) -> list[ToolResult]:
+        calls = list(calls)
+        return run_sync(lambda: self.adispatch_many(calls, **kwargs))
+
+    def _error(
+        self,
+        call: ToolCall | None,
+        kind: ErrorKind,
+        message: str,
+        *,
+        issues: list[SchemaIssue] | None = None,
+        raw: Any = None,
+        elapsed: float = 0.0,
+        trace: str = "",
+    ) -> ToolResult:
+        r = ToolResult(call, False, None, kind, message, list(issues or []), elapsed, raw=raw)
+        r.content = (
+            self.error_detail(r) if callable(self.error_detail) else error_text(r, self.error_detail, trace)
+        )
+        return r
+
+    def truncated(self, text: str, budget: int) -> ToolResult:
+        """The result of a call whose generation ran out of budget: never a half call."""
+        return self._error(
+            None, "truncated", f"the call did not fit in {budget} tokens and was not run", raw=text
+        )
+
+
+async def _approval(approve: Approve, call: ToolCall, t: Tool) -> str | None:
+    """None if approved, else the reason it was not."""
+    try:
+        verdict = approve(call, t)
+        if inspect.isawaitable(verdict):
+            verdict = await verdict
+    except Exception as err:
+        return f"the approval hook raised {type(err).__name__}: {err}"
+    if verdict is None or verdict is True:
+        return None
+    if isinstance(verdict, str):
+        return verdict
+    return "the call was not approved" if not verdict else None
+
+
+async def _invoke(t: Tool, kwargs: dict[str, Any]) -> Any:
+    if t.is_async:
+        return await t.fn(**kwargs)
+    value = await _in_daemon_thread(t.fn, kwargs, t.name)
+    if inspect.isawaitable(value):  # a sync function that returned a coroutine
+        value = await value
+    return value
+
+
+def _in_daemon_thread(fn: Callable[..., Any], kwargs: dict[str, Any], name: str) -> asyncio.Future[Any]:
+    """Run a sync tool in its own daemon thread: a tool that hangs past its timeout is abandoned there
+    and can't hold up the event loop, a thread pool, or the interpreter's exit."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[Any] = loop.create_future()
+    ctx = contextvars.copy_context()
+
+    def settle(value: Any, err: BaseException | None) -> None:
+        if fut.done():
+            return
+        if err is not None:
+            fut.set_exception(err)
+        else:
+            fut.set_result(value)
+
+    def target() -> None:
+        try:
+            value, err = ctx.run(fn, **kwargs), None
+        except BaseException as e:  # delivered to the awaiting task
+            value, err = None, e
+        try:
+            loop.call_soon_threadsafe(settle, value, err)
+        except RuntimeError:  # the loop is gone: nobody waits any more
+            pass
+
+    threading.Thread(target=target, daemon=True, name=f"querylm-tool-{name}").start()
+    return fut
+
+
+def run_sync(make: Callable[[], Awaitable[Any]]) -> Any:
+    """Run a coroutine to completion from sync code, also when an event loop already runs here."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(_await(make))
+    with ThreadPoolExecutor(1) as ex:
+        return ex.submit(lambda: asyncio.run(_await(make))).result()
+
+
+async def _await(make: Callable[[], Awaitable[Any]]) -> Any:
+    return await make()
+
+
+def _is_langchain_tool(obj: Any) -> bool:
+    if "langchain_core" not in sys.modules:
+        return False
+    from langchain_core.tools import BaseTool
+
+    return isinstance(obj, BaseTool)
