@@ -35,6 +35,8 @@ TESTED = {
     "chat.lmql",
     "inputs.lmql",
     "function_form.py",
+    "beam.lmql",
+    "distribution.lmql",
 }
 
 
@@ -222,3 +224,22 @@ def test_cli_input(capsys: pytest.CaptureFixture[str]) -> None:
     assert "one fun fact about penguins" in out["prompt"]
     fact = out["variables"]["FACT"]
     assert "." not in fact[:-1] and out["prompt"].endswith("Fact: " + fact)
+
+
+def test_beam() -> None:
+    results = querylm.run(EXAMPLES / "beam.lmql")
+    assert isinstance(results, list) and 1 <= len(results) <= 3
+    assert [r.score for r in results] == sorted((r.score for r in results), reverse=True)
+    for r in results:
+        city, river = r.variables["CITY"], r.variables["RIVER"]
+        assert re.fullmatch(r" [A-Z][a-z]+", city) and re.fullmatch(r" [A-Z][a-z]+", river)
+        assert f"Which river flows through {city.strip()}?" in r.prompt  # each beam's own value in its prompt
+        assert hole(r, "CITY").tokens < 5 and hole(r, "RIVER").tokens < 5
+
+
+def test_distribution(capsys: pytest.CaptureFixture[str]) -> None:
+    out = run_cli(capsys, str(EXAMPLES / "distribution.lmql"))
+    probs = dict(out["variables"]["P(LABEL)"])
+    assert set(probs) == {"positive", "negative"} and abs(sum(probs.values()) - 1) < 1e-6
+    assert out["variables"]["LABEL"] == max(probs, key=probs.get)
+    assert out["prompt"].endswith(out["variables"]["LABEL"])
