@@ -126,10 +126,13 @@ def completing(matcher: Matcher, allowed: TokenSet, logits: np.ndarray, first: i
     budget never ends a value half-way, e.g. inside a multi-byte character). Checks the ``first`` most
     likely allowed tokens, and the rest in order of likelihood only if none of those completes it."""
     ids = allowed.ids
-    order = ids[np.argsort(-logits[ids])]
-    good = [int(t) for t in order[:first] if matcher.completes(int(t))]
+    minus = -logits[ids]
+    top = ids[np.argpartition(minus, first)[:first]] if ids.size > first else ids  # no sort of 49k
+    good = [int(t) for t in top if matcher.completes(int(t))]
     if not good:
-        good = next(([int(t)] for t in order[first:] if matcher.completes(int(t))), [])
+        tried = set(top.tolist())
+        rest = (int(t) for t in ids[np.argsort(minus)] if int(t) not in tried)
+        good = next(([t] for t in rest if matcher.completes(t)), [])
     return TokenSet.of(good, allowed.size)
 
 
