@@ -51,7 +51,12 @@ def _parser() -> argparse.ArgumentParser:
         help='print one JSON object {"prompt", "variables"} (a list when n > 1)',
     )
     r.add_argument("--no-chat", action="store_true", help="feed the prompt as raw text even to a chat model")
-    r.add_argument("--trace", type=Path, metavar="OUT", help="write the probability trace: OUT.json (data) or OUT.png (plot)")
+    r.add_argument(
+        "--trace",
+        type=Path,
+        metavar="OUT",
+        help="write the probability trace: OUT.json (data) or OUT.png (plot)",
+    )
     r.add_argument("--device", help="cuda, cpu, cuda:1 ... (default: cuda when present)")
     r.add_argument("--dtype", help="float32, bfloat16, float16 (default: bfloat16 on GPU, float32 on CPU)")
     r.add_argument("-v", "--verbose", action="store_true")

@@ -8,6 +8,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from counting import CountingModel
 
 import querylm
 from querylm.backends.local import LocalBackend
@@ -188,4 +189,69 @@ def test_trace_of_a_real_query_is_recorded_and_drawn(tmp_path):
     # Tracing observes; it never changes the result.
     plain = querylm.run(query)
     traced = querylm.run(query, trace=True)
-    assert plain.variables == traced.variables and len(traced.trace) == traced.holes[0].tokens + (traced.holes[0].ended_by == "eos")
+    assert plain.variables == traced.variables and len(traced.trace) == traced.holes[0].tokens + (
+        traced.holes[0].ended_by == "eos"
+    )
+
+
+def counting(backend: LocalBackend) -> tuple[LocalBackend, CountingModel]:
+    """A copy of ``backend`` whose forward passes are counted."""
+    model = CountingModel(backend.model)
+    return LocalBackend("counted", model, backend.tokenizer), model
+
+
+LITERAL = """argmax
+    "Motto: [M]" where M in ["the quick brown fox jumps over the lazy dog", "the end"]
+"""
+
+
+def test_forced_tokens_are_appended_without_a_choice(tiny: LocalBackend):
+    """The fixed text of a value is appended without asking for logits: one forward pass for the run,
+    and the same value as choosing every token (which a trace does)."""
+    fast, fast_model = counting(tiny)
+    slow, slow_model = counting(tiny)
+    a = querylm.run(LITERAL, model=fast, chat=False)
+    b = querylm.run(LITERAL, model=slow, chat=False, trace=True)  # a trace asks about every token
+    assert a.variables["M"] == b.variables["M"]
+    assert a.variables["M"] in ("the quick brown fox jumps over the lazy dog", "the end")
+    if a.variables["M"].startswith("the quick"):
+        assert len(fast_model.fed) <= 3 < len(slow_model.fed)  # prompt, the choice after "the", the end
+    assert len(fast_model.fed) < len(slow_model.fed)
+
+
+def test_forced_tokens_in_beams_are_scored(tiny: LocalBackend):
+    """Beams append forced tokens without a beam step, and their log-probabilities still count: each
+    result's score equals a plain forward pass over its prompt and value."""
+    q = """beam(n=2)
+    "Motto: [M]\\nSo: [S]" where M in ["the quick brown fox jumps over the lazy dog", "the slow brown fox"] and S in ["yes", "no"]
+"""
+    results = querylm.run(q, model=tiny, chat=False)
+    assert len(results) == 2
+    for r in results:
+        m_ids, s_ids = (h.ids for h in r.holes)  # the tokenization the beam took
+        p1 = tiny.encode("Motto: ")
+        p2 = p1 + m_ids + tiny.encode("\nSo: ")
+        direct = logprob(tiny, p1, m_ids) + logprob(tiny, p2, s_ids)
+        assert r.score == pytest.approx(direct, abs=1e-3)
+    assert results[0].score >= results[1].score
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        LITERAL,
+        'beam(n=3)\n    "Colour: [C] and [D]" where C in ["red", "green", "blue"] and len(TOKENS(D)) < 4',
+        'sample(n=3, seed=4)\n    "Number: [X]" where INT(X) and len(TOKENS(X)) < 5',
+    ],
+)
+def test_launching_forward_passes_early_changes_nothing(tiny: LocalBackend, query: str):
+    """On CUDA each forward pass is launched before the next masks are computed (``overlap``); the
+    order of work changes, the results must not. Forced on here, on the CPU."""
+    plain = querylm.run(query, model=tiny, chat=False)
+    early = LocalBackend("tiny-overlap", tiny.model, tiny.tokenizer)
+    early.overlap = True
+    overlapped = querylm.run(query, model=early, chat=False)
+    flat = plain if isinstance(plain, list) else [plain]
+    flat2 = overlapped if isinstance(overlapped, list) else [overlapped]
+    assert [r.variables for r in flat] == [r.variables for r in flat2]
+    assert [r.score for r in flat] == pytest.approx([r.score for r in flat2], abs=1e-4)

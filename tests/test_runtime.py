@@ -7,26 +7,11 @@ import asyncio
 
 import pytest
 import torch
+from counting import CountingModel
 
 import querylm
 from querylm.backends.local import LocalBackend
 from querylm.backends.models import resolve
-
-
-class CountingModel(torch.nn.Module):
-    """Wraps a model and records how many tokens each forward pass is fed."""
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.inner = model
-        self.fed: list[int] = []
-        self.inputs: list[list[int]] = []
-        self.generation_config = model.generation_config
-
-    def forward(self, input_ids, **kw):  # noqa: ANN001, ANN003
-        self.fed.append(int(input_ids.shape[1]))
-        self.inputs.append(input_ids[0].tolist())
-        return self.inner(input_ids=input_ids, **kw)
 
 
 @pytest.fixture(scope="module")

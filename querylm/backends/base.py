@@ -26,6 +26,11 @@ class Sequence(ABC):
     def append(self, ids: list[int]) -> None:
         self.ids.extend(ids)
 
+    def prefetch(self) -> None:
+        """Start computing the logits of ``self.ids`` where the model runs asynchronously (a GPU); the
+        next ``logits()`` waits for them. Called only on backends with ``overlap`` set."""
+        return None  # synchronous backends compute logits when asked
+
     @abstractmethod
     def logits(self) -> np.ndarray:
         """float32 logits over the tokenizer's vocabulary for the token after ``self.ids``."""
@@ -43,6 +48,8 @@ class Backend(ABC):
     name: str
     supports_beams = True
     """False for backends without next-token log-probabilities (hosted APIs)."""
+    overlap = False
+    """Whether decoders should launch a forward pass (``prefetch``) before computing the next masks."""
     tokenizer: Any
     """A Hugging Face tokenizer (``transformers`` fast tokenizer)."""
 
@@ -169,12 +176,22 @@ class Batch(ABC):
     def logits(self) -> np.ndarray:
         """[rows, vocab] float32 logits of the token after each row."""
 
+    def scored_logits(self, positions: list[list[int]]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """``logits()``, and the log-probabilities of the tokens at ``positions[r]`` of each row r, all
+        appended since the previous call: tokens a decoder appended without a choice (forced by the
+        grammar), whose probabilities still count in a beam's score. The same forward pass gives both."""
+        raise NotImplementedError
+
     @abstractmethod
     def truncate(self, row: int, n: int) -> None: ...
 
     @abstractmethod
     def select(self, indices: list[int]) -> None:
         """Keep rows ``indices`` in that order (an index may repeat: the row is duplicated)."""
+
+    def prefetch(self) -> None:
+        """As ``Sequence.prefetch``, for every row."""
+        return None  # synchronous backends compute logits when asked
 
     def row(self, i: int) -> RowView:
         return RowView(self, i)
@@ -193,6 +210,9 @@ class RowView(Sequence):
 
     def append(self, ids: list[int]) -> None:
         self.batch.append(self.index, ids)
+
+    def prefetch(self) -> None:
+        self.batch.prefetch()
 
     def logits(self) -> np.ndarray:
         return self.batch.logits()[self.index]

@@ -7,6 +7,8 @@ asked for, so a prompt segment, a hole's tokens and the next segment never re-en
 from __future__ import annotations
 
 import copy
+import inspect
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -25,6 +27,12 @@ def _crop(cache: Any, n: int) -> None:
         cache.crop(n - have)
 
 
+def _cache_of(out: Any) -> Any:
+    """A forward pass's KV cache, under the name the installed transformers gives it."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
+
+
 class LocalSequence(Sequence):
     def __init__(self, backend: LocalBackend):
         super().__init__()
@@ -32,23 +40,32 @@ class LocalSequence(Sequence):
         self.cache: Any = None
         self.cached = 0  # how many of self.ids the cache holds
         self.last: np.ndarray | None = None
+        self._launched: Any = None  # the last position's logits on the device, not yet copied back
 
-    def logits(self) -> np.ndarray:
+    def prefetch(self) -> None:
+        """Launch the forward pass over the tokens appended since the last one. On CUDA the call returns
+        while the GPU works, so the caller can compute the next mask meanwhile; ``logits()`` waits."""
         torch = self.backend.torch
-        if self.cached == len(self.ids) and self.last is not None:
-            return self.last
+        if self.cached == len(self.ids) and (self.last is not None or self._launched is not None):
+            return
         if self.cached == len(self.ids):  # truncated back to a point we have no logits for: redo one
             self.cached = len(self.ids) - 1
             _crop(self.cache, self.cached)
         new = self.ids[self.cached :]
-        model = self.backend.model
         with torch.inference_mode():
             inp = torch.tensor([new], device=self.backend.device)
-            out = model(input_ids=inp, past_key_values=self.cache, use_cache=True)
-        self.cache = out.past_key_values
+            out = self.backend.forward(1, input_ids=inp, cache=self.cache)
+        self.cache = _cache_of(out)
         self.cached = len(self.ids)
-        row = out.logits[0, -1, : self.backend.vocab_size]
-        self.last = row.float().cpu().numpy()
+        self._launched = out.logits[0, -1, : self.backend.vocab_size]
+        self.last = None
+
+    def logits(self) -> np.ndarray:
+        self.prefetch()
+        if self._launched is not None:
+            self.last = self._launched.float().cpu().numpy()  # waits for the device
+            self._launched = None
+        assert self.last is not None
         return self.last
 
     def truncate(self, n: int) -> None:
@@ -57,7 +74,7 @@ class LocalSequence(Sequence):
             if self.cache is not None:
                 _crop(self.cache, n)
             self.cached = n
-            self.last = None
+            self.last = self._launched = None
 
     def fork(self) -> LocalSequence:
         other = LocalSequence(self.backend)
@@ -65,6 +82,7 @@ class LocalSequence(Sequence):
         other.cache = copy.deepcopy(self.cache)
         other.cached = self.cached
         other.last = self.last
+        other._launched = self._launched  # read-only on both sides
         return other
 
 
@@ -77,11 +95,30 @@ class LocalBackend(Backend):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.device = next(model.parameters()).device
+        self.overlap = self.device.type == "cuda"
+        """Launch each forward pass before computing the next masks (``Sequence.prefetch``), so that
+        on a GPU the masks cost no time; on the CPU the forward pass runs at once, nothing to overlap."""
         gen = getattr(model, "generation_config", None)
         self.generation_eos = getattr(gen, "eos_token_id", None)
 
     def new_sequence(self) -> LocalSequence:
         return LocalSequence(self)
+
+    def forward(self, keep: int, *, cache: Any, **inputs: Any) -> Any:
+        """The model's forward pass over ``cache`` (None: none yet), with logits for the last ``keep``
+        positions only where the model allows it: the vocabulary projection of every prompt position
+        costs time and memory, and only the last one (or a beam's forced tokens) is read."""
+        if "logits_to_keep" in self._parameters:
+            inputs["logits_to_keep"] = keep
+        return self.model(**inputs, **self._cache_arg(cache))
+
+    def _cache_arg(self, cache: Any) -> dict[str, Any]:
+        """transformers 5.2x renamed ``past_key_values`` to ``cache`` (the old name warns)."""
+        return {"cache" if "cache" in self._parameters else "past_key_values": cache, "use_cache": True}
+
+    @cached_property
+    def _parameters(self) -> set[str]:
+        return set(inspect.signature(self.model.forward).parameters)
 
     def new_batch(self, rows: int, prefix: list[int]) -> LocalBatch:
         return LocalBatch(self, rows, prefix)
@@ -100,7 +137,7 @@ class LocalBackend(Backend):
             rest = None
             if width > 1:
                 k = len(conts)
-                cache = out.past_key_values
+                cache = _cache_of(out)
                 cache.batch_repeat_interleave(k)
                 inp = torch.zeros((k, width), dtype=torch.long)
                 mask = torch.zeros((k, len(prefix) + width), dtype=torch.long)
@@ -114,8 +151,7 @@ class LocalBackend(Backend):
                         input_ids=inp.to(self.device),
                         attention_mask=mask.to(self.device),
                         position_ids=pos.to(self.device),
-                        past_key_values=cache,
-                        use_cache=True,
+                        **self._cache_arg(cache),
                     )
                     .logits[:, :, : self.vocab_size]
                     .float()
@@ -168,46 +204,111 @@ class LocalBatch(Batch):
         self.mask = torch.zeros((1, 0), dtype=torch.long, device=backend.device)
         self.slots: list[list[int]] = [[]]  # the cache column of each fed token, per row
         self.last: list[np.ndarray | None] = [None]
+        self._launched: tuple[Any, list[int]] | None = None  # device logits of a prefetch, and their rows
         if prefix:
             self.logits()  # the shared prefix, computed once
         self.select([0] * rows)
 
     def logits(self) -> np.ndarray:
+        return self.scored_logits([[] for _ in self.rows])[0]
+
+    def prefetch(self) -> None:
+        """Launch the forward pass over every row's new tokens; ``logits()`` (or a change of rows) waits
+        for it. On CUDA the masks of the next step are computed meanwhile."""
+        self._sync()
+        self._launched = self._feed([[] for _ in self.rows])[0]
+
+    def scored_logits(self, positions: list[list[int]]) -> tuple[np.ndarray, list[np.ndarray]]:
+        self._sync()
+        self._launched, scored = self._feed(positions)
+        self._sync()
+        return np.stack([x for x in self.last]), scored  # type: ignore[misc]
+
+    def _sync(self) -> None:
+        """Copy the logits of a launched forward pass back from the device (waiting for it)."""
+        if self._launched is not None:
+            dev, rows = self._launched
+            self._launched = None
+            arr = dev.float().cpu().numpy()
+            for r in rows:
+                self.last[r] = arr[r]
+
+    def _feed(self, positions: list[list[int]]) -> tuple[tuple[Any, list[int]] | None, list[np.ndarray]]:
+        """One forward pass over every row's new tokens: their last position's logits, left on the
+        device, and the log-probabilities of the tokens at ``positions``."""
         torch = self.backend.torch
+        scored = [np.zeros(0) for _ in self.rows]
         for r, ids in enumerate(self.rows):
             if len(self.slots[r]) == len(ids) and self.last[r] is None and ids:
                 self._unfeed(r, len(ids) - 1)  # logits lost by a truncation: feed the last token again
-        pending = [ids[len(self.slots[r]) :] for r, ids in enumerate(self.rows)]
+        fed = [len(s) for s in self.slots]
+        pending = [ids[fed[r] :] for r, ids in enumerate(self.rows)]
+        for r, at in enumerate(positions):
+            if at and not fed[r] <= min(at) <= max(at) < len(self.rows[r]):
+                raise ValueError(f"scored_logits: row {r}'s positions {at} are not all new tokens")
+        # Logits are kept for the positions that predict a scored token (the first new token's
+        # prediction is the row's previous logits), and the last.
+        keep = max(
+            [1] + [len(self.rows[r]) - max(min(at), fed[r] + 1) + 1 for r, at in enumerate(positions) if at]
+        )
         width = max(len(p) for p in pending)
-        if width:
-            b = len(self.rows)
-            inp = torch.zeros((b, width), dtype=torch.long)
-            new_mask = torch.zeros((b, width), dtype=torch.long)
-            pos = torch.zeros((b, width), dtype=torch.long)
-            for r, p in enumerate(pending):
-                if p:
-                    inp[r, width - len(p) :] = torch.tensor(p)
-                    new_mask[r, width - len(p) :] = 1
-                    start = len(self.slots[r])
-                    pos[r, width - len(p) :] = torch.arange(start, start + len(p))
-            dev = self.backend.device
-            mask = torch.cat([self.mask, new_mask.to(dev)], dim=1)
-            with torch.inference_mode():
-                out = self.backend.model(
-                    input_ids=inp.to(dev),
-                    attention_mask=mask,
-                    position_ids=pos.to(dev),
-                    past_key_values=self.cache,
-                    use_cache=True,
-                )
-            base = self.mask.shape[1]
-            self.cache, self.mask = out.past_key_values, mask
-            rows_logits = out.logits[:, -1, : self.backend.vocab_size].float().cpu().numpy()
-            for r, p in enumerate(pending):
-                if p:
-                    self.slots[r].extend(range(base + width - len(p), base + width))
-                    self.last[r] = rows_logits[r]
-        return np.stack([x for x in self.last])  # type: ignore[misc]
+        if not width:
+            return None, scored
+        b = len(self.rows)
+        inp = torch.zeros((b, width), dtype=torch.long)
+        new_mask = torch.zeros((b, width), dtype=torch.long)
+        pos = torch.zeros((b, width), dtype=torch.long)
+        for r, p in enumerate(pending):
+            if p:
+                inp[r, width - len(p) :] = torch.tensor(p)
+                new_mask[r, width - len(p) :] = 1
+                pos[r, width - len(p) :] = torch.arange(fed[r], fed[r] + len(p))
+        dev = self.backend.device
+        mask = torch.cat([self.mask, new_mask.to(dev)], dim=1)
+        with torch.inference_mode():
+            out = self.backend.forward(
+                keep,
+                input_ids=inp.to(dev),
+                attention_mask=mask,
+                position_ids=pos.to(dev),
+                cache=self.cache,
+            )
+        base = self.mask.shape[1]
+        self.cache, self.mask = _cache_of(out), mask
+        vocab = self.backend.vocab_size
+        rows = [r for r, p in enumerate(pending) if p]
+        for r in rows:
+            p = pending[r]
+            if positions[r]:
+                rel = [q - fed[r] for q in positions[r]]
+                scored[r] = self._logprobs(out.logits[r, :, :vocab], p, rel, self.last[r])
+            self.slots[r].extend(range(base + width - len(p), base + width))
+            self.last[r] = None
+        return (out.logits[:, -1, :vocab], rows), scored
+
+    def _logprobs(
+        self, out: Any, pending: list[int], rel: list[int], before: np.ndarray | None
+    ) -> np.ndarray:
+        """Log-probabilities of ``pending[i]`` for i in ``rel``, the tokens just fed (right-aligned in
+        ``out``, one row of the forward pass's kept logits); the first pending token's come from
+        ``before``, the row's logits from the previous pass."""
+        torch = self.backend.torch
+        lps = np.empty(len(rel), dtype=np.float64)
+        inside = [(j, i) for j, i in enumerate(rel) if i > 0]
+        if inside:
+            # Kept position k (of out.shape[0]) predicts pending token len(pending) - out.shape[0] + k + 1.
+            at = torch.tensor([out.shape[0] - len(pending) + i - 1 for _, i in inside], device=out.device)
+            rows = torch.log_softmax(out.index_select(0, at).float(), dim=-1)
+            tok = torch.tensor([pending[i] for _, i in inside], device=out.device).unsqueeze(1)
+            lps[[j for j, _ in inside]] = rows.gather(1, tok)[:, 0].double().cpu().numpy()
+        for j, i in enumerate(rel):
+            if i == 0:
+                if before is None:
+                    raise ValueError("scored_logits: the row has no logits before its new tokens")
+                x = before.astype(np.float64)
+                top = x.max()
+                lps[j] = x[pending[0]] - top - np.log(np.exp(x - top).sum())
+        return lps
 
     def _unfeed(self, row: int, n: int) -> None:
         drop = self.slots[row][n:]
@@ -217,11 +318,13 @@ class LocalBatch(Batch):
         self.last[row] = None
 
     def truncate(self, row: int, n: int) -> None:
+        self._sync()
         del self.rows[row][n:]
         if len(self.slots[row]) > n:
             self._unfeed(row, n)
 
     def select(self, indices: list[int]) -> None:
+        self._sync()
         idx = self.backend.torch.tensor(indices, dtype=self.backend.torch.long, device=self.backend.device)
         if self.cache is not None:
             self.cache.reorder_cache(idx)

@@ -75,6 +75,13 @@ class RandomBatch(Batch):
     def logits(self) -> np.ndarray:
         return np.stack([_logits(self.backend, ids) for ids in self.rows])
 
+    def scored_logits(self, positions: list[list[int]]) -> tuple[np.ndarray, list[np.ndarray]]:
+        score = self.backend.score
+        return self.logits(), [
+            np.asarray([score(ids[:q], [[ids[q]]])[0][0] for q in at], dtype=np.float64)
+            for ids, at in zip(self.rows, positions, strict=True)
+        ]
+
     def truncate(self, row: int, n: int) -> None:
         del self.rows[row][n:]
 

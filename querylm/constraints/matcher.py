@@ -65,6 +65,16 @@ class TokenSet:
     def any(self) -> bool:
         return bool(np.count_nonzero(self.words))  # cheaper than .any() on cold caches
 
+    def only(self) -> int | None:
+        """The one token in the set, or None when it holds none or several."""
+        if np.count_nonzero(self.words) != 1:
+            return None
+        at = int(np.flatnonzero(self.words)[0])
+        word = self.words.item(at)
+        if word & (word - 1):  # more than one bit
+            return None
+        return 32 * at + word.bit_length() - 1
+
     @property
     def ids(self) -> np.ndarray:
         if self._ids is None:
@@ -113,6 +123,17 @@ class Matcher:
     def allowed(self) -> np.ndarray:
         """The ids of the tokens every matcher allows next (EOS among them when the value may end)."""
         return self.next_tokens().ids
+
+    def forced(self) -> list[int]:
+        """The tokens the grammar forces next (its fixed text, canonically tokenized by llguidance,
+        which leaves out a last token that a longer one could still replace): what every matcher
+        accepts of the first matcher's fast-forward tokens. Not consumed."""
+        ff = self.matchers[0].compute_ff_tokens()
+        for m in self.matchers[1:]:
+            if not ff:
+                break
+            ff = ff[: m.validate_tokens(ff)]
+        return ff
 
     def consume(self, token: int) -> None:
         for m in self.matchers:

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from ..backends.base import Batch
+from ..constraints.matcher import TokenSet
 from ..errors import ConstraintError
 from .beam import Beam, _close, _enter, settle
 from .choose import END, Chooser
@@ -26,7 +25,6 @@ def sample_batch(root: Execution, batch: Batch, choosers: list[Chooser]) -> list
     ``batch.row(0)`` of a one-row batch. The prompt up to the first hole is computed once, then the
     row is copied for every sample."""
     backend = root.backend
-    eos = np.asarray(backend.eos_ids)
     finished: list[Execution] = []
     n = len(choosers)
     first = _enter(root, backend)
@@ -41,9 +39,9 @@ def sample_batch(root: Execution, batch: Batch, choosers: list[Chooser]) -> list
         matcher = first.matcher if i == 0 else first.matcher.fork()
         active[i] = Beam(ex, first.pending, matcher, [])
     while active:
-        allowed_of: dict[int, np.ndarray] = {}
+        allowed_of: dict[int, tuple[TokenSet, bool]] = {}
         for i, beam in list(active.items()):
-            ready, allowed, _ = settle(beam, backend, eos, finished)
+            ready, allowed, complete = settle(beam, backend, finished)
             if ready is None:
                 del active[i]
                 if not beam.ex.finished:
@@ -53,17 +51,16 @@ def sample_batch(root: Execution, batch: Batch, choosers: list[Chooser]) -> list
                     )
             else:
                 active[i] = ready
-                allowed_of[i] = allowed
+                allowed_of[i] = (allowed, complete)  # type: ignore[assignment]
         if not active:
             break
         logits = batch.logits()
         for i, beam in list(active.items()):
-            allowed = allowed_of[i]
-            hc = beam.pending.hc
-            may_end = len(beam.tokens) >= hc.min_tokens and bool(np.isin(eos, allowed).any())
-            choices = allowed[~np.isin(allowed, eos)]
+            allowed, complete = allowed_of[i]
+            beam.forced = []  # samples have no score to keep
+            may_end = len(beam.tokens) >= beam.pending.hc.min_tokens and complete
             end = end_logit(backend, logits[i], allowed) if may_end else None
-            token = choosers[i].choose(logits[i], choices, end)
+            token = choosers[i].choose(logits[i], allowed, end)
             if token == END:
                 nxt = _close(beam, backend, "eos")
                 if nxt is None:
@@ -74,4 +71,6 @@ def sample_batch(root: Execution, batch: Batch, choosers: list[Chooser]) -> list
             beam.matcher.consume(token)
             beam.ex.seq.append([token])
             beam.tokens.append(token)
+        if backend.overlap:  # the device computes the next logits while settle() computes the masks
+            batch.prefetch()
     return roots

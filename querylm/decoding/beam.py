@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..backends.base import Backend, Batch, Sequence
-from ..constraints.matcher import Matcher
+from ..constraints.matcher import Matcher, TokenSet
 from ..errors import ConstraintError
-from .hole import FREE_TEXT, HoleOutput, end_logit
+from .hole import FREE_TEXT, HoleOutput, end_logit, forced_run
 
 if TYPE_CHECKING:
     from ..runtime.execute import Execution, PendingHole
@@ -51,6 +51,9 @@ class Beam:
     pending: PendingHole
     matcher: Matcher
     tokens: list[int] = field(default_factory=list)
+    forced: list[int] = field(default_factory=list)
+    """Positions in the sequence of tokens appended without a choice, whose log-probabilities the next
+    forward pass gives (they are added to the score before the beam is ranked again)."""
 
     @property
     def score(self) -> float:
@@ -99,7 +102,6 @@ def beam_search(
     kappa=1, beta=0.5); each round expands only the n best of it, by their 5 most likely continuations
     with probability >= 0.05, until ``budget`` hypotheses have been expanded (and one query finished)."""
     backend = root.backend
-    eos = np.asarray(backend.eos_ids)
     finished: list[Execution] = []
     first = _enter(root, backend)
     running = [first] if first is not None else []
@@ -122,18 +124,19 @@ def beam_search(
             b.ex.seq = batch.row(j)
 
     while running:
-        # Forced moves: a value that must end (budget spent, only EOS allowed, max_len) or can't go on.
+        # Forced moves: a value that must end (budget spent, only EOS allowed, max_len) or can't go on;
+        # a token that is the only one allowed.
         settled: list[Beam] = []
-        allowed_of: list[np.ndarray] = []
+        allowed_of: list[TokenSet] = []
+        complete_of: list[bool] = []
         parents: list[int] = []
-        changed = False
         for i, beam in enumerate(running):
             beam.ex.seq = ListSequence(list(beam.ex.seq.ids))  # rows may move: detach, re-attach below
-            ready, allowed, moved = settle(beam, backend, eos, finished)
-            changed |= moved
+            ready, allowed, complete = settle(beam, backend, finished)
             if ready is not None:
                 settled.append(ready)
-                allowed_of.append(allowed)
+                allowed_of.append(allowed)  # type: ignore[arg-type]
+                complete_of.append(complete)
                 parents.append(i)
         attach(settled, parents)
         running = settled
@@ -142,7 +145,11 @@ def beam_search(
         if best_k and expanded >= best_k_budget and finished:  # type: ignore[operator]
             break
 
-        logits = batch.logits().astype(np.float64)
+        logits32, forced_lps = batch.scored_logits([b.forced for b in running])
+        for b, lps in zip(running, forced_lps, strict=True):
+            b.ex.score += float(lps.sum())
+            b.forced = []
+        logits = logits32.astype(np.float64)
         top = logits.max(axis=1, keepdims=True)
         log_z = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
         cands: list[Candidate] = []
@@ -159,8 +166,8 @@ def beam_search(
             beam = running[i]
             allowed = allowed_of[i]
             lp = logits[i] - log_z[i]
-            choices = allowed[~np.isin(allowed, eos)]
-            may_end = len(beam.tokens) >= beam.pending.hc.min_tokens and bool(np.isin(eos, allowed).any())
+            choices = allowed.ids
+            may_end = len(beam.tokens) >= beam.pending.hc.min_tokens and complete_of[i]
             hc = beam.pending.hc
             last = hc.max_tokens is not None and len(beam.tokens) + 1 >= hc.max_tokens
             pick = _best(choices, lp, per_beam, beam.matcher if last else None)
@@ -168,7 +175,7 @@ def beam_search(
                 pick = pick[(lp[pick] >= np.log(0.05)) | (lp[pick] == lp[pick].max())]
             options = [(int(t), float(lp[t])) for t in pick]
             if may_end:
-                options.append((END, end_logit(backend, logits[i].astype(np.float32), allowed) - log_z[i]))
+                options.append((END, end_logit(backend, logits32[i], allowed) - log_z[i]))
             for tok, tok_lp in options:
                 score = beam.score + tok_lp
                 key = score
@@ -216,6 +223,8 @@ def beam_search(
             child_parents = [child_parents[j] for j in order]
         attach(children, child_parents)
         running = children
+        if backend.overlap:  # the device computes the next logits while settle() computes the masks
+            batch.prefetch()
 
     if not finished:
         raise ConstraintError("beam search: no beam could complete the query under its constraints")
@@ -224,33 +233,48 @@ def beam_search(
 
 
 def settle(
-    beam: Beam, backend: Backend, eos: np.ndarray, finished: list[Execution]
-) -> tuple[Beam | None, np.ndarray, bool]:
-    """Make the forced moves of a beam: end a value that must end (budget spent, only EOS allowed,
-    max_len reached) and run on to the next hole; prune a dead end (nothing allowed, or a value that
-    must end but is incomplete). Returns the beam once it needs a choice (None if it finished, into
-    ``finished``, or was pruned), the tokens it may choose from, and whether anything moved."""
-    moved = False
+    beam: Beam, backend: Backend, finished: list[Execution]
+) -> tuple[Beam | None, TokenSet | None, bool]:
+    """Make the moves of a beam that need no choice: append a forced token (the only one allowed while
+    the value can't end, nor end right after it; scored with the next forward pass); end a value that must end (budget spent,
+    only EOS allowed, max_len reached) and run on to the next hole; prune a dead end (nothing allowed,
+    or a value that must end but is incomplete). Returns the beam once it needs a choice (None if it
+    finished, into ``finished``, or was pruned), the tokens it may go on with (EOS taken out: valid
+    until its matcher's next mask) and whether the value may end here."""
     current: Beam | None = beam
     while current is not None:
         hc = current.pending.hc
-        allowed = current.matcher.allowed()
+        allowed = current.matcher.next_tokens()
+        complete = allowed.discard(backend.eos_ids)
         at_budget = hc.max_tokens is not None and len(current.tokens) >= hc.max_tokens
         too_long = len(current.ex.seq.ids) >= current.ex.max_len
-        only_eos = allowed.size > 0 and bool(np.isin(allowed, eos).all())
-        if allowed.size == 0 or ((at_budget or too_long) and not current.matcher.is_accepting()):
-            return None, allowed, True  # a dead end: pruned, never returned
+        only_eos = complete and not allowed.any()
+        if not (complete or allowed.any()) or (
+            (at_budget or too_long) and not current.matcher.is_accepting()
+        ):
+            return None, None, False  # a dead end: pruned, never returned
         if not (only_eos or at_budget or too_long):
-            return current, allowed, moved
-        moved = True
+            room = current.ex.max_len - len(current.ex.seq.ids)
+            if hc.max_tokens is not None:
+                room = min(room, hc.max_tokens - len(current.tokens) - 1)
+            # A token after which the value could end is chosen, not forced: the value then always
+            # goes on to a chosen token, whose forward pass scores this one before the beam can finish.
+            run = [] if complete else forced_run(current.matcher, allowed, room, go_on=True)
+            if not run:
+                return current, allowed, complete
+            start = len(current.ex.seq.ids)
+            current.forced.extend(range(start, start + len(run)))
+            current.ex.seq.append(run)
+            current.tokens.extend(run)
+            continue
         try:
             nxt = _close(current, backend, "grammar" if only_eos else "budget")
         except ConstraintError:
-            return None, allowed, True
+            return None, None, False
         if nxt is None and current.ex.finished:
             finished.append(current.ex)
         current = nxt
-    return None, np.empty(0, dtype=np.int64), moved
+    return None, None, False
 
 
 def _best(choices: np.ndarray, lp: np.ndarray, k: int, must_complete: Matcher | None) -> np.ndarray:

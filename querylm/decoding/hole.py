@@ -3,6 +3,9 @@
 Per step: the mask engine gives the allowed tokens; the token budget may remove EOS (too short) or
 end the hole (spent); the chooser picks among the allowed tokens from the model's logits; the token is
 consumed by the matchers and appended to the sequence (fed to the model with the next forward pass).
+A forced token (the only one allowed, and the value can't end: fixed text of a grammar such as a JSON
+key) needs no choice, so it is appended without asking for logits: a run of forced tokens costs one
+forward pass, with the next real choice, instead of one each.
 The hole ends at EOS, when the grammar can't go on (only EOS allowed, no forward pass spent on it), or
 when the budget is spent on a complete value. Anything else is a ConstraintError naming the constraint.
 
@@ -48,9 +51,12 @@ def decode_hole(
     position: Position | None,
     on_token: Callable[[str], None] | None = None,
     timings: list[float] | None = None,
+    skip_forced: bool = True,
 ) -> HoleOutput:
     """``timings``: when given, gets for each generated token the seconds spent outside the model's
-    forward pass (mask, EOS and end handling, choosing, consuming): what the constraints cost."""
+    forward pass (mask, EOS and end handling, choosing, consuming): what the constraints cost.
+    ``skip_forced=False`` asks the chooser about forced tokens too (a trace records every token's
+    probability, so it needs the logits of each); the result is the same either way."""
     grammars = hc.grammars() or [FREE_TEXT]
     matcher = Matcher(backend.ll_tokenizer, grammars)
     eos = backend.eos_ids
@@ -89,12 +95,24 @@ def decode_hole(
                 f"{hc.hole} reached max_len={max_len} tokens before its value was complete: {hc.description}",
                 position,
             )
+        room = max_len - len(seq.ids)
+        if hc.max_tokens is not None:  # the last budgeted token is chosen: it must complete the value
+            room = min(room, hc.max_tokens - len(tokens) - 1)
+        run = forced_run(matcher, allowed, room) if skip_forced and not complete else []
+        if run:  # no choice to make: no logits needed
+            seq.append(run)
+            tokens.extend(run)
+            if timings is not None:
+                timings.extend([(clock() - t0) / len(run)] * len(run))
+            emitted = _emit(backend, tokens, emitted, on_token)
+            continue
+        last = hc.max_tokens is not None and len(tokens) + 1 >= hc.max_tokens
         t1 = clock()
         logits = seq.logits()
         t2 = clock()
         may_end = complete and len(tokens) >= hc.min_tokens
         end = ending.tokens(allowed) if may_end else None  # what can't continue the value: from all allowed
-        if hc.max_tokens is not None and len(tokens) + 1 >= hc.max_tokens:
+        if last:
             allowed = completing(matcher, allowed, logits)  # the last token must leave a whole value
             if not allowed.any() and not may_end:
                 raise ConstraintError(
@@ -108,17 +126,46 @@ def decode_hole(
         matcher.consume(token)
         seq.append([token])
         tokens.append(token)
+        if backend.overlap:  # the device computes the next logits while the next mask is computed
+            seq.prefetch()
         if timings is not None:
             timings.append(clock() - t2 + t1 - t0)
-        if on_token is not None:
-            text = backend.decode(tokens)
-            if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
-                on_token(text[emitted:])
-                emitted = len(text)
+        emitted = _emit(backend, tokens, emitted, on_token)
     text = backend.decode(tokens)
     if on_token is not None and len(text) > emitted:
         on_token(text[emitted:])
     return HoleOutput(tokens, text, ended_by)
+
+
+def _emit(backend: Backend, tokens: list[int], emitted: int, on_token: Callable[[str], None] | None) -> int:
+    """Stream the value's new text; returns how many characters have been streamed."""
+    if on_token is None:
+        return emitted
+    text = backend.decode(tokens)
+    if text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
+        return emitted
+    on_token(text[emitted:])
+    return len(text)
+
+
+def forced_run(matcher: Matcher, allowed: TokenSet, room: int, *, go_on: bool = False) -> list[int]:
+    """The forced tokens at this point, consumed by ``matcher``: when ``allowed`` (EOS out, the value
+    unable to end here) holds one token, that token and the fixed text after it (llguidance's
+    fast-forward tokens), at most ``room`` of them. With ``go_on``, none after which the value could
+    end (a beam scores forced tokens with the forward pass of its next choice, so one must follow)."""
+    only = allowed.only() if room > 0 else None
+    if only is None:
+        return []
+    run = matcher.forced()[:room]
+    if not run or run[0] != only:
+        run = [only]
+    taken = []
+    for t in run:
+        if go_on and matcher.completes(t):
+            break
+        matcher.consume(t)
+        taken.append(t)
+    return taken
 
 
 def completing(matcher: Matcher, allowed: TokenSet, logits: np.ndarray, first: int = 64) -> TokenSet:

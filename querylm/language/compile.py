@@ -178,7 +178,14 @@ def compile_query(
     wheres += [h.inline_where for h in query.holes if h.inline_where is not None]
     dist = [query.distribution.values] if query.distribution is not None else []
     used = used_names([expanded, *prompt_exprs, *wheres, *dist])
-    known = defined | BUILTIN_NAMES | set(PREDEFINED) | set(params or []) | set((globals_ or {}).keys()) | set(functions.NAMES)
+    known = (
+        defined
+        | BUILTIN_NAMES
+        | set(PREDEFINED)
+        | set(params or [])
+        | set((globals_ or {}).keys())
+        | set(functions.NAMES)
+    )
     free = {name: node for name, node in used.items() if name not in known}
     for name, node in free.items():
         near = difflib.get_close_matches(name, sorted(holes), n=1)

@@ -330,7 +330,9 @@ class Execution:
         if self.chat and self.role is not None:
             self.messages[-1]["content"] += text
         self.strip_next = False
-        self.holes.append(HoleRecord(hole.name, value, text, len(tokens), hc.description, out.ended_by))
+        self.holes.append(
+            HoleRecord(hole.name, value, text, len(tokens), hc.description, out.ended_by, list(tokens))
+        )
         self.bind(hole, value)
         return value
 

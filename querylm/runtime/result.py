@@ -16,6 +16,8 @@ class HoleRecord:
     tokens: int
     constraint: str
     ended_by: str
+    ids: list[int] = field(default_factory=list)
+    """The value's token ids as decoded (a constraint lets the model pick any tokenization of a text)."""
 
 
 @dataclass
@@ -40,7 +42,10 @@ class QueryResult:
     """Total log-probability of the generated tokens (and of ending each value), as beams rank it."""
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"prompt": self.prompt, "variables": {k: _jsonable(v) for k, v in self.variables.items()}}
+        out: dict[str, Any] = {
+            "prompt": self.prompt,
+            "variables": {k: _jsonable(v) for k, v in self.variables.items()},
+        }
         if self.usage is not None:
             out["usage"] = _jsonable(self.usage)
         return out

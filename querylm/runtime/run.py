@@ -159,6 +159,7 @@ def sequential(chooser: Chooser, tracer: Tracer | None = None) -> Decode:
             max_len=ex.max_len,
             position=pending.hole.position,
             on_token=ex.emit,
+            skip_forced=tracer is None,
         )
 
     return decode
