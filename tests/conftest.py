@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib.util
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,3 +20,26 @@ def write_query(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """llama.cpp's OpenAI-compatible server (llama-cpp-python) serving the default model's GGUF on
+    loopback, once per session (test_openai_llamacpp.py, test_tools_hosted.py)."""
+    if importlib.util.find_spec("llama_cpp") is None:
+        pytest.skip("llama-cpp-python[server] is not installed")
+    from querylm.backends.models import default_gguf
+    from querylm.backends.openai_server import LlamaServer
+
+    try:
+        gguf = default_gguf()
+    except Exception as err:  # noqa: BLE001
+        pytest.skip(f"no default GGUF: {err}")
+    log = tmp_path_factory.mktemp("llama") / "server.log"
+    srv = LlamaServer(gguf, n_ctx=2048, log=log)
+    try:
+        srv.start()
+    except RuntimeError as err:
+        pytest.skip(f"llama.cpp server did not start: {err}: {log.read_text()[-2000:]}")
+    yield srv
+    srv.stop()

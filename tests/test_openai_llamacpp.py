@@ -31,24 +31,6 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
-    from querylm.backends.models import default_gguf
-
-    try:
-        gguf = default_gguf()
-    except Exception as err:  # noqa: BLE001
-        pytest.skip(f"no default GGUF: {err}")
-    log = tmp_path_factory.mktemp("llama") / "server.log"
-    srv = LlamaServer(gguf, n_ctx=2048, log=log)
-    try:
-        srv.start()
-    except RuntimeError as err:
-        pytest.skip(f"llama.cpp server did not start: {err}: {log.read_text()[-2000:]}")
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="session")
 def chat(server: LlamaServer) -> OpenAIBackend:
     """Probed, not declared: the flavour and the tokenizer are found from the server."""
     return OpenAIBackend("smollm2", base_url=server.base_url, endpoint="chat")
