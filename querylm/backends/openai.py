@@ -304,6 +304,8 @@ class _Answer:
     request_id: str | None
     logprobs: list[tuple[str, float]] | None = None
     stop_phrase: str | None = None
+    tool_calls: list[Any] = field(default_factory=list)
+    """A chat answer's ``message.tool_calls`` as the SDK parsed them (the agent's native tool path)."""
 
 
 class _Malformed(Exception):
@@ -710,6 +712,7 @@ class OpenAIBackend(Backend):
         choice = choices[0]
         finish = getattr(choice, "finish_reason", None)
         logprobs = None
+        calls: list[Any] = []
         if kind == "chat":
             message = getattr(choice, "message", None)
             if message is None:
@@ -754,6 +757,7 @@ class OpenAIBackend(Backend):
             request_id,
             logprobs,
             phrase if isinstance(phrase, str) else None,
+            list(calls),
         )
 
     # -- per-hole planning --------------------------------------------------------------------------

@@ -1,18 +1,34 @@
-"""The agent loop on local models: each assistant turn is generated under one grammar, either a text
-answer or a list of tool calls valid by construction; calls run concurrently, their results (errors
-included) go back to the model, until it answers or a budget ends the run.
+"""The agent loop: each assistant turn is either a text answer or a list of tool calls; calls run
+concurrently, their results (errors included) go back to the model, until it answers or a budget ends
+the run. Every call is validated with the registry (jsonschema) before it runs; one that fails becomes
+an error result the model reads, never an exception.
 
-The model's chat template is used for the roles; the tools section, which small models' templates lack,
-is written by a ToolFormat (default: the format SmolLM2 was tuned on: a ``<tools>`` list in the system
-prompt, ``<tool_call>[...]</tool_call>`` calls, ``<tool_response>`` results in a user message).
+Backends (one ``_Turns`` driver each):
+
+- local models: each turn is generated under one grammar (``turn_grammar``), so calls are valid by
+  construction. The model's chat template is used for the roles; the tools section, which small models'
+  templates lack, is written by a ToolFormat (default: the format SmolLM2 was tuned on: a ``<tools>``
+  list in the system prompt, ``<tool_call>[...]</tool_call>`` calls, ``<tool_response>`` results in a
+  user message).
+- ``model="openai/..."`` (``querylm.backends.openai.OpenAIBackend``): each turn is one chat-completions
+  request through the backend (its retries, errors and usage accounting; ``AgentResult.usage``). On
+  OpenAI (flavour ``openai``) tools go as native ``tools`` (strict where the schema allows it), with
+  ``tool_choice`` and ``parallel_tool_calls`` passed through. On grammar servers (``llamacpp``,
+  ``vllm``, ``sglang``) the turn is generated under the same union grammar as on local models, sent as
+  GBNF in the server's grammar parameter; where it can't be written as GBNF (or on ``ollama``) the
+  server gets a JSON Schema of ``{"answer": ...}`` or ``{"tool_calls": [...]}`` instead. Either way the
+  answer is checked again with the local matcher. See ``querylm/tools/hosted.py``.
 
 tool_choice is a constraint on the grammar, not a request: "auto" (answer or call), "required" (a call),
 "none" (an answer), a tool's name (a call of that tool), a list of names (answer or a call of those), or
-``{"mode": "required", "tools": [...]}``. With ``reset_tool_choice`` (the default) a forced choice holds
-for the first turn only, so a model made to call a tool is then free to answer.
+``{"mode": "required", "tools": [...]}`` (OpenAI's ``{"type": "function", ...}`` and ``{"type":
+"allowed_tools", ...}`` forms are read too). On OpenAI it is passed through (a subset as
+``allowed_tools``), and a call of a tool it does not allow is refused locally. With
+``reset_tool_choice`` (the default) a forced choice holds for the first turn only, so a model made to
+call a tool is then free to answer.
 
-The hosted OpenAI backend does not exist yet: ``model="openai/..."`` is refused by the model resolver.
-Registries export ``to_openai()`` tools for it.
+Streaming: on local models ``token`` events come token by token; hosted turns are not streamed, so a
+turn's text comes as one ``token`` event when its answer arrives.
 """
 
 from __future__ import annotations
@@ -22,7 +38,7 @@ import json
 import re
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..constraints import regex
 from ..constraints.lang import Grammar
@@ -31,6 +47,9 @@ from ..decoding.choose import Argmax, Chooser, Sample
 from ..decoding.hole import decode_hole
 from ..errors import ConstraintError, ModelError
 from .registry import Approve, ToolCall, ToolRegistry, ToolResult, run_sync
+
+if TYPE_CHECKING:
+    from ..backends.openai import Usage
 
 EventType = Literal[
     "token", "tool_call_started", "tool_arguments_complete", "tool_result", "turn_end", "final", "error"
@@ -65,6 +84,9 @@ class AgentResult:
     tokens: int = 0
     """Tokens generated in all turns."""
     stopped_by: StopReason = "final"
+    usage: Usage | None = None
+    """Hosted models: requests, retries and billed tokens of the run (one ``holes`` entry per turn,
+    with the mechanism that constrained it); None on local models."""
 
     @property
     def tool_calls(self) -> list[ToolCall]:
@@ -167,6 +189,12 @@ class Choice:
 
 def resolve_choice(choice: ToolChoice, registry: ToolRegistry) -> Choice:
     names = tuple(registry.names)
+    if isinstance(choice, dict) and choice.get("type") == "function":  # OpenAI's named form
+        return Choice(False, _known([(choice.get("function") or {}).get("name")], registry))
+    if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
+        inner = choice.get("allowed_tools") or {}
+        listed = [(t.get("function") or {}).get("name") for t in inner.get("tools", [])]
+        choice = {"mode": inner.get("mode", "auto"), "tools": listed}
     if isinstance(choice, dict):
         mode = choice.get("mode", "auto")
         tools = choice.get("tools", names)
@@ -220,12 +248,88 @@ def turn_grammar(registry: ToolRegistry, choice: Choice, fmt: ToolFormat, max_ca
     return "start: " + " | ".join(alts) + "\n" + "\n".join(lines) + "\n"
 
 
+# -- one turn, per backend -------------------------------------------------------------------------------
+
+
+@dataclass
+class TurnOutput:
+    """What a driver's turn produced: a text answer (``calls`` None), calls (a ToolCall each, or the
+    error result of one the model got wrong), or a call cut by the budget (``truncated``)."""
+
+    text: str = ""
+    calls: list[ToolCall | ToolResult] | None = None
+    tokens: int = 0
+    truncated: ToolResult | None = None
+    message: dict[str, Any] | None = None
+    """The assistant message to record, when the driver has its own (a hosted model's tool_calls)."""
+
+
+class _LocalTurns:
+    """Turns of a local model: generated token by token under ``turn_grammar`` on one KV-cached
+    sequence that the tool results are appended to."""
+
+    usage = None
+
+    @staticmethod
+    def system_prompt(agent: Agent) -> str:
+        return agent.format.system_prompt(agent.registry, agent.instructions)
+
+    def __init__(self, agent: Agent, backend: Any, messages: list[dict[str, Any]]):
+        self.agent = agent
+        self.backend = backend
+        self.seq, self.role = agent._start(messages)
+        self.chooser = agent._chooser()
+
+    async def turn(
+        self, turn: int, choice: Choice, budget: int, max_calls: int, out: TurnOutput
+    ) -> AsyncIterator[AgentEvent]:
+        agent, backend, seq = self.agent, self.backend, self.seq
+        grammar = turn_grammar(agent.registry, choice, agent.format, max_calls)
+        seq.append(backend.encode(backend.chat_transition(self.role, "assistant"), special=True))
+        self.role = "assistant"
+        turn_chooser: Chooser | NameScoringChooser = self.chooser
+        if agent.score_tool_names and len(choice.tools) > 1:
+            turn_chooser = NameScoringChooser(self.chooser, backend, seq, choice.tools)
+        gen = _Generation(backend, seq, grammar, budget, turn_chooser)
+        async for piece in gen.tokens():
+            yield AgentEvent("token", turn, text=piece)
+            for name in gen.new_call_names():
+                yield AgentEvent("tool_call_started", turn, name=name)
+        out.tokens = gen.count
+        if gen.error is not None and not agent._in_call(gen.text):
+            # A text answer cut by the budget inside a multi-byte character: keep the whole ones.
+            gen.text, gen.error = gen.text.rstrip("\ufffd"), None
+        if gen.error is not None:
+            out.truncated = agent.registry.truncated(gen.text, budget)
+            return
+        out.text = gen.text
+        calls = agent._parse_calls(gen.text)
+        out.calls = list(calls) if calls is not None else None
+
+    def add_results(self, results: list[ToolResult]) -> None:
+        fmt, backend = self.agent.format, self.backend
+        self.seq.append(backend.encode(backend.chat_transition(self.role, fmt.result_role), special=True))
+        self.seq.append(backend.encode(fmt.results_text(results)))
+        self.role = fmt.result_role
+
+
+def _driver_type(backend: Any) -> Any:
+    from ..backends.openai import OpenAIBackend
+
+    if isinstance(backend, OpenAIBackend):
+        from .hosted import HostedTurns
+
+        return HostedTurns
+    return _LocalTurns
+
+
 # -- the agent ------------------------------------------------------------------------------------------
 
 
 class Agent:
-    """An agent over a local model: ``run(message)``, ``await arun(message)``, ``stream(message)`` /
-    ``astream(message)`` yielding AgentEvents."""
+    """An agent over a local model or a hosted one (``model="openai/..."`` or an OpenAIBackend):
+    ``run(message)``, ``await arun(message)``, ``stream(message)`` / ``astream(message)`` yielding
+    AgentEvents."""
 
     def __init__(
         self,
@@ -330,14 +434,14 @@ class Agent:
         token, tool_call_started, tool_arguments_complete, tool_result, turn_end and final events."""
         backend = await asyncio.to_thread(lambda: self.backend)
         registry = self.registry
+        driver_type = _driver_type(backend)
         messages = [dict(m) for m in history] if history else []
         if not messages:
-            messages.append(
-                {"role": "system", "content": self.format.system_prompt(registry, self.instructions)}
-            )
+            system = driver_type.system_prompt(self)
+            if system:
+                messages.append({"role": "system", "content": system})
         messages.append({"role": "user", "content": message})
-        seq, role = await asyncio.to_thread(self._start, messages)
-        chooser = self._chooser()
+        driver = await asyncio.to_thread(driver_type, self, backend, messages)
         choice_arg: ToolChoice = tool_choice if tool_choice is not None else self.tool_choice
         results: list[ToolResult] = []
         tokens = 0
@@ -355,60 +459,65 @@ class Agent:
                 stopped = "max_tokens"
                 break
             max_calls = min(self.parallel_tool_calls, max(calls_left, 1))
-            grammar = turn_grammar(registry, choice, self.format, max_calls)
-            seq.append(backend.encode(backend.chat_transition(role, "assistant"), special=True))
-            role = "assistant"
-            turn_chooser: Chooser | NameScoringChooser = chooser
-            if self.score_tool_names and len(choice.tools) > 1:
-                turn_chooser = NameScoringChooser(chooser, backend, seq, choice.tools)
-            gen = _Generation(backend, seq, grammar, budget, turn_chooser)
-            async for piece in gen.tokens():
-                yield AgentEvent("token", turn, text=piece)
-                for name in gen.new_call_names():
-                    yield AgentEvent("tool_call_started", turn, name=name)
-            tokens += gen.count
-            if gen.error is not None and not self._in_call(gen.text):
-                # A text answer cut by the budget inside a multi-byte character: keep the whole ones.
-                gen.text, gen.error = gen.text.rstrip("\ufffd"), None
-            if gen.error is not None:
-                truncated = registry.truncated(gen.text, budget)
-                results.append(truncated)
-                yield AgentEvent("error", turn, text=truncated.message, result=truncated)
+            out = TurnOutput()
+            async for ev in driver.turn(turn, choice, budget, max_calls, out):
+                yield ev
+            tokens += out.tokens
+            if out.truncated is not None:
+                results.append(out.truncated)
+                yield AgentEvent("error", turn, text=out.truncated.message, result=out.truncated)
                 stopped = "max_tokens" if budget < self.max_turn_tokens else "truncated"
                 break
-            text = gen.text
-            calls = self._parse_calls(text)
-            if calls is None:  # a text answer: the run is over
-                output = text.strip()
+            if out.calls is None:  # a text answer: the run is over
+                output = out.text.strip()
                 messages.append({"role": "assistant", "content": output})
-                yield AgentEvent("turn_end", turn, text=text)
+                yield AgentEvent("turn_end", turn, text=out.text)
                 stopped = "final"
                 break
+            calls = [c for c in out.calls if isinstance(c, ToolCall)]
             messages.append(
-                {"role": "assistant", "content": None, "tool_calls": [c.to_openai() for c in calls]}
+                out.message
+                or {"role": "assistant", "content": None, "tool_calls": [c.to_openai() for c in calls]}
             )
             for c in calls:
                 yield AgentEvent("tool_arguments_complete", turn, name=c.name, call=c)
-            allowed = calls[: max(calls_left, 0)]
-            turn_results = await registry.adispatch_many(
-                allowed, approve=self.approve, max_concurrency=self.max_concurrency
-            )
-            for c in calls[len(allowed) :]:  # defensive: the grammar already caps the count
-                turn_results.append(registry._error(c, "denied", "the run's tool-call budget is spent"))
+            turn_results = await self._dispatch(out.calls, choice, min(max(calls_left, 0), max_calls))
             for r in turn_results:
                 results.append(r)
                 messages.append({**r.to_message(), "name": r.name})
                 yield AgentEvent("tool_result", turn, name=r.name, call=r.call, result=r)
-            seq.append(backend.encode(backend.chat_transition(role, self.format.result_role), special=True))
-            seq.append(backend.encode(self.format.results_text(turn_results)))
-            role = self.format.result_role
-            yield AgentEvent("turn_end", turn, text=text)
+            driver.add_results(turn_results)
+            yield AgentEvent("turn_end", turn, text=out.text)
             if self.reset_tool_choice:
                 choice_arg = "auto"
         else:
             stopped = "max_turns"
-        result = AgentResult(output, messages, results, turn, tokens, stopped)
+        result = AgentResult(output, messages, results, turn, tokens, stopped, driver.usage)
         yield AgentEvent("final", turn, text=output, result=result)
+
+    async def _dispatch(
+        self, calls: list[ToolCall | ToolResult], choice: Choice, limit: int
+    ) -> list[ToolResult]:
+        """Run a turn's calls (at most ``limit``; the rest are refused), each validated by the registry
+        narrowed to the tools ``choice`` allows; calls that already failed (a server's malformed call)
+        keep their error result."""
+        registry = self.registry
+        view = registry if set(choice.tools) == set(registry.names) else registry.only(*choice.tools)
+        allowed = calls[:limit]
+        ran = iter(
+            await view.adispatch_many(
+                [c for c in allowed if isinstance(c, ToolCall)],
+                approve=self.approve,
+                max_concurrency=self.max_concurrency,
+            )
+        )
+        results = [next(ran) if isinstance(c, ToolCall) else c for c in allowed]
+        for c in calls[limit:]:  # the grammar already caps the count; a hosted model may send more
+            call = c if isinstance(c, ToolCall) else c.call
+            results.append(
+                registry._error(call, "denied", "the turn's or the run's tool-call budget is spent")
+            )
+        return results
 
     # -- helpers ----------------------------------------------------------------------------------------
 
@@ -440,16 +549,21 @@ class Agent:
         """Encode the conversation so far: role transitions from the chat template (special tokens),
         contents as user text (never special tokens), tool calls and results in the ToolFormat."""
         backend = self.backend
+        for m in self._plain(messages):
+            seq.append(backend.encode(backend.chat_transition(role, m["role"]), special=True))
+            seq.append(backend.encode(m["content"]))
+            role = m["role"]
+        return role
+
+    def _plain(self, messages: list[dict[str, Any]]) -> list[dict[str, str]]:
+        """The conversation as plain role/content messages for a template without a tools section:
+        calls and results written in the ToolFormat, a run of tool results as one message."""
+        out: list[dict[str, str]] = []
         pending: list[ToolResult] = []
 
         def flush() -> None:
-            nonlocal role
             if pending:
-                seq.append(
-                    backend.encode(backend.chat_transition(role, self.format.result_role), special=True)
-                )
-                seq.append(backend.encode(self.format.results_text(pending)))
-                role = self.format.result_role
+                out.append({"role": self.format.result_role, "content": self.format.results_text(pending)})
                 pending.clear()
 
         for m in messages:
@@ -462,11 +576,9 @@ class Agent:
             if m.get("tool_calls"):
                 calls = [self.registry.parse_call(c) for c in m["tool_calls"]]
                 content = self.format.calls_text([c for c in calls if isinstance(c, ToolCall)])
-            seq.append(backend.encode(backend.chat_transition(role, m["role"]), special=True))
-            seq.append(backend.encode(content))
-            role = m["role"]
+            out.append({"role": m["role"], "content": content})
         flush()
-        return role
+        return out
 
     def _in_call(self, text: str) -> bool:
         """Whether a turn's text is (the start of) tool calls rather than a text answer."""

@@ -1,0 +1,416 @@
+"""The agent on hosted models. OpenAI's native tools against an in-process fake at the HTTP transport
+(the request shapes, and calls the server gets wrong becoming error results the model reads); grammar
+servers against the fake (the GBNF sent, answers that break it, the JSON Schema fallback) and end to
+end against llama.cpp's real server on loopback (tool_choice enforced by the grammar)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+import pytest
+
+pytest.importorskip("openai")
+
+from hosted_fakes import FakeServer  # noqa: E402
+
+import querylm  # noqa: E402
+from querylm.backends import openai_gbnf as G  # noqa: E402
+from querylm.backends.openai import OpenAIBackend, byte_tokenizer  # noqa: E402
+from querylm.errors import ModelError, UnsupportedError  # noqa: E402
+from querylm.tools import Agent, ToolRegistry, validate  # noqa: E402
+from querylm.tools.agent import Choice, ToolFormat  # noqa: E402
+from querylm.tools.hosted import calls_schema, openai_tool_choice, server_grammar  # noqa: E402
+
+KEY = "sk-test-Zq8v3K1mN0pL9rT2"
+
+
+@querylm.tool
+def calculate(a: float, op: Literal["+", "-", "*", "/"], b: float) -> float:
+    """Calculate a op b.
+
+    Args:
+        a: The first number.
+        op: The operator.
+        b: The second number.
+    """
+    return {"+": a + b, "-": a - b, "*": a * b, "/": a / b}[op]
+
+
+@querylm.tool
+def lookup(word: str, limit: int = 3) -> list[str]:
+    """Look a word up in the dictionary.
+
+    Args:
+        word: The word.
+        limit: How many senses.
+    """
+    return [f"{word} ({i + 1})" for i in range(limit)]
+
+
+def tools() -> ToolRegistry:
+    return ToolRegistry([calculate, lookup])
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return byte_tokenizer()
+
+
+def hosted(srv: FakeServer, tok: Any, **kw: Any) -> OpenAIBackend:
+    kw.setdefault("flavour", srv.flavour)
+    kw.setdefault("endpoint", "chat")
+    kw.setdefault("tokenizer", tok)
+    kw.setdefault("backoff", 0.001)
+    return OpenAIBackend("test-model", base_url="http://fake/v1", api_key=KEY, http_client=srv.client(), **kw)
+
+
+def tool_call(name: Any, arguments: Any, id: str) -> dict[str, Any]:
+    fn: dict[str, Any] = {"arguments": arguments if isinstance(arguments, str) else json.dumps(arguments)}
+    if name is not None:
+        fn["name"] = name
+    return {"id": id, "type": "function", "function": fn}
+
+
+def calls_reply(*calls: dict[str, Any], finish: str = "tool_calls") -> dict[str, Any]:
+    return {
+        "message": {"role": "assistant", "content": None, "tool_calls": list(calls)},
+        "finish_reason": finish,
+    }
+
+
+def chat_bodies(srv: FakeServer) -> list[dict[str, Any]]:
+    return [r.body for r in srv.requests if r.path.endswith("/chat/completions")]
+
+
+# -- OpenAI: native tools -------------------------------------------------------------------------------
+
+
+def test_openai_request_shape_and_tool_messages(tok) -> None:
+    srv = FakeServer("openai")
+    srv.replies = [
+        calls_reply(tool_call("calculate", {"a": 37, "op": "*", "b": 43}, "call_A")),
+        "37 times 43 is 1591.",
+    ]
+    agent = Agent(hosted(srv, tok), tools(), "Be brief.", tool_choice="required", parallel_tool_calls=2)
+    r = agent.run("What is 37 times 43?")
+    assert r.stopped_by == "final" and r.output == "37 times 43 is 1591." and r.turns == 2
+    (res,) = r.tool_results
+    assert res.ok and res.value == 1591 and res.call.id == "call_A"
+
+    first, second = chat_bodies(srv)
+    # native tools, strict where the schema allows it (lookup's optional limit becomes nullable)
+    assert [t["function"]["name"] for t in first["tools"]] == ["calculate", "lookup"]
+    assert all(t["type"] == "function" and t["function"]["strict"] is True for t in first["tools"])
+    limit = first["tools"][1]["function"]["parameters"]["properties"]["limit"]
+    assert {"type": "null"} in limit["anyOf"]
+    assert first["tool_choice"] == "required" and first["parallel_tool_calls"] is True
+    assert first["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "What is 37 times 43?"},
+    ]
+    assert first["max_completion_tokens"] == agent.max_turn_tokens and first["temperature"] == 0.0
+    # the forced choice holds for the first turn only
+    assert second["tool_choice"] == "auto"
+    assistant, tool_msg = second["messages"][2:]
+    assert assistant["role"] == "assistant" and assistant["tool_calls"][0]["id"] == "call_A"
+    assert assistant["tool_calls"][0]["function"]["name"] == "calculate"
+    assert tool_msg == {"role": "tool", "tool_call_id": "call_A", "content": "1591.0"}
+
+    assert r.usage is not None and r.usage.requests == 2 and len(r.usage.holes) == 2
+    assert r.usage.holes[0].mechanisms[0] == "tools"
+    assert r.tokens == 6  # the fake reports 3 completion tokens per answer
+    assert [m["role"] for m in r.messages] == ["system", "user", "assistant", "tool", "assistant"]
+
+
+@pytest.mark.parametrize(
+    ("choice", "sent"),
+    [
+        ("auto", "auto"),
+        ("none", "none"),
+        ("lookup", {"type": "function", "function": {"name": "lookup"}}),
+        (
+            {"type": "function", "function": {"name": "lookup"}},
+            {"type": "function", "function": {"name": "lookup"}},
+        ),
+        (
+            ["lookup"],
+            {
+                "type": "allowed_tools",
+                "allowed_tools": {
+                    "mode": "auto",
+                    "tools": [{"type": "function", "function": {"name": "lookup"}}],
+                },
+            },
+        ),
+        ({"mode": "required", "tools": ["lookup"]}, {"type": "function", "function": {"name": "lookup"}}),
+        ({"mode": "required", "tools": ["calculate", "lookup"]}, "required"),
+    ],
+)
+def test_openai_tool_choice_is_passed_through(tok, choice: Any, sent: Any) -> None:
+    srv = FakeServer("openai", default="Done.")
+    r = Agent(hosted(srv, tok), tools(), tool_choice=choice).run("Hi")
+    assert r.output == "Done."
+    (body,) = chat_bodies(srv)
+    assert body["tool_choice"] == sent
+    assert len(body["tools"]) == 2  # a subset goes as allowed_tools: the tool list itself is unchanged
+    if choice == "none":
+        assert "parallel_tool_calls" not in body  # no call can be made
+    else:
+        assert body["parallel_tool_calls"] is False  # parallel_tool_calls=1, the default
+
+
+def test_openai_invalid_calls_become_error_results(tok) -> None:
+    srv = FakeServer("openai")
+    srv.replies = [
+        calls_reply(
+            tool_call("calculate", '{"a": 1, "op": "*", ', "c_json"),  # arguments that do not parse
+            tool_call("weather", {"city": "Paris"}, "c_name"),  # no such tool
+            tool_call("calculate", {"a": "one", "op": "x", "b": 2}, "c_schema"),  # breaks the schema
+            tool_call(None, {}, "c_noname"),  # no name at all
+            tool_call("calculate", {"a": 2, "op": "+", "b": 2}, "c_ok"),
+        ),
+        "Sorry, some of that failed.",
+    ]
+    ran: list[Any] = []
+    agent = Agent(hosted(srv, tok), tools(), parallel_tool_calls=8, approve=lambda c, t: ran.append(c.id))
+    r = agent.run("Do things.")
+    assert r.stopped_by == "final" and r.output == "Sorry, some of that failed."
+    by_id = {res.call.id: res for res in r.tool_results}
+    assert set(by_id) == {"c_json", "c_name", "c_schema", "c_noname", "c_ok"}
+    assert by_id["c_json"].error == "invalid_json"
+    assert by_id["c_name"].error == "unknown_tool"
+    assert by_id["c_schema"].error == "invalid_arguments"
+    assert {i.path for i in by_id["c_schema"].issues} == {"$.a", "$.op"}
+    assert by_id["c_noname"].error == "invalid_call"
+    assert by_id["c_ok"].ok and by_id["c_ok"].value == 4
+    assert ran == ["c_ok"]  # only the valid call reached the approval hook and ran
+    # every call the server made is answered by a tool message with its id, errors included
+    second = chat_bodies(srv)[1]
+    tool_msgs = [m for m in second["messages"] if m["role"] == "tool"]
+    assert [m["tool_call_id"] for m in tool_msgs] == ["c_json", "c_name", "c_schema", "c_noname", "c_ok"]
+    assert json.loads(tool_msgs[2]["content"])["error"] == "invalid_arguments"
+    assert [c["id"] for c in second["messages"][-len(tool_msgs) - 1]["tool_calls"]] == list(by_id)
+
+
+def test_openai_calls_outside_tool_choice_and_over_the_limit_are_refused(tok) -> None:
+    srv = FakeServer("openai")
+    srv.replies = [
+        calls_reply(
+            tool_call("calculate", {"a": 1, "op": "+", "b": 1}, "c1"),  # not allowed by tool_choice
+            tool_call("lookup", {"word": "x"}, "c2"),
+            tool_call("lookup", {"word": "y"}, "c3"),  # over parallel_tool_calls
+        ),
+        "ok",
+    ]
+    r = Agent(hosted(srv, tok), tools(), tool_choice="lookup", parallel_tool_calls=2).run("x")
+    errors = [(res.call.id, res.error) for res in r.tool_results]
+    assert errors == [("c1", "unknown_tool"), ("c2", None), ("c3", "denied")]
+    assert "not available here" in r.tool_results[0].message
+
+
+def test_openai_truncated_call_is_never_run(tok) -> None:
+    srv = FakeServer("openai")
+    srv.replies = [calls_reply(tool_call("lookup", '{"word": "abc', "c1"), finish="length")]
+    events = list(Agent(hosted(srv, tok), tools(), tool_choice="required").stream("x"))
+    final = events[-1].result
+    assert final.stopped_by == "truncated" and final.tool_results[0].error == "truncated"
+    assert [e.type for e in events][-2:] == ["error", "final"]
+    assert not any(e.type == "tool_result" for e in events)
+
+
+def test_openai_event_stream(tok) -> None:
+    srv = FakeServer("openai")
+    srv.replies = [calls_reply(tool_call("lookup", {"word": "cat", "limit": None}, "c1")), "Cats."]
+    events = list(Agent(hosted(srv, tok), tools()).stream("What is a cat?"))
+    kinds = [e.type for e in events]
+    assert kinds == [
+        "tool_call_started", "tool_arguments_complete", "tool_result", "turn_end", "token", "turn_end", "final",
+    ]  # fmt: skip
+    assert events[1].call.arguments == {"word": "cat"}  # strict's null for an omitted optional: dropped
+    assert events[2].result.value == ["cat (1)", "cat (2)", "cat (3)"]
+
+
+def test_openai_needs_the_chat_endpoint(tok) -> None:
+    srv = FakeServer("openai")
+    with pytest.raises(ModelError, match="chat (endpoint|template)"):
+        Agent(hosted(srv, tok, endpoint="completions"), tools()).run("x")
+
+
+# -- grammar servers, against the fake ----------------------------------------------------------------
+
+
+def test_server_grammar_is_gbnf_of_the_turn() -> None:
+    fmt = ToolFormat()
+    reg = tools()
+    g = server_grammar(reg, Choice(True, ("calculate", "lookup")), fmt, 2)
+    G.check_gbnf(g)
+    assert g.startswith("root ::= calls | text\n")
+    assert G.gbnf_literal(fmt.call_open) in g and G.gbnf_literal(fmt.call_close) in g
+    assert "call ( sep call )?" in g  # at most two calls
+    only_calls = server_grammar(reg, Choice(False, ("lookup",)), fmt, 1)
+    assert only_calls.startswith("root ::= calls\n") and "text ::=" not in only_calls
+    assert '"calculate"' not in only_calls.replace("\\x22", '"')
+    only_text = server_grammar(reg, Choice(True, ()), fmt, 1)
+    assert only_text.startswith("root ::= text\n") and "call ::=" not in only_text
+
+
+def test_grammar_server_request_and_local_validation(tok) -> None:
+    srv = FakeServer("llamacpp")
+    call = '<tool_call>[\n{"name": "calculate", "arguments": {"a": 2, "op": "*", "b": 21}}\n]</tool_call>'
+    srv.replies = [call, "It is 42."]
+    r = Agent(hosted(srv, tok), tools(), tool_choice="calculate").run("2 times 21?")
+    assert r.output == "It is 42." and r.tool_results[0].ok and r.tool_results[0].value == 42
+    first, second = chat_bodies(srv)
+    G.check_gbnf(first["grammar"])
+    assert first["grammar"].startswith("root ::= calls\n")  # the named tool: a call is required
+    assert second["grammar"].startswith("root ::= calls | text\n")
+    assert "tools" not in first and first["max_tokens"] == 160
+    # the conversation in the ToolFormat: tools in the system prompt, the result as a user message
+    assert "<tools>" in first["messages"][0]["content"]
+    assert second["messages"][2] == {"role": "assistant", "content": call}
+    assert second["messages"][3]["role"] == "user" and "42" in second["messages"][3]["content"]
+    assert r.usage.requests == 2 and r.usage.holes[0].mechanisms == ["grammar", "max_tokens"]
+
+
+def test_grammar_server_answers_that_break_the_grammar_go_back_as_errors(tok) -> None:
+    srv = FakeServer("llamacpp")
+    srv.replies = [
+        # the server ignored the grammar: a call of an unknown tool with sloppy whitespace...
+        '<tool_call>[{"name": "weather", "arguments": {"city": "Paris"}}]</tool_call>',
+        # ...then a made-up tag instead of an answer, then an empty answer
+        "<tool_response>42</tool_response>",
+        "",
+        "Fine.",
+    ]
+    r = Agent(hosted(srv, tok), tools(), max_turns=4).run("Weather in Paris?")
+    assert r.output == "Fine." and r.turns == 4
+    kinds = [res.error for res in r.tool_results]
+    assert kinds == ["unknown_tool", "invalid_call", "invalid_call"]
+    bodies = chat_bodies(srv)
+    assert "does not exist" in bodies[1]["messages"][-1]["content"]
+    assert "may not start with" in bodies[2]["messages"][-1]["content"]
+    assert "empty" in bodies[3]["messages"][-1]["content"]
+
+
+def test_grammar_server_truncated_call(tok) -> None:
+    srv = FakeServer("vllm")
+    srv.replies = [('<tool_call>[\n{"name": "lookup", "arguments": {"word": "ab', "length")]
+    r = Agent(hosted(srv, tok), tools(), tool_choice="required").run("x")
+    assert r.stopped_by == "truncated" and r.tool_results[0].error == "truncated"
+    (body,) = chat_bodies(srv)
+    G.check_gbnf(body["structured_outputs"]["grammar"])
+
+
+def test_sglang_takes_ebnf(tok) -> None:
+    srv = FakeServer("sglang", default="Hello.")
+    r = Agent(hosted(srv, tok), tools()).run("hi")
+    assert r.output == "Hello."
+    (body,) = chat_bodies(srv)
+    assert body["ebnf"].startswith("root ::= calls | text")
+
+
+def test_json_schema_fallback_on_ollama(tok) -> None:
+    srv = FakeServer("ollama")
+    srv.replies = [
+        json.dumps({"tool_calls": [{"name": "lookup", "arguments": {"word": "dog", "limit": 1}}]}),
+        json.dumps({"answer": "A dog is an animal."}),
+    ]
+    r = Agent(hosted(srv, tok), tools()).run("What is a dog?")
+    assert r.output == "A dog is an animal." and r.tool_results[0].value == ["dog (1)"]
+    first, _ = chat_bodies(srv)
+    schema = first["response_format"]["json_schema"]["schema"]
+    assert schema == calls_schema(tools(), Choice(True, ("calculate", "lookup")), 1)
+    assert validate(schema, {"answer": "x"}) == []
+    assert validate(schema, {"tool_calls": [{"name": "lookup", "arguments": {"word": "a"}}]}) == []
+    assert validate(schema, {"tool_calls": [{"name": "nope", "arguments": {}}]}) != []
+    assert r.usage.holes[0].mechanisms == ["json_schema", "max_tokens"]
+
+
+def test_json_schema_fallback_when_the_grammar_has_no_gbnf(tok, monkeypatch: pytest.MonkeyPatch) -> None:
+    def untranslatable(schema: dict) -> str:
+        raise G.NotTranslatable("test")
+
+    monkeypatch.setattr(G, "json_gbnf", untranslatable)
+    srv = FakeServer("llamacpp", default=json.dumps({"answer": "hi"}))
+    r = Agent(hosted(srv, tok), tools()).run("x")
+    assert r.output == "hi"
+    (body,) = chat_bodies(srv)
+    assert "grammar" not in body and body["response_format"]["type"] == "json_object"
+
+
+def test_no_way_to_constrain_is_a_clear_error(tok) -> None:
+    srv = FakeServer("llamacpp")
+    b = hosted(srv, tok, mechanisms=("max_tokens",))
+    with pytest.raises(UnsupportedError, match="can't be constrained on this server"):
+        Agent(b, tools()).run("x")
+
+
+def test_openai_tool_choice_mapping() -> None:
+    reg = tools()
+    assert openai_tool_choice(Choice(True, ()), reg) == "none"
+    assert openai_tool_choice(Choice(False, ("calculate", "lookup")), reg) == "required"
+
+    def echo(x: str) -> str:
+        """Echo x."""
+        return x
+
+    reg.register(echo)
+    assert openai_tool_choice(Choice(False, ("calculate", "lookup")), reg) == {
+        "type": "allowed_tools",
+        "allowed_tools": {
+            "mode": "required",
+            "tools": [{"type": "function", "function": {"name": n}} for n in ("calculate", "lookup")],
+        },
+    }
+
+
+# -- llama.cpp's real server --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def llama(server: Any) -> OpenAIBackend:
+    return OpenAIBackend("smollm2", base_url=server.base_url, flavour="llamacpp", endpoint="chat")
+
+
+def calc_tools() -> ToolRegistry:
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "agent_calculator.py"
+    if "qlm_agent_calculator" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("qlm_agent_calculator", path)
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["qlm_agent_calculator"] = module
+        spec.loader.exec_module(module)
+    calc = sys.modules["qlm_agent_calculator"]
+    return ToolRegistry([calc.calculate, calc.convert_units])
+
+
+def test_llamacpp_calculator_agent_end_to_end(llama: OpenAIBackend) -> None:
+    reg = calc_tools()
+    agent = Agent(llama, reg, tool_choice="required", max_turns=3)
+    r = agent.run("What is 37 times 43?")
+    assert r.stopped_by == "final" and r.output and not r.output.lstrip().startswith("<")
+    assert r.tool_results and r.turns == len(r.tool_results) + 1
+    for res in r.tool_results:  # every call the server generated parses and validates
+        assert res.call is not None and res.call.name in reg.names
+        assert validate(reg[res.call.name].parameters, res.call.arguments) == []
+        assert res.ok, res.content
+    assert r.usage is not None and r.usage.requests == r.turns
+    assert all(h.mechanisms[0] == "grammar" for h in r.usage.holes)
+    assert r.usage.completion_tokens == r.tokens > 0
+
+
+def test_llamacpp_named_and_none_choices(llama: OpenAIBackend) -> None:
+    reg = calc_tools()
+    r = Agent(llama, reg, tool_choice="convert_units", max_turns=2).run("How many pounds is 12 kg?")
+    first = r.tool_results[0]
+    assert first.name == "convert_units" and first.error in (None, "exception")  # kg to km: it raises
+    assert validate(reg["convert_units"].parameters, first.call.arguments) == []
+    assert r.turns == 2 and r.stopped_by == "final"
+    r = Agent(llama, reg, tool_choice="none", max_turn_tokens=40).run("What is 2 plus 2?")
+    assert r.tool_results == [] and r.turns == 1 and r.output
+    assert not r.output.startswith("<")
