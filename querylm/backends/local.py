@@ -325,6 +325,8 @@ class LocalBatch(Batch):
 
     def select(self, indices: list[int]) -> None:
         self._sync()
+        if indices == list(range(len(self.rows))):
+            return  # the same rows: reordering would copy the whole KV cache for nothing
         idx = self.backend.torch.tensor(indices, dtype=self.backend.torch.long, device=self.backend.device)
         if self.cache is not None:
             self.cache.reorder_cache(idx)

@@ -621,22 +621,25 @@ class NameScoringChooser:
         self.names = names
         self.start = len(seq.ids)
         self.plan: list[int] = []
+        self.plan_at = 0  # where in the sequence the plan starts
         self.scores: dict[str, float] = {}
 
     def choose(self, logits: Any, allowed: Any, end: float | None = None) -> int:
-        if self.plan:
-            token = self.plan.pop(0)
+        # The decoder does not ask about forced tokens, so the plan is followed by position: the tokens
+        # since it began must be its prefix.
+        done = self.seq.ids[self.plan_at :]
+        if self.plan and len(done) < len(self.plan) and self.plan[: len(done)] == done:
+            token = self.plan[len(done)]
             if int(token) in allowed:
                 return int(token)
-            self.plan = []
+        self.plan = []
         if len(self.names) > 1:
             text = self.backend.decode(self.seq.ids[self.start :])
             if text.endswith('{"name": "'):
                 best = self._best_name()
-                self.plan = self.backend.encode(best + '"')
-                token = self.plan.pop(0)
-                if int(token) in allowed:
-                    return int(token)
+                self.plan, self.plan_at = self.backend.encode(best + '"'), len(self.seq.ids)
+                if int(self.plan[0]) in allowed:
+                    return int(self.plan[0])
                 self.plan = []
         return self.inner.choose(logits, allowed, end)
 
