@@ -5,8 +5,10 @@
 Rows (tokens/s = generated tokens of the returned sequences / wall time; ratio = querylm / baseline):
 - constrained beam(n=4) vs transformers generate(num_beams=4), unconstrained;
 - sample(n=8) vs generate(do_sample=True, num_return_sequences=8);
-- argmax under INT and under a JSON-typed hole vs unconstrained greedy generate() of as many tokens
-  (forced tokens, such as a JSON object's keys, are fed without a choice: one forward pass per run);
+- argmax under INT and under a JSON-typed hole vs unconstrained greedy generate() making as many
+  forward passes as querylm's decode needed without forced tokens (its tokens, plus one per value that
+  the model ended); forced tokens, such as a JSON object's keys, are fed without a choice, one forward
+  pass per run of them, which is where querylm gains;
 - the same queries in LMQL 0.7.3 when `lmql` is importable (its row says "not installed" otherwise).
 
 On the CPU it runs the default model (SmolLM2-135M-Instruct); with --gpu and CUDA, a randomly initialised
@@ -67,12 +69,19 @@ def hf_generate(backend: LocalBackend, max_new: int, question: str = QUESTION, *
     return run
 
 
+ENDED_BY_CHOICE = ("eos",)
+"""A value the model chose to end needed one more forward pass than its tokens (a budget ends without)."""
+
+
 def ours(backend: LocalBackend, query: str, **inputs):  # noqa: ANN003, ANN201
-    def run() -> int:
+    """A runner returning (generated tokens, forward passes that only decided to end a value)."""
+
+    def run() -> tuple[int, int]:
         res = querylm.run(query, model=backend, **inputs)
         results = res if isinstance(res, list) else [res]
         count = len(results) if "sample" in query.split("\n")[0] else 1
-        return sum(h.tokens for r in results[:count] for h in r.holes)
+        holes = [h for r in results[:count] for h in r.holes]
+        return sum(h.tokens for h in holes), sum(h.ended_by in ENDED_BY_CHOICE for h in holes)
 
     return run
 
@@ -107,10 +116,16 @@ def main() -> None:
     rows = []
 
     def row(label: str, mine, base, base_label: str) -> None:  # noqa: ANN001
-        tm, n_mine = timed(mine, args.repeats)
-        if isinstance(base, str):  # a greedy baseline on this question, as many tokens as querylm made
-            base = hf_generate(backend, n_mine, base, do_sample=False, min_new_tokens=n_mine)
-        tb, n_base = timed(base, args.repeats)
+        tm, (n_mine, decided) = timed(mine, args.repeats)
+        if isinstance(base, str):
+            # A greedy baseline on this question with as many forward passes as querylm made: its tokens
+            # and the passes that decided a value ends (counted as tokens for neither side).
+            steps = n_mine + decided
+            base = hf_generate(backend, steps, base, do_sample=False, min_new_tokens=steps)
+            tb, _ = timed(base, args.repeats)
+            n_base = n_mine
+        else:
+            tb, n_base = timed(base, args.repeats)
         r_mine, r_base = n_mine / tm, n_base / tb  # type: ignore[operator]
         rows.append(f"| {label} | querylm | {tm * 1000:.0f} ms | {n_mine} | {r_mine:.1f} |")
         rows.append(f"| | {base_label} | {tb * 1000:.0f} ms | {n_base} | {r_base:.1f} |")
@@ -120,7 +135,7 @@ def main() -> None:
     rows.append(lmql_row("beam(n=4)"))
     row("sample(n=8), constrained", ours(backend, q_sample), hf_generate(backend, t, do_sample=True, num_return_sequences=8), "HF generate(sample, 8 seqs)")
     rows.append(lmql_row("sample(n=8)"))
-    greedy = "HF greedy generate(), same token count"
+    greedy = "HF greedy generate(), same forward passes"
     row("argmax + INT", ours(backend, q_int), Q_INT, greedy)
     row("argmax + JSON (dataclass)", ours(backend, q_json, City=City), Q_JSON, greedy)
     row("argmax, free text", ours(backend, q_free), QUESTION, greedy)

@@ -183,6 +183,28 @@ def test_default_model_on_gpu():
     assert isinstance(r.variables["N"], int)
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize(
+    "query",
+    [
+        'beam(n=3)\n    "Q: Name a colour.\\nA: [C]" where len(TOKENS(C)) < 6 and STOPS_AT(C, ".")',
+        'argmax\n    "Give Paris as JSON: [J]" where REGEX(J, r"\\{\"city\": \"[A-Z][a-z]+\", \"country\": \"[A-Z][a-z]+\"\\}") and len(TOKENS(J)) < 40',
+    ],
+)
+def test_gpu_forward_passes_overlapping_the_masks_change_nothing(query: str):
+    """On CUDA the forward pass is launched before the masks are computed (``overlap``): same values as
+    computing them one after the other."""
+    overlapped = resolve(None, device="cuda", dtype="float32")
+    assert overlapped.overlap
+    plain = LocalBackend("plain", overlapped.model, overlapped.tokenizer)  # type: ignore[attr-defined]
+    plain.overlap = False
+    a = querylm.run(query, model=overlapped, chat=False)
+    b = querylm.run(query, model=plain, chat=False)
+    a, b = (a if isinstance(a, list) else [a]), (b if isinstance(b, list) else [b])
+    assert [r.variables for r in a] == [r.variables for r in b]
+
+
 def test_local_sequence_truncation_keeps_the_cache_consistent(tiny: LocalBackend):
     """Cropping a transformers cache back into the prompt (nested queries, STOPS_BEFORE) must give the
     logits a fresh sequence would."""
