@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from querylm.backends.models import resolve
 from querylm.constraints import functions, regex
 from querylm.constraints.lang import Grammar, to_grammar
-from querylm.constraints.matcher import Matcher, accepts
+from querylm.constraints.matcher import Matcher, accepts, fill_masks
 from querylm.constraints.types import typed_hole
 from querylm.constraints.where import HoleConstraint, build, conjuncts, names_in, resolve_grammar
 from querylm.errors import QueryCompileError
@@ -516,3 +516,31 @@ def test_stop_phrases_mask_is_python(text: str, phrases: list[str]):
         assert python_accepts(hc, text)
     if not any(p in text for p in phrases):
         assert mask_accepts(hc, text)
+
+
+def test_masks_filled_together_equal_masks_filled_one_by_one():
+    """fill_masks (llguidance's thread pool, used by beams on a GPU) gives each matcher the mask its own
+    next_tokens() would, ANDs included, and the mask is recomputed once the matcher moves on."""
+    wheres = [
+        "INT(X)",
+        'X in ["red", "green"]',
+        'len(TOKENS(X)) < 5 and STOPS_AT(X, ".")',
+        'REGEX(X, r"[a-c]+") and not "b" in X',
+    ]
+    together = [Matcher(TOK, hole_constraint(w).grammars()) for w in wheres]
+    alone = [m.fork() for m in together]
+    for m, prefix in zip(together, ["4", "gr", "Hi", "a"], strict=True):
+        for t in TOK.tokenize_str(prefix):
+            m.consume(t)
+    for m, prefix in zip(alone, ["4", "gr", "Hi", "a"], strict=True):
+        for t in TOK.tokenize_str(prefix):
+            m.consume(t)
+    fill_masks(together)
+    for a, b in zip(together, alone, strict=True):
+        assert a.next_tokens().ids.tolist() == b.next_tokens().ids.tolist()
+    a, b = together[1], alone[1]
+    token = int(a.next_tokens().ids[0])
+    fill_masks([a])
+    a.consume(token)  # moving on discards the filled mask
+    b.consume(token)
+    assert a.next_tokens().ids.tolist() == b.next_tokens().ids.tolist()

@@ -99,6 +99,7 @@ class Matcher:
         self._buffers()
 
     def _buffers(self) -> None:
+        self._filled = False  # the buffer already holds the next mask (fill_masks)
         size = self.tokenizer.vocab_size
         self.bitmask = llnp.allocate_token_bitmask(1, size)
         self.words = self.bitmask[0].view(np.uint32)
@@ -109,6 +110,9 @@ class Matcher:
     def next_tokens(self) -> TokenSet:
         """The tokens every matcher allows next (EOS among them when the value may end), computed into
         this matcher's buffer: the set is valid until the next call."""
+        if self._filled:
+            self._filled = False
+            return TokenSet(self.words, self.tokenizer.vocab_size)
         # What llnp.fill_next_token_bitmask does, less its per-call checks: the buffers are ours,
         # contiguous, and live as long as the matcher.
         words, other = self._ptrs
@@ -136,6 +140,7 @@ class Matcher:
         return ff
 
     def consume(self, token: int) -> None:
+        self._filled = False
         for m in self.matchers:
             if not m.consume_token(token):
                 raise RuntimeError(f"mask engine refused token {token}: {m.get_error()}")
@@ -163,6 +168,34 @@ class Matcher:
         other.matchers = [m.deep_copy() for m in self.matchers]
         other._buffers()
         return other
+
+
+@lru_cache(maxsize=1)
+def _executor() -> llguidance.LLExecutor:
+    return llguidance.LLExecutor()
+
+
+def fill_masks(matchers: list[Matcher]) -> None:
+    """Compute the next masks of several matchers at once, on llguidance's thread pool; each matcher's
+    next ``next_tokens()`` returns its mask without computing it. Beams on a GPU call this while the
+    forward pass runs: with more cores than beams it beats filling them one after another (on two
+    cores it does not, so only the CUDA path uses it)."""
+    if not matchers:
+        return
+    parts = [(m, sub) for m in matchers for sub in m.matchers]
+    size = matchers[0].tokenizer.vocab_size
+    masks = llnp.allocate_token_bitmask(len(parts), size)
+    llnp.fill_next_token_bitmask_par(_executor(), [(sub, i) for i, (_, sub) in enumerate(parts)], masks)
+    words = masks.view(np.uint32)
+    row = 0
+    for m in matchers:
+        np.copyto(m.words, words[row])
+        for k in range(1, len(m.matchers)):
+            np.bitwise_and(m.words, words[row + k], out=m.words)
+        row += len(m.matchers)
+        if m._tail is not None:
+            m.words[-1] &= m._tail
+        m._filled = True
 
 
 def accepts(tokenizer: llguidance.LLTokenizer, grammar: str, text: str) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..backends.base import Batch
-from ..constraints.matcher import TokenSet
+from ..constraints.matcher import TokenSet, fill_masks
 from ..errors import ConstraintError
 from .beam import Beam, _close, _enter, settle
 from .choose import END, Chooser
@@ -40,6 +40,8 @@ def sample_batch(root: Execution, batch: Batch, choosers: list[Chooser]) -> list
         active[i] = Beam(ex, first.pending, matcher, [])
     while active:
         allowed_of: dict[int, tuple[TokenSet, bool]] = {}
+        if backend.overlap:  # while the device runs the forward pass: every sample's mask at once
+            fill_masks([b.matcher for b in active.values()])
         for i, beam in list(active.items()):
             ready, allowed, complete = settle(beam, backend, finished)
             if ready is None:

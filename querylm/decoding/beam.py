@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..backends.base import Backend, Batch, Sequence
-from ..constraints.matcher import Matcher, TokenSet
+from ..constraints.matcher import Matcher, TokenSet, fill_masks
 from ..errors import ConstraintError
 from .hole import FREE_TEXT, HoleOutput, end_logit, forced_run
 
@@ -130,6 +130,8 @@ def beam_search(
         allowed_of: list[TokenSet] = []
         complete_of: list[bool] = []
         parents: list[int] = []
+        if backend.overlap:  # while the device runs the forward pass: every beam's mask at once
+            fill_masks([b.matcher for b in running])
         for i, beam in enumerate(running):
             beam.ex.seq = ListSequence(list(beam.ex.seq.ids))  # rows may move: detach, re-attach below
             ready, allowed, complete = settle(beam, backend, finished)
