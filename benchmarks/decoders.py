@@ -9,7 +9,9 @@ Rows (tokens/s = generated tokens of the returned sequences / wall time; ratio =
   forward passes as querylm's decode needed without forced tokens (its tokens, plus one per value that
   the model ended); forced tokens, such as a JSON object's keys, are fed without a choice, one forward
   pass per run of them, which is where querylm gains;
-- the same queries in LMQL 0.7.3 when `lmql` is importable (its row says "not installed" otherwise).
+- querylm and LMQL 0.7.3 on the same plain-prompt queries (``lmql_peer.py``), when ``--lmql-python``
+  names an environment with lmql (or lmql is importable here); the ratio is LMQL's time per query over
+  querylm's (the two may stop at different lengths: tokens are shown).
 
 On the CPU it runs the default model (SmolLM2-135M-Instruct); with --gpu and CUDA, a randomly initialised
 model of a real 1B-class architecture (Llama-3.2-1B's config, bf16) over the Llama-3.2 tokenizer from
@@ -21,8 +23,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.util
+import json
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -30,7 +35,10 @@ import torch
 
 import querylm
 from querylm.backends.local import LocalBackend
-from querylm.backends.models import resolve
+from querylm.backends.models import default_model_dir, resolve
+
+sys.path.insert(0, str(Path(__file__).parent))
+from lmql_peer import PEER_QUERIES  # noqa: E402
 
 QUESTION = "Describe the city of Paris in one sentence."
 Q_INT = "How many people live in Paris? Answer with a number."
@@ -86,10 +94,30 @@ def ours(backend: LocalBackend, query: str, **inputs):  # noqa: ANN003, ANN201
     return run
 
 
-def lmql_row(label: str) -> str:
-    if importlib.util.find_spec("lmql") is None:
-        return f"| {label} | LMQL 0.7.3 | not installed | | |"
-    return f"| {label} | LMQL 0.7.3 | installed, but its local backend needs transformers<5 here: not measured | | |"
+def lmql_rows(backend: LocalBackend, python: str | None, repeats: int, threads: int | None) -> list[str]:
+    """querylm and LMQL 0.7.3 on the same plain-prompt queries (``lmql_peer.PEER_QUERIES``), LMQL run by
+    ``python`` (an interpreter of an environment where lmql works: it needs transformers < 5)."""
+    if python is None:
+        return ["| LMQL 0.7.3 | not installed (see --lmql-python) | | | |"]
+    cmd = [python, str(Path(__file__).with_name("lmql_peer.py")), "--model-dir", str(default_model_dir())]
+    cmd += ["--repeats", str(repeats)] + (["--threads", str(threads)] if threads else [])
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    try:
+        peer = json.loads(done.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        return [f"| LMQL 0.7.3 | failed: {done.stderr.strip().splitlines()[-1:]} | | | |"]
+    rows = []
+    for label, query in PEER_QUERIES.items():
+        tm, (n_mine, _) = timed(ours(backend, query, chat=False), repeats)
+        theirs = peer.get(label, {})
+        rows.append(f"| {label} (plain prompt) | querylm | {tm * 1000:.0f} ms | {n_mine} | {n_mine / tm:.1f} |")
+        if "error" in theirs:
+            rows.append(f"| | LMQL {peer.get('lmql')} | failed: {theirs['error']} | | |")
+            continue
+        tl, n_l = theirs["seconds"], theirs["tokens"]
+        rows.append(f"| | LMQL {peer.get('lmql')} | {tl * 1000:.0f} ms | {n_l} | {n_l / tl:.1f} |")
+        rows.append(f"| | **ratio** (time per query) | | | **{tl / tm:.2f}x** |")
+    return rows
 
 
 def main() -> None:
@@ -98,6 +126,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=24)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     ap.add_argument("--gpu", action="store_true", help="a random-weight Llama-3.2-1B-shaped model on CUDA")
+    ap.add_argument("--lmql-python", help="python of an environment with lmql 0.7.3 (and transformers<5)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -132,14 +161,13 @@ def main() -> None:
         rows.append(f"| | **ratio** | | | **{r_mine / r_base:.2f}x** |")
 
     row("beam(n=4), constrained", ours(backend, q_beam), hf_generate(backend, t, num_beams=4, do_sample=False, length_penalty=0.0), "HF generate(num_beams=4)")
-    rows.append(lmql_row("beam(n=4)"))
     row("sample(n=8), constrained", ours(backend, q_sample), hf_generate(backend, t, do_sample=True, num_return_sequences=8), "HF generate(sample, 8 seqs)")
-    rows.append(lmql_row("sample(n=8)"))
     greedy = "HF greedy generate(), same forward passes"
     row("argmax + INT", ours(backend, q_int), Q_INT, greedy)
     row("argmax + JSON (dataclass)", ours(backend, q_json, City=City), Q_JSON, greedy)
     row("argmax, free text", ours(backend, q_free), QUESTION, greedy)
-    rows.append(lmql_row("argmax + INT"))
+    lmql_python = args.lmql_python or (sys.executable if importlib.util.find_spec("lmql") else None)
+    rows += lmql_rows(backend, lmql_python, args.repeats, args.threads) if not args.gpu else []
 
     dev = torch.cuda.get_device_name() if backend.device.type == "cuda" else platform.processor() or "cpu"
     print(f"# decoders: {backend.name} on {dev}, torch {torch.__version__}, threads {torch.get_num_threads()}, "

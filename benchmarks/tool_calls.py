@@ -7,12 +7,14 @@ translation). Every arm sees the same system prompt (the tool list in SmolLM2's 
 and the same question, and makes one attempt (no retries):
 
 - querylm: one assistant turn generated under the union grammar of the tools (tool_choice="required",
-  names scored in full), as ``querylm.Agent`` does;
-- unconstrained: the same prompt through ``querylm.run`` with a free hole and a 96-token budget, the
+  names scored in full), as ``querylm.Agent`` does, its budget sized to the longest call the tools'
+  bounded schemas allow (so a call can't be cut);
+- unconstrained: the same prompt through ``querylm.run`` with a free hole and a 256-token budget, the
   text parsed afterwards (a ``<tool_call>`` block, else the first JSON value in it);
 - llama.cpp (``--llama-cpp``, when llama-cpp-python is installed): the same GGUF file through
   llama-cpp-python's own OpenAI-style tools support (``chat_format="chatml-function-calling"``,
-  ``tool_choice="auto"``), which is what its OpenAI-compatible server runs.
+  ``tool_choice="auto"``, 256 tokens), which is what its OpenAI-compatible server runs; in a worker process,
+  because its grammar code crashes on some schemas (counted in "crashed").
 
 A call is valid when it parses, names a registered tool and its arguments validate against that tool's
 JSON Schema; a task is valid when it made at least one call and all its calls are valid. "Right tool"
@@ -22,10 +24,14 @@ compares the first call's name with the task's expected tool (valid is not corre
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import multiprocessing
 import re
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -174,6 +180,7 @@ class Outcome:
     seconds: float = 0.0
     tokens: int = 0
     truncated: bool = False
+    crashed: bool = False
 
 
 @dataclass
@@ -204,6 +211,7 @@ class Tally:
             "schema violation %": pct(violations),
             "right tool %": pct(right),
             "truncated": sum(o.truncated for _, o in self.outcomes),
+            "crashed": sum(o.crashed for _, o in self.outcomes),
             "retries": 0,
             "s/task": round(sum(o.seconds for _, o in self.outcomes) / max(n, 1), 2),
         }
@@ -252,7 +260,7 @@ def run_querylm(model: Any, registry: ToolRegistry, question: str, agent: queryl
     return Outcome(text, calls, bool(calls), seconds, result.tokens, truncated)
 
 
-FREE = '"{:system}{system}{:user}{question}{:assistant}[OUT]" where len(TOKENS(OUT)) < 96'
+FREE = '"{:system}{system}{:user}{question}{:assistant}[OUT]" where len(TOKENS(OUT)) <= 256'
 
 
 def run_unconstrained(model: Any, system: str, question: str) -> Outcome:
@@ -264,16 +272,57 @@ def run_unconstrained(model: Any, system: str, question: str) -> Outcome:
     return Outcome(text, calls, parsed, seconds, r.holes[0].tokens, r.holes[0].ended_by == "budget")
 
 
-def run_llama_cpp(llm: Any, registry: ToolRegistry, system: str, question: str) -> Outcome:
-    start = time.perf_counter()
-    out = llm.create_chat_completion(
+_LLM: Any = None
+
+
+def _llama_start(gguf: str) -> None:
+    global _LLM
+    from llama_cpp import Llama
+
+    _LLM = Llama(gguf, chat_format="chatml-function-calling", n_ctx=4096, verbose=False)
+
+
+def _llama_complete(system: str, question: str, tools: list[dict[str, Any]]) -> dict[str, Any]:
+    return _LLM.create_chat_completion(
         messages=[{"role": "system", "content": system}, {"role": "user", "content": question}],
-        tools=registry.to_openai(strict=False),
+        tools=tools,
         tool_choice="auto",
-        max_tokens=96,
+        max_tokens=256,
         temperature=0.0,
     )
+
+
+class LlamaCpp:
+    """llama-cpp-python in a worker process: its grammar code can crash the process (a schema's
+    ``pattern`` it can't escape ends in a segfault), which then counts as a failed task, not a lost run."""
+
+    def __init__(self, gguf: str):
+        self.gguf = gguf
+        self.pool: ProcessPoolExecutor | None = None
+
+    def complete(self, system: str, question: str, tools: list[dict[str, Any]]) -> dict[str, Any] | None:
+        if self.pool is None:
+            ctx = multiprocessing.get_context("spawn")
+            self.pool = ProcessPoolExecutor(
+                1, mp_context=ctx, initializer=_llama_start, initargs=(self.gguf,)
+            )
+        try:
+            return self.pool.submit(_llama_complete, system, question, tools).result()
+        except BrokenProcessPool:
+            self.pool = None
+            return None
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+
+
+def run_llama_cpp(llm: LlamaCpp, registry: ToolRegistry, system: str, question: str) -> Outcome:
+    start = time.perf_counter()
+    out = llm.complete(system, question, registry.to_openai(strict=False))
     seconds = time.perf_counter() - start
+    if out is None:
+        return Outcome("llama.cpp crashed", seconds=seconds, crashed=True)
     msg = out["choices"][0]["message"]
     calls = [
         {"name": c["function"]["name"], "arguments": c["function"]["arguments"]}
@@ -310,7 +359,6 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         tool_choice="required",
         max_turns=1,
         answer_last_turn=False,
-        max_turn_tokens=96,
     )
     system = agent.format.system_prompt(registry, "")
     tasks = TASKS[: args.limit] if args.limit else TASKS
@@ -318,15 +366,13 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     arms = [Tally("querylm (constrained)"), Tally("unconstrained (free hole + parse)")]
     llm = None
     if args.llama_cpp:
-        try:
-            from llama_cpp import Llama
-
+        if importlib.util.find_spec("llama_cpp") is None:
+            print("llama-cpp-python is not installed: skipping that arm", file=sys.stderr)
+        else:
             from querylm.backends.models import default_gguf
 
-            llm = Llama(str(default_gguf()), chat_format="chatml-function-calling", n_ctx=4096, verbose=False)
+            llm = LlamaCpp(str(default_gguf()))
             arms.append(Tally("llama.cpp tools (chatml-function-calling)"))
-        except ImportError:
-            print("llama-cpp-python is not installed: skipping that arm", file=sys.stderr)
     for i, (question, expected) in enumerate(tasks):
         outcomes = [
             run_querylm(backend, registry, question, agent),
@@ -338,6 +384,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             tally.outcomes.append((expected, o))
             if args.verbose:
                 print(f"[{i + 1}/{len(tasks)}] {tally.name}: {o.text[:160]!r}", file=sys.stderr)
+    if llm is not None:
+        llm.close()
     rows = [a.row(registry) for a in arms]
     print(f"{len(tasks)} tasks, model {backend.name}\n")
     print(table(rows))

@@ -331,6 +331,49 @@ def test_agent_forced_choices_on_random(seed, choice, first_turn_tools):
         assert result.tool_results[-1].error == "truncated" and events[-2].type == "error"
 
 
+class TreeNode(BaseModel):
+    label: str
+    children: list[TreeNode] = []
+
+
+def test_call_token_bound_follows_the_schema_bounds():
+    @tool
+    def book(
+        city: Annotated[str, Field(max_length=10)],
+        day: Annotated[str, Field(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")],
+        seats: Annotated[int, Field(ge=1, le=9)],
+        mode: Literal["bus", "train"] = "bus",
+    ) -> str:
+        """Book a trip."""
+        return "ok"
+
+    @tool
+    def tree(root: TreeNode) -> str:
+        """Store a tree."""
+        return "ok"
+
+    reg = ToolRegistry([book, tree], max_string_length=12)
+    wrap = len('{"name": "book", "arguments": }') + 4  # separators
+    city, day, seats, mode = 4 * 10 + 2, 4 * 10 + 2, 24, len('"train"')
+    keys = sum(len(f'"{k}": ') + 2 for k in ("city", "day", "seats", "mode")) + 2
+    assert reg.call_token_bound(["book"]) == pytest.approx(wrap + keys + city + day + seats + mode, abs=8)
+    # The longest call text really fits: every string at its bound, in 4-byte characters.
+    longest = {"city": "😀" * 10, "day": "2025-01-01", "seats": 9, "mode": "train"}
+    text = json.dumps({"name": "book", "arguments": longest}, ensure_ascii=False)
+    assert len(text.encode()) <= reg.call_token_bound(["book"])
+    assert reg.call_token_bound(["tree"]) is None  # recursive: no bound
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_agent_sizes_the_turn_so_calls_always_fit(seed):
+    """With no max_turn_tokens, a turn gets the tokens its longest call can take: on random logits
+    (which ramble to every string's bound) a call is never truncated, and always valid."""
+    agent = Agent(rnd(seed), registry(), tool_choice="required", max_turns=1, answer_last_turn=False)
+    result = agent.run("Do something.")
+    assert result.tool_results and all(r.error != "truncated" for r in result.tool_results)
+    assert all(r.ok for r in result.tool_results), [r.content for r in result.tool_results]
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_agent_none_never_calls(seed):
     agent = Agent(rnd(seed), registry(), tool_choice="none", max_turn_tokens=20)

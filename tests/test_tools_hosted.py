@@ -19,7 +19,7 @@ from querylm.backends import openai_gbnf as G  # noqa: E402
 from querylm.backends.openai import OpenAIBackend, byte_tokenizer  # noqa: E402
 from querylm.errors import ModelError, UnsupportedError  # noqa: E402
 from querylm.tools import Agent, ToolRegistry, validate  # noqa: E402
-from querylm.tools.agent import Choice, ToolFormat  # noqa: E402
+from querylm.tools.agent import Choice, ToolFormat, resolve_choice  # noqa: E402
 from querylm.tools.hosted import calls_schema, openai_tool_choice, server_grammar  # noqa: E402
 
 KEY = "sk-test-Zq8v3K1mN0pL9rT2"
@@ -109,7 +109,9 @@ def test_openai_request_shape_and_tool_messages(tok) -> None:
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "What is 37 times 43?"},
     ]
-    assert first["max_completion_tokens"] == agent.max_turn_tokens and first["temperature"] == 0.0
+    # the turn is sized to two calls of the longest tool (no max_turn_tokens given)
+    budget = agent.turn_budget(resolve_choice("required", agent.registry), 2)
+    assert budget > 160 and first["max_completion_tokens"] == budget and first["temperature"] == 0.0
     # the forced choice holds for the first turn only
     assert second["tool_choice"] == "auto"
     assistant, tool_msg = second["messages"][2:]
@@ -265,7 +267,9 @@ def test_grammar_server_request_and_local_validation(tok) -> None:
     G.check_gbnf(first["grammar"])
     assert first["grammar"].startswith("root ::= calls\n")  # the named tool: a call is required
     assert second["grammar"].startswith("root ::= calls | text\n")
-    assert "tools" not in first and first["max_tokens"] == 160
+    calc_only = Agent(hosted(srv, tok), tools(), tool_choice="calculate")
+    assert "tools" not in first
+    assert first["max_tokens"] == calc_only.turn_budget(resolve_choice("calculate", calc_only.registry), 1)
     # the conversation in the ToolFormat: tools in the system prompt, the result as a user message
     assert "<tools>" in first["messages"][0]["content"]
     assert second["messages"][2] == {"role": "assistant", "content": call}

@@ -51,6 +51,9 @@ from .registry import Approve, ToolCall, ToolRegistry, ToolResult, run_sync
 if TYPE_CHECKING:
     from ..backends.openai import Usage
 
+TEXT_TURN_TOKENS = 160
+"""A turn's budget when nothing bounds it (a text answer, or tools whose schemas are unbounded)."""
+
 EventType = Literal[
     "token", "tool_call_started", "tool_arguments_complete", "tool_result", "turn_end", "final", "error"
 ]  # fmt: skip
@@ -339,8 +342,8 @@ class Agent:
         *,
         max_turns: int = 4,
         max_tool_calls: int = 8,
-        max_tokens: int = 1024,
-        max_turn_tokens: int = 160,
+        max_tokens: int | None = None,
+        max_turn_tokens: int | None = None,
         tool_choice: ToolChoice = "auto",
         reset_tool_choice: bool = True,
         parallel_tool_calls: int = 1,
@@ -354,8 +357,10 @@ class Agent:
         device: str | None = None,
     ):
         """``max_turns``: assistant turns per run; ``max_tool_calls``: calls per run; ``max_tokens``:
-        tokens generated per run; ``max_turn_tokens``: per turn (a call that does not fit is reported
-        as truncated, never run). ``parallel_tool_calls``: calls one turn may make (run concurrently,
+        tokens generated per run (None: no limit but the turns'); ``max_turn_tokens``: per turn (a call
+        that does not fit is reported as truncated, never run). None sizes each turn to its calls: the
+        most tokens the allowed tools' calls can take under their bounded schemas (``call_token_bound``),
+        at least ``TEXT_TURN_TOKENS``; so a call always fits and is valid by construction. ``parallel_tool_calls``: calls one turn may make (run concurrently,
         at most ``max_concurrency`` at once). ``approve(call, tool)``: called before each tool runs;
         False or a reason refuses the call (the model reads why). ``answer_last_turn``: the last turn
         allowed (by max_turns or max_tool_calls) must answer in text. ``score_tool_names``: pick each
@@ -397,6 +402,18 @@ class Agent:
         return self._backend
 
     # -- entry points -----------------------------------------------------------------------------------
+
+    def turn_budget(self, choice: Choice, max_calls: int) -> int:
+        """The tokens a turn may take: ``max_turn_tokens`` if set, else enough for ``max_calls`` of the
+        longest call ``choice`` allows (with the call format's tags), at least ``TEXT_TURN_TOKENS``."""
+        if self.max_turn_tokens is not None:
+            return self.max_turn_tokens
+        bound = self.registry.call_token_bound(choice.tools) if choice.tools else None
+        if bound is None:
+            return TEXT_TURN_TOKENS
+        tags = len((self.format.call_open + self.format.call_close).encode())
+        calls = max_calls * bound + (max_calls - 1) * len(self.format.call_sep.encode())
+        return max(TEXT_TURN_TOKENS, tags + calls)
 
     def run(self, message: str, **kwargs: Any) -> AgentResult:
         return run_sync(lambda: self.arun(message, **kwargs))
@@ -454,11 +471,12 @@ class Agent:
             last = turn == self.max_turns or calls_left <= 0
             if calls_left <= 0 or (last and self.answer_last_turn):
                 choice = Choice(True, ())
-            budget = min(self.max_turn_tokens, self.max_tokens - tokens)
+            max_calls = min(self.parallel_tool_calls, max(calls_left, 1))
+            turn_budget = self.turn_budget(choice, max_calls)
+            budget = turn_budget if self.max_tokens is None else min(turn_budget, self.max_tokens - tokens)
             if budget <= 0:
                 stopped = "max_tokens"
                 break
-            max_calls = min(self.parallel_tool_calls, max(calls_left, 1))
             out = TurnOutput()
             async for ev in driver.turn(turn, choice, budget, max_calls, out):
                 yield ev
@@ -466,7 +484,7 @@ class Agent:
             if out.truncated is not None:
                 results.append(out.truncated)
                 yield AgentEvent("error", turn, text=out.truncated.message, result=out.truncated)
-                stopped = "max_tokens" if budget < self.max_turn_tokens else "truncated"
+                stopped = "max_tokens" if budget < turn_budget else "truncated"
                 break
             if out.calls is None:  # a text answer: the run is over
                 output = out.text.strip()

@@ -18,6 +18,7 @@ import asyncio
 import contextvars
 import dataclasses
 import enum
+import importlib
 import inspect
 import json
 import sys
@@ -296,6 +297,14 @@ class ToolRegistry:
             schema = {**schema, "$defs": defs}
         return {**schema, "x-guidance": {**COMPACT_JSON, "lenient": True}}
 
+    def call_token_bound(self, names: Iterable[str] | None = None) -> int | None:
+        """The most tokens one call of ``names`` can take under ``call_schema`` (a token is at least one
+        byte, so its longest JSON text in bytes), or None when the schema leaves it unbounded (recursive
+        definitions). Numbers count as at most ``NUMBER_BYTES``: JSON Schema has no bound on digits."""
+        schema = self.call_schema(names)
+        defs = schema.get("$defs", {})
+        return _json_bytes(schema, defs, set())
+
     def _generation_schema(self, t: Tool, defs: dict[str, Any]) -> dict[str, Any]:
         prefix = f"{t.name}__"
 
@@ -474,6 +483,79 @@ class ToolRegistry:
         return self._error(
             None, "truncated", f"the call did not fit in {budget} tokens and was not run", raw=text
         )
+
+
+NUMBER_BYTES = 24
+"""What a generated number is assumed to take at most (a float64 needs up to 24 characters)."""
+
+
+def _pattern_width(pattern: Any) -> int | None:
+    """The most characters a match of ``pattern`` can have, None if unbounded or unknown. Python's
+    own regex parser computes it (JSON Schema patterns are ECMA regexes; those it can't read count as
+    unbounded)."""
+    if not isinstance(pattern, str):
+        return None
+    try:
+        parser = importlib.import_module("re._parser" if sys.version_info >= (3, 11) else "sre_parse")
+        widest = parser.parse(pattern).getwidth()[1]
+    except Exception:  # not a Python regex: no bound from it
+        return None
+    return None if widest >= parser.MAXREPEAT else int(widest)
+
+
+def _json_bytes(s: Any, defs: dict[str, Any], seen: set[str]) -> int | None:
+    """The longest compact JSON text ``s`` allows, in bytes; None if unbounded."""
+    if not isinstance(s, dict):
+        return None if s is True or s is None else 0  # `true` allows anything; `false` nothing
+    ref = s.get("$ref")
+    if isinstance(ref, str):
+        name = ref.removeprefix("#/$defs/")
+        if name in seen or name not in defs:
+            return None  # recursive (or unknown): no bound
+        return _json_bytes(defs[name], defs, seen | {name})
+    if "const" in s:
+        return len(json.dumps(s["const"]).encode())
+    if "enum" in s:
+        return max((len(json.dumps(v).encode()) for v in s["enum"]), default=0)
+    alts = s.get("anyOf") or s.get("oneOf")
+    if alts:
+        branches = [_json_bytes(a, defs, seen) for a in alts]
+        return None if any(x is None for x in branches) else max(branches)  # type: ignore[type-var]
+    types = s.get("type")
+    types = types if isinstance(types, list) else [types] if types else []
+    sizes: list[int | None] = []
+    for t in types:
+        if t == "string":
+            # A character is at most 4 bytes (UTF-8), or 2 as an escape such as \n; quotes around.
+            widest = _pattern_width(s.get("pattern"))
+            n = s.get("maxLength")
+            n = widest if n is None else n if widest is None else min(int(n), widest)
+            sizes.append(None if n is None else 4 * int(n) + 2)
+        elif t in ("integer", "number"):
+            sizes.append(NUMBER_BYTES)
+        elif t in ("boolean", "null"):
+            sizes.append(5)
+        elif t == "array":
+            item = _json_bytes(s.get("items", True), defs, seen)
+            n = s.get("maxItems")
+            sizes.append(None if item is None or n is None else 2 + int(n) * (item + 2))
+        elif t == "object":
+            if s.get("additionalProperties", True) is not False:
+                sizes.append(None)
+                continue
+            total = 2
+            for key, sub in s.get("properties", {}).items():
+                value = _json_bytes(sub, defs, seen)
+                if value is None:
+                    total = -1
+                    break
+                total += len(json.dumps(key).encode()) + 2 + value + 2  # "key": value,
+            sizes.append(None if total < 0 else total)
+        else:
+            sizes.append(None)
+    if not sizes or any(x is None for x in sizes):
+        return None
+    return max(sizes)  # type: ignore[type-var]
 
 
 async def _approval(approve: Approve, call: ToolCall, t: Tool) -> str | None:
