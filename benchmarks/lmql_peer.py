@@ -20,10 +20,20 @@ import time
 from pathlib import Path
 
 PEER_QUERIES = {
-    "argmax + INT": 'argmax "Q: How many people live in Paris? Answer with a number.\\nA: [N]" where INT(N) and len(TOKENS(N)) < 25',
-    "argmax, free text": 'argmax "Q: Describe the city of Paris in one sentence.\\nA: [A]" where len(TOKENS(A)) < 25',
-    "beam(n=4)": 'beam(n=4) "Q: Describe the city of Paris in one sentence.\\nA: [A]" where len(TOKENS(A)) < 25',
-    "sample(n=8)": 'sample(n=8, temperature=1.0) "Q: Describe the city of Paris in one sentence.\\nA: [A]" where len(TOKENS(A)) < 25',
+    "argmax + INT": (
+        'argmax\n    "Q: How many people live in Paris? Answer with a number.\\nA: [N]"\n'
+        "where INT(N) and len(TOKENS(N)) < 25"
+    ),
+    "argmax, free text": (
+        'argmax\n    "Q: Describe the city of Paris in one sentence.\\nA: [A]"\nwhere len(TOKENS(A)) < 25'
+    ),
+    "beam(n=4)": (
+        'beam(n=4)\n    "Q: Describe the city of Paris in one sentence.\\nA: [A]"\nwhere len(TOKENS(A)) < 25'
+    ),
+    "sample(n=8)": (
+        'sample(n=8, temperature=1.0)\n    "Q: Describe the city of Paris in one sentence.\\nA: [A]"\n'
+        "where len(TOKENS(A)) < 25"
+    ),
 }
 """The same strings are valid querylm queries (LMQL's syntax is the specification)."""
 
