@@ -145,16 +145,22 @@ def main() -> None:
     rows = []
 
     def row(label: str, mine, base, base_label: str) -> None:  # noqa: ANN001
-        tm, (n_mine, decided) = timed(mine, args.repeats)
-        if isinstance(base, str):
+        _, (n_mine, decided) = timed(mine, 1)
+        greedy_question = isinstance(base, str)
+        if greedy_question:
             # A greedy baseline on this question with as many forward passes as querylm made: its tokens
             # and the passes that decided a value ends (counted as tokens for neither side).
             steps = n_mine + decided
             base = hf_generate(backend, steps, base, do_sample=False, min_new_tokens=steps)
-            tb, _ = timed(base, args.repeats)
-            n_base = n_mine
-        else:
-            tb, n_base = timed(base, args.repeats)
+        # The two sides alternate, so that a change in the machine's load falls on both.
+        times_mine, times_base = [], []
+        for _ in range(args.repeats):
+            times_mine.append(timed(mine, 1)[0])
+            tb, n_base = timed(base, 1)
+            times_base.append(tb)
+        tm, tb = statistics.median(times_mine), statistics.median(times_base)
+        if greedy_question:
+            n_base = n_mine  # its extra passes decided ends on querylm's side: not tokens
         r_mine, r_base = n_mine / tm, n_base / tb  # type: ignore[operator]
         rows.append(f"| {label} | querylm | {tm * 1000:.0f} ms | {n_mine} | {r_mine:.1f} |")
         rows.append(f"| | {base_label} | {tb * 1000:.0f} ms | {n_base} | {r_base:.1f} |")

@@ -151,9 +151,9 @@ def beam_search(
         for b, lps in zip(running, forced_lps, strict=True):
             b.ex.score += float(lps.sum())
             b.forced = []
-        logits = logits32.astype(np.float64)
-        top = logits.max(axis=1, keepdims=True)
-        log_z = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
+        # float32 as the model's own log-softmax: only the few chosen tokens' values are kept, in float64
+        top = logits32.max(axis=1, keepdims=True)
+        log_z = (top[:, 0] + np.log(np.exp(logits32 - top).sum(axis=1, dtype=np.float64))).astype(np.float64)
         cands: list[Candidate] = []
         if best_k:
             age = np.array([round_no - born.setdefault(id(b), round_no) for b in running], dtype=np.float64)
@@ -167,15 +167,16 @@ def beam_search(
         for i in expand:
             beam = running[i]
             allowed = allowed_of[i]
-            lp = logits[i] - log_z[i]
-            choices = allowed.ids
+            row = logits32[i]
             may_end = len(beam.tokens) >= beam.pending.hc.min_tokens and complete_of[i]
             hc = beam.pending.hc
             last = hc.max_tokens is not None and len(beam.tokens) + 1 >= hc.max_tokens
-            pick = _best(choices, lp, per_beam, beam.matcher if last else None)
+            pick = _best(allowed, row, per_beam, beam.matcher if last else None)
+            lp = row[pick].astype(np.float64) - log_z[i]
             if best_k and pick.size:  # LMQL's gamma: drop unlikely continuations, but never all of them
-                pick = pick[(lp[pick] >= np.log(0.05)) | (lp[pick] == lp[pick].max())]
-            options = [(int(t), float(lp[t])) for t in pick]
+                keep = (lp >= np.log(0.05)) | (lp == lp.max())
+                pick, lp = pick[keep], lp[keep]
+            options = [(int(t), float(v)) for t, v in zip(pick, lp, strict=True)]
             if may_end:
                 options.append((END, end_logit(backend, logits32[i], allowed) - log_z[i]))
             for tok, tok_lp in options:
@@ -279,14 +280,24 @@ def settle(
     return None, None, False
 
 
-def _best(choices: np.ndarray, lp: np.ndarray, k: int, must_complete: Matcher | None) -> np.ndarray:
-    """The ``k`` most likely of ``choices``; on a value's last budgeted token (``must_complete``), only
-    tokens after which the value is complete: a token that leaves it unfinished is a dead end."""
+def _best(allowed: TokenSet, row: np.ndarray, k: int, must_complete: Matcher | None) -> np.ndarray:
+    """The ``k`` allowed tokens with the highest logits in ``row``; on a value's last budgeted token
+    (``must_complete``), only tokens after which the value is complete: a token that leaves it
+    unfinished is a dead end."""
     if must_complete is None:
+        # Usually the model's favourites are allowed: the allowed ones among its 2k best are then the
+        # best allowed (any other has a lower logit), found without listing the allowed set.
+        wide = min(2 * k, row.size - 1)
+        top = np.argpartition(-row, wide)[:wide]
+        found = np.asarray([t for t in top.tolist() if t in allowed], dtype=np.int64)
+        if found.size >= k:
+            return found[np.argsort(-row[found], kind="stable")[:k]]
+        choices = allowed.ids
         k = min(k, choices.size)
-        return choices[np.argpartition(-lp[choices], k - 1)[:k]] if k else choices
+        return choices[np.argpartition(-row[choices], k - 1)[:k]] if k else choices
+    choices = allowed.ids
     out = []
-    for t in choices[np.argsort(-lp[choices])]:
+    for t in choices[np.argsort(-row[choices])]:
         if must_complete.completes(int(t)):
             out.append(t)
             if len(out) == k:
