@@ -62,6 +62,8 @@ def parse(
     decoder: DecoderSpec | None = None
     body_start = 1
     rest = logical
+    if logical:
+        _refuse_one_line_form(logical[0], smap)
     if logical and _is_decoder_line(logical, lines):
         decoder = _parse_decoder(logical[0], lines, smap)
         body_start = logical[0].end + 1
@@ -189,6 +191,29 @@ def _is_clause(line: _Line) -> bool:
         # `from "model"` (or a mistyped `from model`); `from x import y` is Python.
         return not any(t.type == tokenize.NAME and t.string == "import" for t in line.tokens)
     return True
+
+
+def _refuse_one_line_form(line: _Line, smap: SourceMap) -> None:
+    """LMQL also reads ``argmax "prompt [X]" where ...`` on one line; querylm wants the clauses on their
+    own lines (positions stay the user's). Say so rather than report Python's syntax error."""
+    toks = line.tokens
+    if toks[0].type != tokenize.NAME or toks[0].string not in DECODERS or len(toks) < 2:
+        return
+    i = 1
+    if toks[1].string == "(":  # skip the decoder's arguments
+        depth = 0
+        for i in range(1, len(toks)):
+            depth += {"(": 1, ")": -1}.get(toks[i].string, 0)
+            if depth == 0:
+                break
+        i += 1
+    if i < len(toks) and toks[i].type == tokenize.STRING:
+        raise QuerySyntaxError(
+            f"write the decoder on its own line and the prompt indented below it, with `from` and `where` "
+            f"on lines of their own (LMQL's one-line form is not supported): `{toks[0].string}`, then "
+            '`    "..."`, then `where ...`',
+            smap.position(toks[i].start[0], toks[i].start[1]),
+        )
 
 
 def _is_decoder_line(logical: list[_Line], lines: list[str]) -> bool:
