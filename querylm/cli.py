@@ -127,8 +127,9 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     print()
     for i, r in enumerate(results):
-        if len(results) > 1:
-            print(f"--- sample {i + 1} ---")
+        if len(results) > 1:  # beams come best first, with their scores; samples in the order drawn
+            ranked = r.decoder in ("beam", "beam_sample", "best_k")
+            print(f"--- result {i + 1} (score {r.score:.3f}) ---" if ranked else f"--- sample {i + 1} ---")
         for name, value in r.to_json()["variables"].items():
             print(f"{name} = {json.dumps(value, ensure_ascii=False)}")
         if r.return_value is not None:
