@@ -182,10 +182,9 @@ def fill_masks(matchers: list[Matcher]) -> None:
     cores it does not, so only the CUDA path uses it)."""
     if not matchers:
         return
-    parts = [(m, sub) for m in matchers for sub in m.matchers]
-    size = matchers[0].tokenizer.vocab_size
-    masks = llnp.allocate_token_bitmask(len(parts), size)
-    llnp.fill_next_token_bitmask_par(_executor(), [(sub, i) for i, (_, sub) in enumerate(parts)], masks)
+    subs = [sub for m in matchers for sub in m.matchers]
+    masks = llnp.allocate_token_bitmask(len(subs), matchers[0].tokenizer.vocab_size)
+    llnp.fill_next_token_bitmask_par(_executor(), [(sub, i) for i, sub in enumerate(subs)], masks)
     words = masks.view(np.uint32)
     row = 0
     for m in matchers:

@@ -22,7 +22,7 @@ import numpy as np
 from ..backends.base import Backend, Batch, Sequence
 from ..constraints.matcher import Matcher, TokenSet, fill_masks
 from ..errors import ConstraintError
-from .hole import FREE_TEXT, HoleOutput, end_logit, forced_run
+from .hole import FREE_TEXT, HoleOutput, end_logit, forced_room, forced_run
 
 if TYPE_CHECKING:
     from ..runtime.execute import Execution, PendingHole
@@ -153,7 +153,7 @@ def beam_search(
             b.forced = []
         # float32 as the model's own log-softmax: only the few chosen tokens' values are kept, in float64
         top = logits32.max(axis=1, keepdims=True)
-        log_z = (top[:, 0] + np.log(np.exp(logits32 - top).sum(axis=1, dtype=np.float64))).astype(np.float64)
+        log_z = top[:, 0] + np.log(np.exp(logits32 - top).sum(axis=1, dtype=np.float64))  # float64
         cands: list[Candidate] = []
         if best_k:
             age = np.array([round_no - born.setdefault(id(b), round_no) for b in running], dtype=np.float64)
@@ -238,10 +238,10 @@ def beam_search(
 def settle(
     beam: Beam, backend: Backend, finished: list[Execution]
 ) -> tuple[Beam | None, TokenSet | None, bool]:
-    """Make the moves of a beam that need no choice: append a forced token (the only one allowed while
-    the value can't end, nor end right after it; scored with the next forward pass); end a value that must end (budget spent,
-    only EOS allowed, max_len reached) and run on to the next hole; prune a dead end (nothing allowed,
-    or a value that must end but is incomplete). Returns the beam once it needs a choice (None if it
+    """Make the moves of a beam that need no choice: append forced tokens (the only one allowed while
+    the value can't end, nor end right after it; scored with the next forward pass); end a value that
+    must end (budget spent, only EOS allowed, max_len reached) and run on to the next hole; prune a dead
+    end (nothing allowed, or a value that must end but is incomplete). Returns the beam once it needs a choice (None if it
     finished, into ``finished``, or was pruned), the tokens it may go on with (EOS taken out: valid
     until its matcher's next mask) and whether the value may end here."""
     current: Beam | None = beam
@@ -257,9 +257,7 @@ def settle(
         ):
             return None, None, False  # a dead end: pruned, never returned
         if not (only_eos or at_budget or too_long):
-            room = current.ex.max_len - len(current.ex.seq.ids)
-            if hc.max_tokens is not None:
-                room = min(room, hc.max_tokens - len(current.tokens) - 1)
+            room = forced_room(hc, len(current.tokens), current.ex.max_len - len(current.ex.seq.ids))
             # A token after which the value could end is chosen, not forced: the value then always
             # goes on to a chosen token, whose forward pass scores this one before the beam can finish.
             run = [] if complete else forced_run(current.matcher, allowed, room, go_on=True)

@@ -95,9 +95,7 @@ def decode_hole(
                 f"{hc.hole} reached max_len={max_len} tokens before its value was complete: {hc.description}",
                 position,
             )
-        room = max_len - len(seq.ids)
-        if hc.max_tokens is not None:  # the last budgeted token is chosen: it must complete the value
-            room = min(room, hc.max_tokens - len(tokens) - 1)
+        room = forced_room(hc, len(tokens), max_len - len(seq.ids))
         run = forced_run(matcher, allowed, room) if skip_forced and not complete else []
         if run:  # no choice to make: no logits needed
             seq.append(run)
@@ -146,6 +144,12 @@ def _emit(backend: Backend, tokens: list[int], emitted: int, on_token: Callable[
         return emitted
     on_token(text[emitted:])
     return len(text)
+
+
+def forced_room(hc: HoleConstraint, made: int, left: int) -> int:
+    """How many tokens may be forced into a value with ``made`` tokens and ``left`` before max_len: the
+    last budgeted token is always chosen, since it must complete the value (``completing``)."""
+    return left if hc.max_tokens is None else min(left, hc.max_tokens - made - 1)
 
 
 def forced_run(matcher: Matcher, allowed: TokenSet, room: int, *, go_on: bool = False) -> list[int]:

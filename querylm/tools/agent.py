@@ -360,9 +360,10 @@ class Agent:
         tokens generated per run (None: no limit but the turns'); ``max_turn_tokens``: per turn (a call
         that does not fit is reported as truncated, never run). None sizes each turn to its calls: the
         most tokens the allowed tools' calls can take under their bounded schemas (``call_token_bound``),
-        at least ``TEXT_TURN_TOKENS``; so a call always fits and is valid by construction. ``parallel_tool_calls``: calls one turn may make (run concurrently,
-        at most ``max_concurrency`` at once). ``approve(call, tool)``: called before each tool runs;
-        False or a reason refuses the call (the model reads why). ``answer_last_turn``: the last turn
+        at least ``TEXT_TURN_TOKENS``; so a call always fits and is valid by construction.
+        ``parallel_tool_calls``: calls one turn may make (run concurrently, at most ``max_concurrency``
+        at once). ``approve(call, tool)``: called before each tool runs; False or a reason refuses the
+        call (the model reads why). ``answer_last_turn``: the last turn
         allowed (by max_turns or max_tool_calls) must answer in text. ``score_tool_names``: pick each
         call's tool by scoring the allowed names in full (NameScoringChooser) rather than greedily by
         their first token. ``temperature`` 0: argmax."""
