@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import builtins
 import dataclasses
+import datetime
 import enum
 import json
 from pathlib import Path
@@ -270,6 +271,11 @@ class Team:
     scores: dict[str, int]  # an open map: any keys
 
 
+@dataclasses.dataclass
+class Trip:
+    day: datetime.date
+
+
 class Answer(pydantic.BaseModel):
     tags: list[str]
     ok: bool
@@ -286,6 +292,14 @@ class Level(enum.Enum):
 
 
 TYPED: list[tuple[Any, list[tuple[str, Any]], list[str]]] = [
+    (
+        Trip,  # a date the validators accept: February 29 in leap years only, no year 0
+        [
+            ('{"day": "2024-02-29"}', Trip(datetime.date(2024, 2, 29))),
+            ('{"day": "2000-02-29"}', Trip(datetime.date(2000, 2, 29))),
+        ],
+        ['{"day": "4650-02-29"}', '{"day": "1900-02-29"}', '{"day": "2023-04-31"}', '{"day": "0000-01-01"}'],
+    ),
     (int, [("1", 1), (" -2", -2), ("007", 7)], ["", "x", "1.0", "1 "]),
     (float, [("1.5", 1.5), ("2", 2.0), (" -0.25", -0.25)], ["", "1.", ".5", "1e3"]),
     (bool, [("True", True), ("False", False), (" true", True), ("false", False)], ["yes", "1", "TRUE", ""]),

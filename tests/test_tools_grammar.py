@@ -7,6 +7,7 @@ hypothesis-made tool sets), and the agent loop's constraints (tool_choice, budge
 from __future__ import annotations
 
 import asyncio
+import datetime
 import enum
 import inspect
 import json
@@ -334,6 +335,23 @@ def test_agent_forced_choices_on_random(seed, choice, first_turn_tools):
 class TreeNode(BaseModel):
     label: str
     children: list[TreeNode] = []
+
+
+def test_generated_dates_exist():
+    """llguidance's `date` format admits any February 29; the generation schema adds the calendar, so a
+    generated call never fails jsonschema's date check."""
+
+    @tool
+    def plan(day: datetime.date, at: datetime.datetime) -> str:
+        """Plan something."""
+        return "ok"
+
+    grammar = to_grammar(Grammar("json", json.dumps(ToolRegistry([plan]).call_schema()), "call"), [], [])
+    tok = rnd().ll_tokenizer
+    call = '{{"name": "plan", "arguments": {{"day": "{}", "at": "{}T10:00:00Z"}}}}'
+    assert accepts(tok, grammar, call.format("2024-02-29", "2000-02-29"))
+    for bad in [("4650-02-29", "2024-01-01"), ("2024-01-01", "1900-02-29"), ("0000-01-01", "2024-01-01")]:
+        assert not accepts(tok, grammar, call.format(*bad)), bad
 
 
 def test_call_token_bound_follows_the_schema_bounds():

@@ -6,6 +6,8 @@ Rust's regex crate and inside Lark's ``/.../`` for any character, so no user str
 
 from __future__ import annotations
 
+from typing import Any
+
 ANY = r"(?s:.*)"
 
 _SPACE = r"\t-\r\x{1C}-\x{20}\x{85}\x{A0}\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F}\x{205F}\x{3000}"
@@ -13,6 +15,26 @@ WS = f"[{_SPACE}]"
 """Python's whitespace (``str.isspace``, what ``str.split()`` splits on). Not the regex ``\\s``: Unicode's
 White_Space lacks U+001C..U+001F, which Python splits on."""
 NONWS = f"[^{_SPACE}]"
+
+
+_YEAR = r"(?:[1-9][0-9]{3}|0[1-9][0-9]{2}|00[1-9][0-9]|000[1-9])"
+_LEAP_YEAR = r"(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:0[48]|[2468][048]|[13579][26])00)"
+CALENDAR_DATE = (
+    rf"(?:{_YEAR}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)"
+    rf"|02-(?:0[1-9]|1[0-9]|2[0-8]))|{_LEAP_YEAR}-02-29)"
+)
+"""A YYYY-MM-DD date that exists: February 29 in leap years only, no year 0 (what ``jsonschema`` and
+``datetime.date`` accept). llguidance's own ``date`` format admits any February 29."""
+
+
+def exact_dates(schema: dict[str, Any]) -> dict[str, Any]:
+    """A string schema of format ``date`` or ``date-time`` with ``CALENDAR_DATE`` as its pattern too
+    (llguidance intersects the two), so a generated date is one the validators accept. A schema with a
+    pattern of its own keeps it."""
+    if schema.get("format") in ("date", "date-time") and "pattern" not in schema:
+        end = "$" if schema["format"] == "date" else "T"
+        return {**schema, "pattern": f"^{CALENDAR_DATE}{end}"}
+    return schema
 
 
 def literal(text: str) -> str:

@@ -94,4 +94,4 @@ def _closed(schema: Any) -> Any:
             out[key] = [_closed(sub) for sub in out[key]]
     if "properties" in out and "additionalProperties" not in out and "patternProperties" not in out:
         out["additionalProperties"] = False
-    return out
+    return regex.exact_dates(out)

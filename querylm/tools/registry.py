@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ..constraints import regex
 from .tool import Tool, ToolError, tool, walk_schema
 from .validate import SchemaIssue
 
@@ -323,7 +324,7 @@ class ToolRegistry:
                 s["maxItems"] = max(self.max_items, s.get("minItems", 0))
             for key in ("default", "description", "examples"):
                 s.pop(key, None)
-            return s
+            return regex.exact_dates(s)
 
         schema = walk_schema(t.parameters, bound)
         for k, v in schema.pop("$defs", {}).items():
