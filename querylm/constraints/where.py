@@ -232,6 +232,8 @@ class Classifier:
             raise self.err(
                 f"unsupported comparison '{sym}' for {ast.unparse(left)}: use <, <=, ==, > or >=", node
             )
+        if self.hole in names_in(right):  # len(set(X)) == len(X): a predicate on the value, not a bound
+            return None
         op = FLIP[OPS[op_t]] if flipped else OPS[op_t]
         n = self.value(right)
         if n is not UNKNOWN and (not isinstance(n, int) or isinstance(n, bool)):
@@ -321,9 +323,14 @@ class Classifier:
         if path is None:
             known = ", ".join(sorted(p.stem for p in GRAMMAR_DIR.glob("*.lark")))
             raise self.err(
-                f"unknown grammar '{name}' (shipped: {known}; or give a path to a .lark file)", node
+                f"unknown grammar '{name}' (shipped: {known}; or a relative path to a .lark file inside "
+                "the query's folder)",
+                node,
             )
-        text = path.read_text()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise self.err(f"grammar {path.name} is not UTF-8 text ({e.reason})", node) from None
         err = llguidance.LLMatcher.validate_grammar(llguidance.grammar_from("lark", text))
         if err:
             raise self.err(f"invalid grammar {path.name}: {err.strip().splitlines()[0]}", node)
@@ -441,11 +448,16 @@ def _and(a: Lang | None, b: Lang) -> Lang:
 
 
 def resolve_grammar(name: str, base_dir: Path | None) -> Path | None:
-    if name.endswith(".lark") or "/" in name:
-        for root in (base_dir, Path.cwd()):
-            if root is not None and (root / name).is_file():
-                return (root / name).resolve()
-        return Path(name) if Path(name).is_file() else None
+    """The file ``GRAMMAR(X, name)`` may read, or None. A query names a shipped grammar (``"json"``) or a
+    relative path ending in ``.lark`` that, symlinks resolved, lies inside the query file's folder (the
+    current directory for a string query): no absolute path, no ``..`` out of it. The answer is the same
+    None for a refused path and a missing file, so a query can't probe which files exist."""
+    if name.endswith(".lark") or "/" in name or "\\" in name:
+        root = (base_dir or Path.cwd()).resolve()
+        if not name.endswith(".lark") or Path(name).is_absolute():
+            return None
+        path = (root / name).resolve()
+        return path if path.is_relative_to(root) and path.is_file() else None
     path = GRAMMAR_DIR / f"{name}.lark"
     return path if path.is_file() else None
 

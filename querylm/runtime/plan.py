@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import inspect
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,10 +73,7 @@ def plan(
     for hole in query.holes:
         typed = None
         if hole.type_expr is not None:
-            try:
-                tp = eval(compile(hole.type_expr, "<type>", "eval"), dict(static_env))  # noqa: S307 - the user's own type
-            except Exception:
-                tp = UNKNOWN  # depends on the running program: checked when the hole is reached
+            tp = static_type(hole.type_expr.body, static_env)
             if tp is not UNKNOWN and not _is_query_function(tp):
                 try:
                     typed = typed_hole(tp)
@@ -94,6 +92,47 @@ def plan(
             base_dir=base_dir,
         )
     return p
+
+
+def static_type(node: ast.expr, env: dict[str, Any]) -> Any:
+    """A hole's type, resolved without running the user's code: names, attributes read statically
+    (``inspect.getattr_static``: no property or ``__getattr__`` runs), constants and subscripts of
+    those (``Literal["a"]``, ``Optional[Item]``, ``list[int]``). Anything else (a call, arithmetic such
+    as ``9**9**9``) is UNKNOWN here and evaluated when the running query reaches the hole."""
+    if isinstance(node, ast.Constant) and (node.value is None or isinstance(node.value, (str, int, float))):
+        return node.value
+    if isinstance(node, ast.Name):
+        return env.get(node.id, UNKNOWN)
+    if isinstance(node, ast.Attribute):
+        base = static_type(node.value, env)
+        if base is UNKNOWN:
+            return UNKNOWN
+        try:
+            value = inspect.getattr_static(base, node.attr)
+        except AttributeError:
+            return UNKNOWN
+        return value if isinstance(value, type) or not callable(getattr(value, "__get__", None)) else UNKNOWN
+    if isinstance(node, ast.Tuple):
+        items = [static_type(e, env) for e in node.elts]
+        return UNKNOWN if any(i is UNKNOWN for i in items) else tuple(items)
+    if isinstance(node, ast.Subscript):
+        base = static_type(node.value, env)
+        index = static_type(node.slice, env)
+        if base is UNKNOWN or index is UNKNOWN or not _is_type_form(base):
+            return UNKNOWN
+        try:
+            return base[index]
+        except Exception:  # noqa: BLE001 - not a type form after all: decided at run time
+            return UNKNOWN
+    return UNKNOWN
+
+
+def _is_type_form(base: Any) -> bool:
+    """Subscripting these builds a type and runs no user code."""
+    module = getattr(base, "__module__", None)
+    return module in ("builtins", "typing", "typing_extensions", "collections.abc") or isinstance(
+        base, typing._SpecialForm
+    )
 
 
 def _static_value(node: ast.expr) -> Any:

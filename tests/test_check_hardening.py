@@ -1,0 +1,103 @@
+"""`querylm check` runs none of the query's code, and what a check refuses is a positioned QueryError.
+
+CASES is a table (source, error class, message fragment, line, column) for the error catalogue."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+import querylm
+from querylm.cli import main
+from querylm.errors import QueryCompileError, QueryError
+from querylm.query import compile_source
+
+CASES = [
+    ('"Q: [X]" where GRAMMAR(X, "../../etc/passwd")', QueryCompileError, "unknown grammar", 1, 27),
+    ('"Q: [X]" where GRAMMAR(X, "/proc/self/environ")', QueryCompileError, "unknown grammar", 1, 27),
+    ('"Q: [X]" where GRAMMAR(X, "/etc/hostname.lark")', QueryCompileError, "unknown grammar", 1, 27),
+    ('"Q: [X]" where GRAMMAR(X, "nope/../../x.lark")', QueryCompileError, "unknown grammar", 1, 27),
+]
+
+
+@pytest.mark.parametrize(("source", "cls", "fragment", "line", "col"), CASES)
+def test_case_table(source: str, cls: type[QueryError], fragment: str, line: int, col: int) -> None:
+    with pytest.raises(cls) as info:
+        compile_source(source)
+    err = info.value
+    assert fragment in err.message
+    assert err.position is not None
+    assert (err.position.line, err.position.col) == (line, col)
+
+
+def test_check_never_runs_a_hole_type(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "pwned"
+    query = tmp_path / "q.lmql"
+    code = f"open({str(target)!r}, 'w').write('x')"
+    query.write_text('"Q: [X: ' + code + ']"\n')
+    assert main(["check", str(query)]) == 0
+    assert not target.exists()
+    slow = tmp_path / "slow.lmql"
+    slow.write_text('"Q: [X: 9**9**9]"\n')
+    start = time.monotonic()
+    assert main(["check", str(slow)]) == 0
+    assert time.monotonic() - start < 5
+
+
+def test_static_types_are_still_resolved() -> None:
+    """Names, Literal[...] and list[int] resolve at check time; a call or arithmetic waits for the run."""
+    import ast
+    import typing
+
+    from querylm.constraints.where import UNKNOWN
+    from querylm.runtime.plan import static_type
+
+    env = {"Literal": typing.Literal, "list": list, "typing": typing, "open": open}
+
+    def resolve(text: str) -> typing.Any:
+        return static_type(ast.parse(text, mode="eval").body, env)
+
+    assert resolve("Literal['a', 'b']") == typing.Literal["a", "b"]
+    assert resolve("list[int]") is UNKNOWN  # int is not in env
+    env["int"] = int
+    assert resolve("list[int]") == list[int]
+    assert resolve("typing.Optional[int]") == typing.Optional[int]  # noqa: UP045 - the form a user writes
+    assert resolve("open('x', 'w')") is UNKNOWN
+    assert resolve("9**9**9") is UNKNOWN
+    compile_source("\"Q: [X: Literal['a', 'b']] [Y: list[int]] [Z: int]\"")
+
+
+def test_predicate_on_the_whole_value_is_a_predicate() -> None:
+    """len(set(X)) == len(X) compares two values of X: a Python predicate, not a length bound."""
+    r = querylm.run('"N: [X]" where len(set(X)) == len(X) and len(X) < 6', model="random", max_len=20)
+    assert len(set(r.variables["X"])) == len(r.variables["X"])
+
+
+def test_grammar_paths_stay_in_the_query_folder(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "ab.lark").write_text('start: "a" | "b"\n')
+    outside = tmp_path / "outside.lark"
+    outside.write_text('start: "a"\n')
+    os.symlink(outside, tmp_path / "sub" / "link.lark")
+    ok = tmp_path / "sub" / "ok.lmql"
+    ok.write_text('"Q: [X]" where GRAMMAR(X, "ab.lark")\n')
+    compile_source(ok)
+    for name in ("link.lark", "../outside.lark", str(outside), "missing.lark"):
+        q = tmp_path / "sub" / f"q{abs(hash(name))}.lmql"
+        q.write_text(f'"Q: [X]" where GRAMMAR(X, {name!r})\n')
+        with pytest.raises(QueryCompileError) as info:
+            compile_source(q)
+        # the same words whether the refused file exists or not
+        assert info.value.message.startswith(f"unknown grammar '{name}'")
+
+
+def test_grammar_file_not_utf8(tmp_path: Path) -> None:
+    (tmp_path / "bad.lark").write_bytes(b'start: "\xff\xfe"\n')
+    q = tmp_path / "q.lmql"
+    q.write_text('"Q: [X]" where GRAMMAR(X, "bad.lark")\n')
+    with pytest.raises(QueryCompileError, match="not UTF-8") as info:
+        compile_source(q)
+    assert info.value.position is not None and info.value.position.line == 1
