@@ -101,3 +101,32 @@ def test_grammar_file_not_utf8(tmp_path: Path) -> None:
     with pytest.raises(QueryCompileError, match="not UTF-8") as info:
         compile_source(q)
     assert info.value.position is not None and info.value.position.line == 1
+
+
+BAD_DECODERS = [
+    ('sample(n="two")\n    "a [X]"', "n must be a whole number >= 1"),
+    ('sample(n=2.7)\n    "a [X]"', "n must be a whole number >= 1"),
+    ('sample(seed=-1)\n    "a [X]"', "seed must be a whole number >= 0"),
+    ('sample(temperature="hot")\n    "a [X]"', "temperature must be a number >= 0"),
+    ('sample(temperature=-1)\n    "a [X]"', "temperature must be a number >= 0"),
+    ('sample(top_p=2)\n    "a [X]"', "top_p must be in (0, 1]"),
+    ('sample(top_k=0)\n    "a [X]"', "top_k must be a whole number >= 1"),
+    ('sample(top_k=-5)\n    "a [X]"', "top_k must be a whole number >= 1"),
+    ('argmax(max_len="x")\n    "a [X]"', "max_len must be a whole number >= 1"),
+]
+
+
+@pytest.mark.parametrize(("source", "fragment"), BAD_DECODERS)
+def test_decoder_arguments_checked_at_the_decoder(source: str, fragment: str) -> None:
+    with pytest.raises(QueryCompileError, match=fragment.replace("(", r"\(").replace("]", r"\]")) as info:
+        compile_source(source)
+    assert info.value.position is not None and (info.value.position.line, info.value.position.col) == (1, 1)
+
+
+def test_call_arguments_checked() -> None:
+    from querylm.errors import QueryInputError
+
+    with pytest.raises(QueryError, match="top_k must be"):
+        querylm.run('"a [X]"', model="random", decoder="sample(top_k=0)")
+    with pytest.raises(QueryInputError, match="max_len must be"):
+        querylm.run('"a [X]"', model="random", max_len=0)

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..constraints.types import TypeNotSupported, typed_hole
 from ..constraints.where import UNKNOWN, build, conjuncts, names_in
-from ..errors import QueryCompileError, UnsupportedError
+from ..errors import Position, QueryCompileError, UnsupportedError
 from ..language.compile import CompiledQuery
 from ..language.ir import DECODER_ARGS, Hole
 
@@ -52,6 +52,7 @@ def plan(
     extra = set(dec.args) - DECODER_ARGS[dec.name]
     if extra:
         raise QueryCompileError(f"{dec.name} has no argument '{sorted(extra)[0]}'", dec.position)
+    check_decoder_args(dec.name, dec.args, dec.position)
     if dec.name not in IMPLEMENTED:
         raise UnsupportedError(
             f"the {dec.name} decoder is parsed but not supported yet: use argmax or sample(n=...)",
@@ -92,6 +93,27 @@ def plan(
             base_dir=base_dir,
         )
     return p
+
+
+_WHOLE_MIN = {"n": 1, "max_len": 1, "top_k": 1, "seed": 0, "budget": 1}
+
+
+def check_decoder_args(decoder: str, args: dict[str, Any], position: Position | None) -> None:
+    """Decoder arguments are checked once, here, before any model runs: whole numbers (not bools) at
+    or above their minimum, a temperature >= 0 (0 is greedy) and a top_p in (0, 1]."""
+    for name, value in args.items():
+        if name in _WHOLE_MIN:
+            low = _WHOLE_MIN[name]
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise QueryCompileError(
+                    f"{decoder}: {name} must be a whole number >= {low}, not {value!r}", position
+                )
+        elif name in ("temperature", "top_p"):
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            low_ok = number and (value > 0 if name == "top_p" else value >= 0)
+            if not low_ok or (name == "top_p" and value > 1):
+                bound = "in (0, 1]" if name == "top_p" else "a number >= 0"
+                raise QueryCompileError(f"{decoder}: {name} must be {bound}, not {value!r}", position)
 
 
 def static_type(node: ast.expr, env: dict[str, Any]) -> Any:

@@ -14,10 +14,10 @@ from ..backends.base import Backend
 from ..backends.models import resolve
 from ..decoding.choose import Argmax, Chooser, Sample
 from ..decoding.hole import HoleOutput, decode_hole
-from ..errors import ModelError, QueryCompileError, QuerySyntaxError, UnsupportedError
+from ..errors import ModelError, QueryCompileError, QueryInputError, QuerySyntaxError, UnsupportedError
 from ..language.ir import DECODERS, DecoderSpec
 from .execute import Decode, Execution, PendingHole, StreamFn
-from .plan import DECODER_ARGS, IMPLEMENTED, Plan
+from .plan import DECODER_ARGS, IMPLEMENTED, Plan, check_decoder_args
 from .result import QueryResult
 from .trace import Tracer
 
@@ -38,6 +38,7 @@ def parse_decoder(text: str) -> DecoderSpec:
         except ValueError:
             raise QuerySyntaxError(f"decoder arguments must be literal values: {text!r}") from None
     spec = DecoderSpec(DECODERS[name_node.id], args)
+    check_decoder_args(spec.name, args, None)
     extra = set(args) - DECODER_ARGS[spec.name]
     if extra:
         raise QueryCompileError(f"{spec.name} has no argument '{sorted(extra)[0]}'")
@@ -85,7 +86,9 @@ def run_plan(
     n = int(spec.args.get("n", 1))
     if n < 1:
         raise QueryCompileError(f"{spec.name}: n must be at least 1", spec.position)
-    limit = int(max_len or spec.args.get("max_len", 2048))
+    if max_len is not None and (isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1):
+        raise QueryInputError(f"max_len must be a whole number >= 1, not {max_len!r}")
+    limit = max_len if max_len is not None else int(spec.args.get("max_len", 2048))
     backend = _backend(model, plan, spec, device=device, dtype=dtype)
     if spec.name in ("beam", "beam_sample", "best_k") and not backend.supports_beams:
         raise UnsupportedError(
