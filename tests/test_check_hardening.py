@@ -130,3 +130,10 @@ def test_call_arguments_checked() -> None:
         querylm.run('"a [X]"', model="random", decoder="sample(top_k=0)")
     with pytest.raises(QueryInputError, match="max_len must be"):
         querylm.run('"a [X]"', model="random", max_len=0)
+
+
+def test_model_must_be_an_id_or_backend() -> None:
+    from querylm.errors import QueryInputError
+
+    with pytest.raises(QueryInputError, match="model must be a model id string or a Backend, not int"):
+        querylm.run('"a [X]"', model=123)  # type: ignore[arg-type]

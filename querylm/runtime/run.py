@@ -174,6 +174,8 @@ def _backend(
     if isinstance(model, Backend):
         return model
     query = plan.compiled.query
+    if model is not None and not isinstance(model, str):
+        raise QueryInputError(f"model must be a model id string or a Backend, not {type(model).__name__}")
     model_id = model if model is not None else query.model
     try:
         return resolve(model_id, seed=int(spec.args.get("seed") or 0), device=device, dtype=dtype)
