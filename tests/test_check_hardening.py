@@ -137,3 +137,24 @@ def test_model_must_be_an_id_or_backend() -> None:
 
     with pytest.raises(QueryInputError, match="model must be a model id string or a Backend, not int"):
         querylm.run('"a [X]"', model=123)  # type: ignore[arg-type]
+
+
+def test_dataclass_hole_with_module_types(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Optional, Literal, Annotated and a nested dataclass, under the module's own future import,
+    resolve in the query's module: the value is an instance, its fields typed."""
+    import importlib
+
+    (tmp_path / "dc_hole_mod.py").write_text(
+        "from __future__ import annotations\n"
+        "from dataclasses import dataclass\n"
+        "from typing import Annotated, Literal, Optional\n"
+        "import querylm\n\n"
+        "@dataclass\nclass Inner:\n    a: Annotated[int, 'meta']\n\n"
+        "@dataclass\nclass Item:\n    name: Optional[str]\n    kind: Literal['x', 'y']\n    inner: Inner\n\n"
+        "@querylm.query(model='random')\ndef q():\n    '''lmql\n    \"Item: [IT: Item]\"\n    return IT\n    '''\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    mod = importlib.import_module("dc_hole_mod")
+    value = mod.q()
+    assert isinstance(value, mod.Item) and isinstance(value.inner, mod.Inner)
+    assert value.kind in ("x", "y") and isinstance(value.inner.a, int)
