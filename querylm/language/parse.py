@@ -130,7 +130,8 @@ def _syntax_error(
         msg = f"invalid syntax in {what}"
     elif msg.startswith(("unterminated string", "unterminated triple-quoted string")):
         msg = "unterminated string"
-    elif msg == "unexpected indent" and err.text:  # at the statement, not the last blank before it
+    elif msg in ("unexpected indent", "unindent does not match any outer indentation level") and err.text:
+        # at the statement, not the last blank before it
         col = len(err.text) - len(err.text.lstrip())
     return QuerySyntaxError(msg, smap.position(line, col))
 
@@ -332,7 +333,8 @@ def _parse_clause(
 
 def _rewrite_inline_where(src: str, smap: SourceMap) -> tuple[str, set[tuple[int, int]]]:
     """Turn ``"prompt" where C`` into ``"prompt" if    C else None`` (same columns), a valid Python
-    expression; return the new text and the positions of the rewritten ``where`` keywords."""
+    expression; return the new text and the positions of the rewritten ``where`` keywords, as (line,
+    UTF-8 byte column) like ast's ``col_offset``, so that ``_prompt_of`` compares like with like."""
     lines = src.split("\n")
     marks: set[tuple[int, int]] = set()
     edits: list[tuple[int, int, str, str]] = []  # (line, col, old, new)
@@ -348,7 +350,8 @@ def _rewrite_inline_where(src: str, smap: SourceMap) -> tuple[str, set[tuple[int
             elif depth == 0 and tok.type == tokenize.NAME and tok.string == "where":
                 # Parse the constraint alone first: an error in it must not speak of our rewrite.
                 _parse_in_place(lines, tok, line.tokens[-1].end, smap, "the where constraint")
-                marks.add(tok.start)
+                # ast reports columns in UTF-8 bytes (the one place they meet tokenize's characters)
+                marks.add((tok.start[0], len(lines[tok.start[0] - 1][: tok.start[1]].encode())))
                 edits.append((tok.start[0], tok.start[1], "where", "if   "))
                 last = line.tokens[-1]
                 edits.append((last.end[0], last.end[1], "", " else None"))
