@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from querylm import compile_source
+from querylm import QueryError, QuerySyntaxError, UnsupportedError, compile_source
 
 
 def events(src: str) -> list[tuple[str, str]]:
@@ -82,3 +82,36 @@ def test_any_unicode_prompts_keep_every_prompt_and_hole(prompts: list[tuple[str,
         lines.append(f'"{text}[H{i}]"' + (f" where len(H{i}) < 5" if inline else ""))
         expected += ([("text", text)] if text else []) + [("hole", f"H{i}")]
     assert events("\n".join(lines)) == expected
+
+
+BAD = [
+    ('"a [None]"', QuerySyntaxError, "'None' is reserved", 1, 4),
+    ('"a [True]"', QuerySyntaxError, "'True' is reserved", 1, 4),
+    ('"a [False]"', QuerySyntaxError, "'False' is reserved", 1, 4),
+    ('"a [if]"', QuerySyntaxError, "'if' is reserved", 1, 4),
+    ('"a [__debug__]"', QuerySyntaxError, "'__debug__' is reserved", 1, 4),
+    ('"a [X]"\nyield X', UnsupportedError, "'yield' inside a query body", 2, 1),
+    ('"a [X]"\nif X:\n    y = yield from X', UnsupportedError, "'yield from'", 3, 9),
+    ('"a [X]"\nx = 1\x00', QuerySyntaxError, "a NUL character", 2, 6),
+    ('"a\x00 [X]"', QuerySyntaxError, "a NUL character", 1, 3),
+    ('if x:\n    "a [X]"\n  y = 1', QuerySyntaxError, "unindent does not match", 3, 3),
+    ('"a [X]"\nwhere ' + "not " * 5000 + "INT(X)", QuerySyntaxError, "nests too deeply", 2, 1),
+    ('"a [X]"\nwhere ' + "-" * 100_000 + "X == 1", QuerySyntaxError, "nests too deeply", 2, 1),
+    ('"a [X]"\nwhere ' + "not " * 300 + "INT(X)", QuerySyntaxError, "nests too deeply", 2, 807),
+]
+
+
+@pytest.mark.parametrize("src, cls, message, line, col", BAD)
+def test_bad_input_is_a_positioned_query_error(
+    src: str, cls: type, message: str, line: int, col: int
+) -> None:
+    with pytest.raises(QueryError) as info:
+        compile_source(src)
+    err = info.value
+    assert type(err) is cls and message in err.message, f"{type(err).__name__}: {err}"
+    assert err.position is not None and (err.position.line, err.position.col) == (line, col), str(err)
+
+
+def test_a_full_width_hole_name_is_the_variable_its_where_clause_reads() -> None:
+    """Python NFKC-normalises identifiers: [ＸＹ] and len(ＸＹ) both mean XY."""
+    assert events('"a [ＸＹ]" where len(ＸＹ) < 3') == [("text", "a "), ("hole", "XY")]
