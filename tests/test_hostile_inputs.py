@@ -7,6 +7,7 @@ prompt); odd hole names, ``yield``, NUL bytes and absurd nesting are positioned 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -115,3 +116,33 @@ def test_bad_input_is_a_positioned_query_error(
 def test_a_full_width_hole_name_is_the_variable_its_where_clause_reads() -> None:
     """Python NFKC-normalises identifiers: [ＸＹ] and len(ＸＹ) both mean XY."""
     assert events('"a [ＸＹ]" where len(ＸＹ) < 3') == [("text", "a "), ("hole", "XY")]
+
+
+EXAMPLES = sorted(p.read_text(encoding="utf-8") for p in Path(__file__).parent.parent.glob("examples/*.lmql"))
+
+
+@settings(max_examples=200, deadline=1000, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from(EXAMPLES),
+    st.lists(
+        st.tuples(st.sampled_from(["insert", "delete", "swap"]), st.integers(0, 10_000), st.characters()),
+        min_size=1,
+        max_size=4,
+    ),
+)
+def test_mutated_examples_compile_or_raise_a_query_error(
+    text: str, edits: list[tuple[str, int, str]]
+) -> None:
+    """Any edit of a shipped example compiles or is a QueryError: never a raw exception."""
+    for op, at, ch in edits:
+        i = at % (len(text) + 1)
+        if op == "insert":
+            text = text[:i] + ch + text[i:]
+        elif op == "delete":
+            text = text[:i] + text[i + 1 :]
+        elif i + 1 < len(text):
+            text = text[:i] + text[i + 1] + text[i] + text[i + 2 :]
+    try:
+        compile_source(text)
+    except QueryError:
+        pass
