@@ -14,7 +14,7 @@ import io
 import tokenize
 from dataclasses import dataclass
 
-from ..errors import QueryCompileError, QuerySyntaxError
+from ..errors import QueryCompileError, QuerySyntaxError, UnsupportedError
 from . import template
 from .ir import DECODER_ARGS, DECODERS, DecoderSpec, Distribution, Hole, Prompt, Query, Role, SourceMap
 
@@ -56,6 +56,7 @@ def parse(
     lines = text.split("\n")
     smap = SourceMap(filename, file_lines if file_lines is not None else lines, first_line)
     smap.col_shift[1] = first_col
+    _refuse_nul(lines, smap)
     lines = _dedent(lines, smap)
     logical = _logical_lines("\n".join(lines), smap)
 
@@ -111,6 +112,38 @@ def _dedent(lines: list[str], smap: SourceMap) -> list[str]:
     return out
 
 
+def _refuse_nul(lines: list[str], smap: SourceMap) -> None:
+    """Python refuses NUL bytes without saying where; say where."""
+    for i, ln in enumerate(lines, start=1):
+        if "\0" in ln:
+            raise QuerySyntaxError("a NUL character in the query", smap.position(i, ln.index("\0")))
+
+
+MAX_DEPTH = 200
+"""How deeply a query's expressions and statements may nest. Python's parser gives up (RecursionError,
+MemoryError) somewhere beyond, and the compiler's recursive walkers earlier; no real query comes near."""
+
+
+def _ast_parse(src: str, mode: str, smap: SourceMap, at: tuple[int, int]) -> ast.AST:
+    """``ast.parse``, with nesting too deep for Python (or for us) a positioned error at ``at`` (the
+    piece's start) or at the first node nested too deeply. A SyntaxError is the caller's to map."""
+    try:
+        tree = ast.parse(src, mode=mode)
+    except (RecursionError, MemoryError):
+        raise QuerySyntaxError(
+            f"the query nests too deeply (more than {MAX_DEPTH} levels)", smap.position(*at)
+        ) from None
+    stack: list[tuple[ast.AST, int]] = [(tree, 0)]
+    while stack:  # iteratively: a recursive walk is what must not overflow
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise QuerySyntaxError(
+                f"the query nests too deeply (more than {MAX_DEPTH} levels)", smap.of(node)
+            )
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+    return tree
+
+
 def _blank(lines: list[str], upto: int) -> str:
     """Newlines that keep the text after them on its original line numbers."""
     return "\n" * (upto - 1)
@@ -130,7 +163,8 @@ def _syntax_error(
         msg = f"invalid syntax in {what}"
     elif msg.startswith(("unterminated string", "unterminated triple-quoted string")):
         msg = "unterminated string"
-    elif msg == "unexpected indent" and err.text:  # at the statement, not the last blank before it
+    elif msg in ("unexpected indent", "unindent does not match any outer indentation level") and err.text:
+        # at the statement, not the last blank before it
         col = len(err.text) - len(err.text.lstrip())
     return QuerySyntaxError(msg, smap.position(line, col))
 
@@ -238,9 +272,11 @@ def _parse_decoder(line: _Line, lines: list[str], smap: SourceMap) -> DecoderSpe
         raise QueryCompileError(f"unknown decoder '{tok.string}' (known: {known})", pos)
     src = _blank(lines, line.start) + "\n".join(lines[line.start - 1 : line.end])
     try:
-        node = ast.parse(src, mode="eval").body
+        tree = _ast_parse(src, "eval", smap, tok.start)
     except SyntaxError as err:
         raise _syntax_error(err, smap, "the decoder clause") from None
+    assert isinstance(tree, ast.Expression)
+    node = tree.body
     args: dict[str, object] = {}
     if isinstance(node, ast.Call):
         if node.args:
@@ -279,13 +315,14 @@ def _parse_in_place(
     body[0] = "(" + " " * (width - 1) + body[0][c + len(kw.string) :]
     src = _blank(lines, ln) + "\n".join(body) + "\n)"
     try:
-        expr = ast.parse(src, mode="eval")
+        expr = _ast_parse(src, "eval", smap, kw.start)
     except SyntaxError as err:
         if err.msg.startswith("invalid syntax. Perhaps you forgot a comma"):
             err.msg = "invalid syntax"
         if err.lineno == ln and err.offset and err.offset - 1 >= width:  # back to the user's characters
             err.offset += c + len(kw.string) - width
         raise _syntax_error(err, smap, what, end=last) from None
+    assert isinstance(expr, ast.Expression)
     if isinstance(expr.body, ast.Tuple) and not expr.body.elts:
         raise QuerySyntaxError(f"empty {what.removeprefix('the ')}", smap.position(ln, c))
     return expr
@@ -332,7 +369,8 @@ def _parse_clause(
 
 def _rewrite_inline_where(src: str, smap: SourceMap) -> tuple[str, set[tuple[int, int]]]:
     """Turn ``"prompt" where C`` into ``"prompt" if    C else None`` (same columns), a valid Python
-    expression; return the new text and the positions of the rewritten ``where`` keywords."""
+    expression; return the new text and the positions of the rewritten ``where`` keywords, as (line,
+    UTF-8 byte column) like ast's ``col_offset``, so that ``_prompt_of`` compares like with like."""
     lines = src.split("\n")
     marks: set[tuple[int, int]] = set()
     edits: list[tuple[int, int, str, str]] = []  # (line, col, old, new)
@@ -348,7 +386,8 @@ def _rewrite_inline_where(src: str, smap: SourceMap) -> tuple[str, set[tuple[int
             elif depth == 0 and tok.type == tokenize.NAME and tok.string == "where":
                 # Parse the constraint alone first: an error in it must not speak of our rewrite.
                 _parse_in_place(lines, tok, line.tokens[-1].end, smap, "the where constraint")
-                marks.add(tok.start)
+                # ast reports columns in UTF-8 bytes (the one place they meet tokenize's characters)
+                marks.add((tok.start[0], len(lines[tok.start[0] - 1][: tok.start[1]].encode())))
                 edits.append((tok.start[0], tok.start[1], "where", "if   "))
                 last = line.tokens[-1]
                 edits.append((last.end[0], last.end[1], "", " else None"))
@@ -387,6 +426,17 @@ def _first_await(tree: ast.AST) -> ast.AST | None:
         if found is not None:
             return found
     return None
+
+
+def _refuse_yield(tree: ast.AST, smap: SourceMap) -> None:
+    """The body becomes a generator whose yields are the prompt's events: the query's own ``yield``
+    (not one in a nested function) would be taken for one."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, (ast.Yield, ast.YieldFrom)):
+            word = "yield from" if isinstance(node, ast.YieldFrom) else "yield"
+            raise UnsupportedError(f"'{word}' inside a query body: a query is not a generator", smap.of(node))
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+            _refuse_yield(node, smap)
 
 
 class _PromptExtractor(ast.NodeTransformer):
@@ -471,9 +521,11 @@ def _parse_body(query: Query, lines: list[str], start: int, end: int, smap: Sour
     src = _blank(lines, start) + "\n".join(body_lines)
     src, marks = _rewrite_inline_where(src, smap)
     try:
-        module = ast.parse(src, mode="exec")
+        module = _ast_parse(src, "exec", smap, (start, 0))
     except SyntaxError as err:
         raise _syntax_error(err, smap, "the query body") from None
+    assert isinstance(module, ast.Module)
+    _refuse_yield(module, smap)
     module.body = _PromptExtractor(query, marks, src)._visit_block(module.body)
     query.body = module
     query.first_await = _first_await(module)

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import ast
+import keyword
+import unicodedata
 
 from ..errors import Position, QuerySyntaxError
 from .ir import ROLES, Hole, Interpolation, Role, Segment, SourceMap, Text
@@ -124,12 +126,20 @@ def _interpolation(inner: str, pos: Position) -> Interpolation:
 
 
 def _hole(inner: str, pos: Position, index: int) -> Hole:
+    """A hole's name becomes a Python variable, so it must be one: an identifier that is no keyword
+    (``[if]``, ``[None]`` could never be referred to) nor ``__debug__``. It is NFKC-normalised as Python
+    normalises every identifier it reads (``[ＸＹ]`` is the variable ``XY`` in the where clause and in
+    the code), so the hole, its constraints and its result all use the normalised name."""
     name, sep, type_src = inner.partition(":")
-    name = name.strip()
+    name = unicodedata.normalize("NFKC", name.strip())
     if not name.isidentifier():
         raise QuerySyntaxError(
             f"invalid hole '[{inner}]': a hole is [NAME] or [NAME: type]; write '[[' for a literal bracket",
             pos,
+        )
+    if keyword.iskeyword(name) or name == "__debug__":
+        raise QuerySyntaxError(
+            f"invalid hole '[{inner}]': '{name}' is reserved in Python and can't name a hole", pos
         )
     type_expr = None
     if sep:
