@@ -23,9 +23,12 @@ tool_choice is a constraint on the grammar, not a request: "auto" (answer or cal
 "none" (an answer), a tool's name (a call of that tool), a list of names (answer or a call of those), or
 ``{"mode": "required", "tools": [...]}`` (OpenAI's ``{"type": "function", ...}`` and ``{"type":
 "allowed_tools", ...}`` forms are read too). On OpenAI it is passed through (a subset as
-``allowed_tools``), and a call of a tool it does not allow is refused locally. With
-``reset_tool_choice`` (the default) a forced choice holds for the first turn only, so a model made to
-call a tool is then free to answer.
+``allowed_tools``), and a call of a tool it does not allow is refused locally. The set of tools a
+choice allows holds for the whole run and never widens: the grammar can't generate another tool's call,
+and dispatch refuses one (a hosted server may ignore the grammar) as an ``unknown_tool`` error result,
+never running it. With ``reset_tool_choice`` (the default) only the *obligation* to call lapses after
+the first turn: "required" or a forced name then lets the model answer in text, but it may still call
+only the tools the choice allowed (a forced name stays the only one).
 
 Streaming: on local models ``token`` events come token by token; hosted turns are not streamed, so a
 turn's text comes as one ``token`` event when its answer arrives.
@@ -361,6 +364,8 @@ class Agent:
         that does not fit is reported as truncated, never run). None sizes each turn to its calls: the
         most tokens the allowed tools' calls can take under their bounded schemas (``call_token_bound``),
         at least ``TEXT_TURN_TOKENS``; so a call always fits and is valid by construction.
+        ``reset_tool_choice``: after the first turn a choice that forces a call ("required", a name,
+        mode "required") lets the model answer instead; the tools it allows stay the same for the run.
         ``parallel_tool_calls``: calls one turn may make (run concurrently, at most ``max_concurrency``
         at once). ``approve(call, tool)``: called before each tool runs; False or a reason refuses the
         call (the model reads why). ``answer_last_turn``: the last turn
@@ -461,13 +466,15 @@ class Agent:
         messages.append({"role": "user", "content": message})
         driver = await asyncio.to_thread(driver_type, self, backend, messages)
         choice_arg: ToolChoice = tool_choice if tool_choice is not None else self.tool_choice
+        # Resolved once: the allowed tools hold for the whole run; a reset only lifts the obligation.
+        run_choice = resolve_choice(choice_arg, registry) if len(registry) else Choice(True, ())
         results: list[ToolResult] = []
         tokens = 0
         output = ""
         stopped: StopReason = "max_turns"
         turn = 0
         for turn in range(1, self.max_turns + 1):
-            choice = resolve_choice(choice_arg, registry) if len(registry) else Choice(True, ())
+            choice = run_choice
             calls_left = self.max_tool_calls - len(results)
             last = turn == self.max_turns or calls_left <= 0
             if calls_left <= 0 or (last and self.answer_last_turn):
@@ -508,7 +515,7 @@ class Agent:
             driver.add_results(turn_results)
             yield AgentEvent("turn_end", turn, text=out.text)
             if self.reset_tool_choice:
-                choice_arg = "auto"
+                run_choice = Choice(True, run_choice.tools)
         else:
             stopped = "max_turns"
         result = AgentResult(output, messages, results, turn, tokens, stopped, driver.usage)

@@ -50,6 +50,35 @@ COMPACT_JSON = {"whitespace_flexible": False, "item_separator": ", ", "key_separ
 """Compact separators in generated JSON: flexible whitespace lets a small model emit newlines forever."""
 
 
+MAX_ERROR_TEXT = 2000
+"""The most characters of one error message (and of each schema error) the model reads: a 10 MB bad
+argument must not send megabytes back (``…(truncated, N chars)`` says how much there was)."""
+
+
+def bounded(text: str, limit: int = MAX_ERROR_TEXT) -> str:
+    """``text`` cut to ``limit`` characters, with a marker saying how long it was."""
+    if len(text) <= limit:
+        return text
+    return text[:limit] + f"…(truncated, {len(text)} chars)"
+
+
+def safe_str(obj: Any) -> str:
+    """``str(obj)``, or a description when that raises: a tool's exception or value may be hostile."""
+    try:
+        return str(obj)
+    except BaseException:  # noqa: BLE001 - whatever __str__ raises, dispatch must not
+        return f"<{type(obj).__name__} whose str() raised>"
+
+
+class _Raised(Exception):
+    """Carries what a tool raised out of its thread or coroutine, BaseExceptions (SystemExit,
+    StopIteration) included: those can't cross a Future or a coroutine boundary as themselves."""
+
+    def __init__(self, err: BaseException):
+        super().__init__()
+        self.err = err
+
+
 def new_call_id() -> str:
     return "call_" + uuid.uuid4().hex[:12]
 
@@ -107,7 +136,7 @@ class ToolResult:
 def value_text(value: Any) -> str:
     """A tool's return value as the model reads it: strings as they are, everything else as JSON."""
     if isinstance(value, str):
-        return value
+        return str.__str__(value)
     dump = getattr(value, "model_dump_json", None)
     if callable(dump):
         return str(dump())
@@ -119,6 +148,8 @@ def value_text(value: Any) -> str:
         return json.dumps(value, ensure_ascii=False, default=str)
     except (TypeError, ValueError):
         return str(value)
+    # RecursionError (a self-referencing or too deeply nested value) and anything a default=str
+    # conversion raises are left to the caller, which reports them as the tool's fault.
 
 
 def error_text(result: ToolResult, detail: ErrorDetail, trace: str = "") -> str:
@@ -369,8 +400,8 @@ class ToolRegistry:
         if isinstance(obj, (str, bytes)):
             try:
                 obj = json.loads(obj)
-            except ValueError as err:
-                return self._error(None, "invalid_json", f"the call is not valid JSON: {err}", raw=raw)
+            except (ValueError, RecursionError) as err:
+                return self._error(None, "invalid_json", f"the call is not valid JSON: {_why(err)}", raw=raw)
         if isinstance(obj, dict) and isinstance(obj.get("function"), dict):  # OpenAI's tool_calls entry
             obj = {**obj["function"], "id": obj.get("id")}
         if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
@@ -381,9 +412,10 @@ class ToolRegistry:
         if isinstance(args, (str, bytes)):
             try:
                 args = json.loads(args) if args.strip() else {}
-            except ValueError as err:
+            except (ValueError, RecursionError) as err:
                 call = ToolCall(obj["name"], {}, obj.get("id") or new_call_id())
-                return self._error(call, "invalid_json", f"the arguments are not valid JSON: {err}", raw=raw)
+                why = _why(err)
+                return self._error(call, "invalid_json", f"the arguments are not valid JSON: {why}", raw=raw)
         if args is None:
             args = {}
         call = ToolCall(obj["name"], args, obj.get("id") or new_call_id())
@@ -414,7 +446,12 @@ class ToolRegistry:
             avail = ", ".join(self.names) or "none"
             why = "is not available here" if parsed.name in self._tools else "does not exist"
             return self._error(parsed, "unknown_tool", f"tool {parsed.name!r} {why} (available: {avail})")
-        issues = t.validate(parsed.arguments)
+        try:
+            issues = t.validate(parsed.arguments)
+        except RecursionError:
+            return self._error(
+                parsed, "invalid_arguments", f"the arguments of {t.name} are nested too deeply"
+            )
         if issues:
             n = len(issues)
             msg = f"{n} argument error{'s' * (n > 1)} for {t.name}: " + "; ".join(map(str, issues))
@@ -429,8 +466,14 @@ class ToolRegistry:
             try:
                 kwargs = t.bind(parsed.arguments)
             except Exception as err:  # pydantic's conversion refused what jsonschema accepted
-                return self._error(parsed, "invalid_arguments", f"{t.name}: {err}")
+                return self._error(parsed, "invalid_arguments", f"{t.name}: {safe_str(err)}")
             value = await asyncio.wait_for(_invoke(t, kwargs), timeout)
+        except _Raised as raised:
+            exc = raised.err
+            return self._error(
+                parsed, "exception", f"{t.name} raised {type(exc).__name__}: {safe_str(exc)}",
+                elapsed=time.perf_counter() - start, trace=_trace(exc),
+            )  # fmt: skip
         except (asyncio.TimeoutError, TimeoutError):
             return self._error(
                 parsed,
@@ -438,13 +481,14 @@ class ToolRegistry:
                 f"{t.name} did not finish within {timeout:g} s",
                 elapsed=time.perf_counter() - start,
             )
-        except Exception as err:
-            trace = "".join(traceback.format_exception(type(err), err, err.__traceback__)[-3:])
+        try:
+            content = value_text(value)
+        except Exception as err:  # a hostile value: a __str__ or model_dump_json that raises, a cycle
             return self._error(
-                parsed, "exception", f"{t.name} raised {type(err).__name__}: {err}",
-                elapsed=time.perf_counter() - start, trace=trace,
+                parsed, "exception", f"the result of {t.name} can't be written as text: "
+                f"{type(err).__name__}: {safe_str(err)}", elapsed=time.perf_counter() - start, trace=_trace(err),
             )  # fmt: skip
-        return ToolResult(parsed, True, value, elapsed=time.perf_counter() - start, content=value_text(value))
+        return ToolResult(parsed, True, value, elapsed=time.perf_counter() - start, content=content)
 
     async def adispatch_many(
         self, calls: Iterable[Any], *, approve: Approve | None = None, max_concurrency: int | None = None
@@ -473,9 +517,20 @@ class ToolRegistry:
         elapsed: float = 0.0,
         trace: str = "",
     ) -> ToolResult:
-        r = ToolResult(call, False, None, kind, message, list(issues or []), elapsed, raw=raw)
-        r.content = (
-            self.error_detail(r) if callable(self.error_detail) else error_text(r, self.error_detail, trace)
+        short = [SchemaIssue(i.path, bounded(i.message, 500), i.keyword) for i in issues or []]
+        r = ToolResult(call, False, None, kind, bounded(message), short, elapsed, raw=raw)
+        if callable(self.error_detail):
+            try:
+                text = self.error_detail(r)
+                r.content = bounded(text if isinstance(text, str) else safe_str(text), 4 * MAX_ERROR_TEXT)
+                return r
+            except Exception as err:  # a failing hook must not lose the result: the default text
+                r.message = bounded(
+                    f"{r.message} (error_detail raised {type(err).__name__}: {safe_str(err)})"
+                )
+                trace = ""
+        r.content = error_text(
+            r, "errors" if callable(self.error_detail) else self.error_detail, bounded(trace)
         )
         return r
 
@@ -559,6 +614,18 @@ def _json_bytes(s: Any, defs: dict[str, Any], seen: set[str]) -> int | None:
     return max(sizes)  # type: ignore[type-var]
 
 
+def _why(err: BaseException) -> str:
+    return "it is nested too deeply" if isinstance(err, RecursionError) else safe_str(err)
+
+
+def _trace(err: BaseException) -> str:
+    """The last lines of ``err``'s traceback (for ``error_detail="full"``), never raising."""
+    try:
+        return "".join(traceback.format_exception(type(err), err, err.__traceback__)[-3:])
+    except BaseException:  # noqa: BLE001 - an exception whose str() raises
+        return ""
+
+
 async def _approval(approve: Approve, call: ToolCall, t: Tool) -> str | None:
     """None if approved, else the reason it was not."""
     try:
@@ -575,12 +642,24 @@ async def _approval(approve: Approve, call: ToolCall, t: Tool) -> str | None:
 
 
 async def _invoke(t: Tool, kwargs: dict[str, Any]) -> Any:
+    """Run the tool: an async one on the caller's loop, a sync one in a daemon thread. Whatever it
+    raises comes back as ``_Raised`` (SystemExit would otherwise end the loop, StopIteration can't
+    cross a coroutine)."""
     if t.is_async:
-        return await t.fn(**kwargs)
+        return await _awaited(t.fn(**kwargs))
     value = await _in_daemon_thread(t.fn, kwargs, t.name)
     if inspect.isawaitable(value):  # a sync function that returned a coroutine
-        value = await value
+        value = await _awaited(value)
     return value
+
+
+async def _awaited(value: Any) -> Any:
+    try:
+        return await value
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        raise
+    except BaseException as err:  # noqa: BLE001 - reported as the tool's exception
+        raise _Raised(err) from None
 
 
 def _in_daemon_thread(fn: Callable[..., Any], kwargs: dict[str, Any], name: str) -> asyncio.Future[Any]:
@@ -594,7 +673,7 @@ def _in_daemon_thread(fn: Callable[..., Any], kwargs: dict[str, Any], name: str)
         if fut.done():
             return
         if err is not None:
-            fut.set_exception(err)
+            fut.set_exception(_Raised(err))
         else:
             fut.set_result(value)
 
