@@ -61,7 +61,8 @@ def _catalogue() -> list[tuple[str, str, str, type[QueryError] | None, str, int 
     for i, (src, cls, message, line, col) in enumerate(HOSTILE):
         rows.append((_hostile_category(src, message), f"hostile-{i}", src, cls, message, line, col))
     for i, (src, cls, message, line, col) in enumerate(PATH_CASES):
-        rows.append(("grammar paths", f"grammar-path-{i}", src, cls, message, line, col))
+        category = "grammar paths" if "grammar" in message else "prompt strings and holes"
+        rows.append((category, f"check-{i}", src, cls, message, line, col))
     for i, (src, message) in enumerate(BAD_DECODERS):
         rows.append(("decoder arguments", f"decoder-arg-{i}", src, None, message, 1, 1))
     return rows

@@ -20,6 +20,8 @@ CASES = [
     ('"Q: [X]" where GRAMMAR(X, "/proc/self/environ")', QueryCompileError, "unknown grammar", 1, 27),
     ('"Q: [X]" where GRAMMAR(X, "/etc/hostname.lark")', QueryCompileError, "unknown grammar", 1, 27),
     ('"Q: [X]" where GRAMMAR(X, "nope/../../x.lark")', QueryCompileError, "unknown grammar", 1, 27),
+    ('x = "a"\n"Q: " + x + " [X]" where len(X) < 3', QueryCompileError, "must be one string literal", 2, 1),
+    ('"[X]" where len(Y) < 3', QueryCompileError, "mentions no hole of its prompt (X), only Y", 1, 13),
 ]
 
 

@@ -137,9 +137,12 @@ def _check_inline_wheres(query: Query) -> None:
             own.setdefault(id(hole.inline_where), (hole.inline_where, set()))[1].add(hole.name)
     for where, names in own.values():
         for c in _conjuncts(where.body):
-            if not names & {n.id for n in ast.walk(c) if isinstance(n, ast.Name)}:
+            mentioned = {n.id for n in ast.walk(c) if isinstance(n, ast.Name)}
+            if not names & mentioned:
+                others = sorted(mentioned - set(functions.NAMES) - BUILTIN_NAMES)
+                only = f", only {', '.join(others)}" if others else ""
                 raise QueryCompileError(
-                    f"this constraint mentions no hole of its prompt ({', '.join(sorted(names))}): "
+                    f"this constraint mentions no hole of its prompt ({', '.join(sorted(names))}){only}: "
                     "constrain other holes in their own prompt or in the query's where clause",
                     query.source_map.of(c),
                 )

@@ -467,7 +467,12 @@ class _PromptExtractor(ast.NodeTransformer):
             )
         if isinstance(node, ast.Constant) and not isinstance(node.value, str):
             raise QuerySyntaxError("a prompt statement must be a string", smap.of(node))
-        assert isinstance(node, ast.Constant) and isinstance(node.value, str)
+        if not (isinstance(node, ast.Constant) and isinstance(node.value, str)):
+            raise QueryCompileError(
+                "a prompt with holes or a where constraint must be one string literal: interpolate "
+                'values with {expr} inside it (e.g. "Q: {x} [X]"), not with +',
+                smap.of(node),
+            )
         raw = ast.get_source_segment(self.src, node) or ""
         first_index = len(self.query.holes)
         segments = template.parse_template(node.value, raw, node, smap, first_index)
