@@ -907,19 +907,26 @@ class _TooSlow(Exception):
 def _read_within(raw: Any, ends_at: float) -> bytes:
     """A response's body, read in chunks against the wall clock: the HTTP client's timeout bounds
     each read only, which a server sending a byte at a time never reaches."""
-    import httpx
-
+    http = _sdk_http()
     body = bytearray()
     try:
         for chunk in raw.iter_bytes():
             body += chunk
             if time.monotonic() > ends_at:
                 raise _TooSlow
-    except httpx.TimeoutException:
+    except http.TimeoutException:
         raise _TooSlow from None
-    except httpx.HTTPError as err:
+    except http.HTTPError as err:
         raise _Malformed(f"the body broke off ({type(err).__name__})") from None
     return bytes(body)
+
+
+def _sdk_http() -> Any:
+    """The HTTP library the openai SDK is built on (``httpx``, or ``httpx2`` in recent releases): its
+    exceptions are what a body read through the SDK raises."""
+    import openai._base_client as base
+
+    return getattr(base, "httpx2", None) or base.httpx
 
 
 def _parse(kind: str, body: bytes) -> Any:
