@@ -24,10 +24,10 @@ def write_query(tmp_path: Path) -> Callable[..., Path]:
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """llama.cpp's OpenAI-compatible server (llama-cpp-python) serving the default model's GGUF on
+    """llama.cpp's native OpenAI-compatible server (xllamacpp) serving the default model's GGUF on
     loopback, once per session (test_openai_llamacpp.py, test_tools_hosted.py)."""
-    if importlib.util.find_spec("llama_cpp") is None:
-        pytest.skip("llama-cpp-python[server] is not installed")
+    if importlib.util.find_spec("xllamacpp") is None:
+        pytest.skip("xllamacpp (llama.cpp's native server; in the test extra) is not installed")
     from querylm.backends.models import default_gguf
     from querylm.backends.openai_server import LlamaServer
 

@@ -1,5 +1,5 @@
-"""The hosted backend against a real OpenAI-compatible server: llama.cpp's (llama-cpp-python) serving the
-default model's GGUF on loopback, through the real ``openai`` client. Chat and completions, grammars,
+"""The hosted backend against a real OpenAI-compatible server: llama.cpp's serving the
+default model's GGUF on loopback (the native C++ server, from xllamacpp), through the real ``openai`` client. Chat and completions, grammars,
 logit_bias, stop, max_tokens, logprobs, and faults injected by a proxy in front of the server."""
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from pathlib import Path
 
 import pytest
 
-if importlib.util.find_spec("llama_cpp") is None:
-    pytest.skip("llama-cpp-python[server] is not installed", allow_module_level=True)
 if importlib.util.find_spec("openai") is None:
     pytest.skip("the openai SDK is not installed", allow_module_level=True)
 

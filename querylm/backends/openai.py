@@ -19,9 +19,11 @@ Model ids: ``openai/<model>`` with options as a query string, e.g.
 from __future__ import annotations
 
 import email.utils
+import functools
 import importlib.util
 import json
 import logging
+import math
 import os
 import random
 import re
@@ -38,7 +40,7 @@ import numpy as np
 from ..constraints.lang import Grammar
 from ..constraints.matcher import Matcher
 from ..decoding.hole import FREE_TEXT, HoleOutput
-from ..errors import BackendError, ConstraintError, ModelError, UnsupportedError
+from ..errors import BackendError, ConstraintError, ModelError, QueryError, UnsupportedError
 from . import openai_gbnf as gbnf
 from .base import Backend, Batch, Sequence
 
@@ -56,6 +58,7 @@ _OPTION_TYPES: dict[str, Callable[[str], Any]] = {
     "chunk_tokens": int,
     "backoff": float,
     "max_backoff": float,
+    "deadline": lambda s: None if s.lower() in ("", "none") else float(s),
     "logprobs": lambda s: s.lower() in ("1", "true", "yes"),
     "mechanisms": lambda s: tuple(m for m in s.split(",") if m),
 }
@@ -63,6 +66,59 @@ TAIL = 8
 """Characters a server grammar lets a model write past a value that could go on, to say that it ends
 (see ``openai_gbnf.dfa_gbnf``); cut off locally."""
 _KEY_PATTERN = re.compile(r"\b(sk|sess|key)-[A-Za-z0-9_\-]{6,}")
+
+
+class ScrubbedError(Exception):
+    """Stands in an exception chain for a foreign exception (the SDK's, httpx's, the server's) whose
+    attributes may hold the key (a request's headers, a response body): its type name and scrubbed text."""
+
+
+def scrub_exception(err: BaseException, scrub: Callable[[str], str]) -> BaseException:
+    """``err`` with the key gone from every text it and its chain carry: querylm's errors have their
+    message and args scrubbed in place, foreign exceptions under it are replaced by ScrubbedErrors.
+    (A foreign ``err`` itself keeps its type, with scrubbed args.)"""
+    seen: dict[int, BaseException] = {}
+
+    def clean(e: BaseException | None, top: bool) -> BaseException | None:
+        if e is None:
+            return None
+        if id(e) in seen:
+            return seen[id(e)]
+        if top or isinstance(e, QueryError):
+            out = e
+            out.args = tuple(scrub(a) if isinstance(a, str) else a for a in e.args)
+            if isinstance(e, QueryError):
+                e.message = scrub(e.message)
+        else:
+            out = ScrubbedError(scrub(f"{type(e).__module__}.{type(e).__qualname__}: {e}"))
+            out.__traceback__ = e.__traceback__
+        seen[id(e)] = out
+        notes = getattr(e, "__notes__", None)
+        if notes:
+            out.__notes__ = [scrub(str(n)) for n in notes]  # type: ignore[attr-defined]
+        out.__cause__ = clean(e.__cause__, False)
+        out.__context__ = clean(e.__context__, False)
+        out.__suppress_context__ = e.__suppress_context__
+        return out
+
+    clean(err, True)
+    return err
+
+
+def _scrubbing(method: Callable[..., Any]) -> Callable[..., Any]:
+    """The scrubbing boundary: whatever leaves ``method`` (of a backend, or of an object with a
+    ``backend``) has the API key scrubbed from its message, args and exception chain."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except BaseException as err:
+            backend = self if isinstance(self, OpenAIBackend) else self.backend
+            scrub_exception(err, backend._scrub)
+            raise
+
+    return wrapper
 
 
 def load(model_id: str) -> OpenAIBackend:
@@ -242,6 +298,9 @@ class Usage:
     cached_tokens: int | None = None
     """Prompt tokens the server reports as served from its cache (None: it reports none)."""
     holes: list[HoleUsage] = field(default_factory=list)
+    ends_at: float | None = field(default=None, repr=False, compare=False)
+    """The run's deadline on the monotonic clock (set at its first request; None: not started, or no
+    deadline)."""
 
     def add_response(self, usage: Any, hole: HoleUsage) -> None:
         if usage is None:
@@ -349,9 +408,11 @@ class OpenAIBackend(Backend):
         "chunk_tokens",
         "backoff",
         "max_backoff",
+        "deadline",
         "logprobs",
     )
 
+    @_scrubbing
     def __init__(
         self,
         model: str,
@@ -371,6 +432,7 @@ class OpenAIBackend(Backend):
         chunk_tokens: int = 256,
         backoff: float = 0.5,
         max_backoff: float = 30.0,
+        deadline: float | None = 600.0,
         logprobs: bool = False,
         http_client: Any = None,
     ):
@@ -395,6 +457,12 @@ class OpenAIBackend(Backend):
         self.chunk_tokens = int(chunk_tokens)
         self.backoff = float(backoff)
         self.max_backoff = float(max_backoff)
+        self.deadline = None if deadline is None else float(deadline)
+        """Seconds one run (a query's sample, an agent's run) may spend on requests and backoff waits in
+        all, from its first request: whatever the server does (Retry-After, a slow drip of bytes), the
+        run then fails with a BackendError. None: no overall limit (``timeout`` still bounds a request)."""
+        if self.deadline is not None and not self.deadline > 0:
+            raise ModelError(f"{self.name}: deadline must be a positive number of seconds or None")
         self.want_logprobs = bool(logprobs)
         self.mechanisms = frozenset(MECHANISMS if mechanisms is None else mechanisms)
         unknown = self.mechanisms - set(MECHANISMS)
@@ -624,35 +692,38 @@ class OpenAIBackend(Backend):
     # -- requests -----------------------------------------------------------------------------------
 
     def _scrub(self, text: str) -> str:
-        for secret in self._secrets:
+        for secret in getattr(self, "_secrets", ()):
             if secret and len(secret) >= 4:
                 text = text.replace(secret, "***")
         return _KEY_PATTERN.sub(lambda m: m.group(1) + "-***", text)
 
+    @_scrubbing
     def _send(self, kind: str, params: dict[str, Any], usage: Usage, hole: HoleUsage, where: str) -> _Answer:
         """One completion, retried with exponential backoff and jitter on 408/409/429/5xx, connection
-        errors, timeouts and malformed answers (honouring Retry-After); a BackendError naming the hole
-        when retries are exhausted or the error can't be retried."""
+        errors, timeouts and malformed answers (honouring Retry-After up to ``max_backoff``); a
+        BackendError naming the hole when retries are exhausted, the error can't be retried, or the
+        run's ``deadline`` passes (it bounds every request's whole answer and every wait)."""
         import openai
 
         create = self.client.chat.completions if kind == "chat" else self.client.completions
+        if usage.ends_at is None and self.deadline is not None:
+            usage.ends_at = time.monotonic() + self.deadline
         attempt = 0
         while True:
             if self._cancel.is_set():
                 raise BackendError(f"{self.name}: cancelled while filling {where}")
+            left = self._left(usage, where)
+            per_request = min(self.timeout, left)
             usage.requests += 1
             hole.requests += 1
             with self._lock:
                 self.total.requests += 1
             request_id = None
             try:
-                raw = create.with_raw_response.create(**params)
-                request_id = raw.headers.get("x-request-id")
-                try:
-                    parsed = raw.parse()
-                except Exception as err:  # noqa: BLE001 - a body the SDK can't read
-                    raise _Malformed(f"unreadable response body ({type(err).__name__})") from None
-                answer = self._answer(kind, parsed, request_id)
+                with create.with_streaming_response.create(**params, timeout=per_request) as raw:
+                    request_id = raw.headers.get("x-request-id")
+                    body = _read_within(raw, time.monotonic() + per_request)
+                answer = self._answer(kind, _parse(kind, body), request_id)
                 usage.add_response(answer.usage, hole)
                 with self._lock:
                     self.total.add_response(answer.usage, HoleUsage(hole.name))
@@ -665,8 +736,8 @@ class OpenAIBackend(Backend):
                 failure = _Retryable(f"HTTP {status}: {message}", status, rid, _retry_after(err.response))
                 if not retry:
                     raise BackendError(self._failure(failure, where, attempt + 1)) from None
-            except openai.APITimeoutError:
-                failure = _Retryable(f"no answer within {self.timeout:g} s", None, request_id, None)
+            except (openai.APITimeoutError, _TooSlow):
+                failure = _Retryable(f"no whole answer within {per_request:g} s", None, request_id, None)
             except openai.APIConnectionError as err:
                 cause = err.__cause__
                 detail = f"{type(cause).__name__}: {cause}" if cause is not None else str(err)
@@ -677,8 +748,13 @@ class OpenAIBackend(Backend):
                 raise BackendError(self._failure(failure, where, attempt + 1)) from None
             delay = failure.delay
             if delay is None:
-                delay = min(self.max_backoff, self.backoff * 2**attempt) * random.uniform(0.5, 1.0)
-            delay = min(delay, 300.0)
+                delay = self.backoff * 2**attempt * random.uniform(0.5, 1.0)
+            delay = min(delay, self.max_backoff)
+            if usage.ends_at is not None and time.monotonic() + delay >= usage.ends_at:
+                raise BackendError(
+                    self._failure(failure, where, attempt + 1)
+                    + f"; the run's deadline of {self.deadline:g} s leaves no time to retry"
+                ) from None
             log.info("%s: %s; retrying in %.2f s (%s)", self.name, failure.what, delay, where)
             attempt += 1
             usage.retries += 1
@@ -686,6 +762,18 @@ class OpenAIBackend(Backend):
                 self.total.retries += 1
             if self._cancel.wait(delay):
                 raise BackendError(f"{self.name}: cancelled while filling {where}")
+
+    def _left(self, usage: Usage, where: str) -> float:
+        """Seconds left before the run's deadline; a BackendError once it has passed."""
+        if usage.ends_at is None:
+            return math.inf
+        left = usage.ends_at - time.monotonic()
+        if left <= 0:
+            raise BackendError(
+                f"{self.name} at {self.base_url}: the run's deadline of {self.deadline:g} s passed "
+                f"while filling {where}"
+            )
+        return left
 
     def _failure(self, f: _Retryable, where: str, attempts: int) -> str:
         parts = [f"{self.name} at {self.base_url}: {f.what}"]
@@ -722,17 +810,9 @@ class OpenAIBackend(Backend):
             if text is None and calls:  # a custom tool call (GPT-5 grammars)
                 custom = getattr(calls[0], "custom", None)
                 text = getattr(custom, "input", None)
-            lp = getattr(choice, "logprobs", None)
-            content = getattr(lp, "content", None) if lp is not None else None
-            if content:
-                logprobs = [(c.token, float(c.logprob)) for c in content if c.logprob is not None]
         else:
             text = getattr(choice, "text", None)
-            lp = getattr(choice, "logprobs", None)
-            if lp is not None and getattr(lp, "tokens", None) and getattr(lp, "token_logprobs", None):
-                logprobs = [
-                    (t, float(p)) for t, p in zip(lp.tokens, lp.token_logprobs, strict=False) if p is not None
-                ]
+        logprobs = _token_logprobs(getattr(choice, "logprobs", None))
         if text is None:
             text = ""
         if not isinstance(text, str):
@@ -793,6 +873,74 @@ class OpenAIBackend(Backend):
                 lang.whole_grammar = None
             lang.exact = lang.whole_grammar is not None and hc.regular is None
         return lang
+
+
+def _token_logprobs(lp: Any) -> list[tuple[str, float]] | None:
+    """The answer's (token, log-probability) pairs from either shape a server may send, on either
+    endpoint: ``content[]`` (chat, and llama.cpp's native server on completions; items as objects or
+    plain dicts) or the legacy ``tokens``/``token_logprobs`` lists."""
+    if lp is None:
+        return None
+    if isinstance(lp, dict):
+        content, tokens, values = lp.get("content"), lp.get("tokens"), lp.get("token_logprobs")
+    else:
+        content = getattr(lp, "content", None)
+        if content is None:
+            content = (getattr(lp, "model_extra", None) or {}).get("content")
+        tokens, values = getattr(lp, "tokens", None), getattr(lp, "token_logprobs", None)
+    pairs: list[tuple[str, float]] = []
+    if isinstance(content, list) and content:
+        for item in content:
+            token = item.get("token") if isinstance(item, dict) else getattr(item, "token", None)
+            value = item.get("logprob") if isinstance(item, dict) else getattr(item, "logprob", None)
+            if isinstance(token, str) and isinstance(value, (int, float)):
+                pairs.append((token, float(value)))
+    elif isinstance(tokens, list) and isinstance(values, list):
+        pairs = [(t, float(p)) for t, p in zip(tokens, values, strict=False) if p is not None]
+    return pairs or None
+
+
+class _TooSlow(Exception):
+    """An answer still arriving at its request's time limit (a server that drips bytes)."""
+
+
+def _read_within(raw: Any, ends_at: float) -> bytes:
+    """A response's body, read in chunks against the wall clock: the HTTP client's timeout bounds
+    each read only, which a server sending a byte at a time never reaches."""
+    http = _sdk_http()
+    body = bytearray()
+    try:
+        for chunk in raw.iter_bytes():
+            body += chunk
+            if time.monotonic() > ends_at:
+                raise _TooSlow
+    except http.TimeoutException:
+        raise _TooSlow from None
+    except http.HTTPError as err:
+        raise _Malformed(f"the body broke off ({type(err).__name__})") from None
+    return bytes(body)
+
+
+def _sdk_http() -> Any:
+    """The HTTP library the openai SDK is built on (``httpx``, or ``httpx2`` in recent releases): its
+    exceptions are what a body read through the SDK raises."""
+    import openai._base_client as base
+
+    return getattr(base, "httpx2", None) or base.httpx
+
+
+def _parse(kind: str, body: bytes) -> Any:
+    """A completion's JSON body as the SDK's (leniently built) response object."""
+    from openai.types import Completion
+    from openai.types.chat import ChatCompletion
+
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise _Malformed("the body is not JSON") from None
+    if not isinstance(data, dict):
+        raise _Malformed("the body is not a JSON object")
+    return (ChatCompletion if kind == "chat" else Completion).construct(**data)
 
 
 def _retry_after(response: Any) -> float | None:
@@ -964,6 +1112,7 @@ class HostedDecode:
         if args.get("seed") is not None:
             self.sampling["seed"] = int(args["seed"]) + index
 
+    @_scrubbing
     def __call__(self, ex: Any, pending: Any) -> HoleOutput:
         return _fill(self.backend, self, ex, pending)
 
