@@ -926,7 +926,7 @@ def _sdk_http() -> Any:
     exceptions are what a body read through the SDK raises."""
     import openai._base_client as base
 
-    return getattr(base, "httpx2", None) or base.httpx
+    return getattr(base, "httpx2", None) or getattr(base, "httpx")  # noqa: B009 (older SDKs)
 
 
 def _parse(kind: str, body: bytes) -> Any:
