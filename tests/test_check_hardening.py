@@ -160,3 +160,19 @@ def test_dataclass_hole_with_module_types(tmp_path: Path, monkeypatch: pytest.Mo
     value = mod.q()
     assert isinstance(value, mod.Item) and isinstance(value.inner, mod.Inner)
     assert value.kind in ("x", "y") and isinstance(value.inner.a, int)
+
+
+class _Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("no text for you")
+
+
+@pytest.mark.parametrize("value", [_Unprintable(), type("E", (), {"__str__": lambda self: 1 / 0})()])
+def test_an_input_whose_str_raises_is_a_positioned_error_at_its_interpolation(value: object) -> None:
+    from querylm.errors import QueryRuntimeError
+
+    with pytest.raises(QueryRuntimeError) as info:
+        querylm.run('"Q: {x} [X]" where len(TOKENS(X)) < 3', model="random", x=value)
+    err = info.value
+    assert err.position is not None and (err.position.line, err.position.col) == (1, 5)
+    assert "Error" in err.message

@@ -17,6 +17,7 @@ hole values (the program is deterministic given them).
 from __future__ import annotations
 
 import ast
+import functools
 import traceback
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
@@ -157,7 +158,9 @@ class Execution:
             elif kind == "interp":
                 prompt_i, seg_i = event[1]
                 seg = plan.compiled.query.prompts[prompt_i].segments[seg_i]
-                self.text(str(self.call_user(event[2], seg.position)))  # type: ignore[union-attr]
+                # str() is user code too: an input whose __str__ raises is placed at its {expr}
+                text = self.call_user(functools.partial(_as_text, event[2]), seg.position)  # type: ignore[union-attr]
+                self.text(text)
             elif kind == "role":
                 self.set_role(event[1])
             elif kind == "hole":
@@ -193,7 +196,11 @@ class Execution:
         except QueryError:
             raise
         except Exception as err:
-            raise QueryRuntimeError(f"{type(err).__name__}: {err}", position) from err
+            try:
+                detail = str(err)
+            except Exception:  # noqa: BLE001 (an exception whose str() raises is still reported)
+                detail = f"<{type(err).__name__} whose str() raised>"
+            raise QueryRuntimeError(f"{type(err).__name__}: {detail}", position) from err
 
     def hole_type(self, thunk: Callable[[], Any], hole: Hole) -> Any:
         """Evaluate ``[X: type]``; a query function called there is a nested query, not a run."""
@@ -484,3 +491,8 @@ class Execution:
             HoleRecord(hole.name, value, text, 0, f"nested query {call.function.name}", "return")
         )
         return value
+
+
+def _as_text(thunk: Callable[[], Any]) -> str:
+    """An interpolated value as prompt text."""
+    return str(thunk())
