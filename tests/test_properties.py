@@ -340,13 +340,17 @@ def test_token_budgets(lo: int, span: int, stop: str | None, seed: int, decoder)
 
 def test_min_tokens_never_silently_broken():
     """A grammar that ends early (a stop phrase after one token) must not hand back a value shorter
-    than len(TOKENS(X)) > n: either the value has the tokens, or the run fails."""
+    than len(TOKENS(X)) > n: either the value has the tokens, or the run fails on that bound."""
+    values = 0
     for seed in range(12):
         try:
             r = run('len(TOKENS(X)) > 4 and STOPS_AT(X, "e")', seed)
-        except ConstraintError:
+        except ConstraintError as err:
+            assert "len(TOKENS(X)) > 4" in str(err), err  # the failure names the bound it broke
             continue
         assert len(r.ids) > 4 and stops_at_ok(["e"])(r.text)
+        values += 1
+    assert values, "no seed gave a value: the check on values never ran"
 
 
 @pytest.mark.parametrize("seed", [0, 1])

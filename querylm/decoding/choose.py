@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -25,6 +26,15 @@ END = -1
 End = float | np.ndarray | None
 """A chooser's ``end``: None when the value may not end here; else the logit of ending it, or the tokens
 whose mass that logit is (ids or a bool per token), so that argmax can often skip summing it."""
+
+
+class Chooser(Protocol):
+    """Picks the next token of a value: what every decoder (the token loop, samples, traces) asks."""
+
+    def choose(self, logits: np.ndarray, allowed: TokenSet | np.ndarray, end: End = None) -> int:
+        """One of ``allowed`` (or ``END`` when ending the value wins) by ``logits``, the model's row
+        for this step; ``end`` as in ``End``."""
+        ...
 
 
 @dataclass
@@ -71,9 +81,6 @@ class Sample:
             keep = order[:cut]
             cand, probs = cand[keep], probs[keep] / probs[keep].sum()
         return int(cand[int(self.rng.choice(len(probs), p=probs))])
-
-
-Chooser = Argmax | Sample
 
 
 def logsumexp(logits: np.ndarray, index: np.ndarray) -> float:

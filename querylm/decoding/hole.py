@@ -26,7 +26,8 @@ import numpy as np
 from ..backends.base import Backend, Sequence
 from ..constraints.matcher import Matcher, TokenSet
 from ..constraints.where import HoleConstraint
-from ..errors import ConstraintError, Position
+from ..errors import Position
+from .budget import forced_room, is_last, must_end, over_budget
 from .choose import END, Chooser, logsumexp
 
 FREE_TEXT = '{"grammars": [{"lark_grammar": "start: /(?s:.*)/\\n"}]}'
@@ -69,32 +70,20 @@ def decode_hole(
         t0 = clock()
         allowed = matcher.next_tokens()
         complete = allowed.discard(eos)  # EOS was allowed: the value may end here; the rest go on
-        if not allowed.any():
-            if not complete:
-                raise ConstraintError(
-                    f"the constraints on {hc.hole} can't be met from here (no token is allowed after "
-                    f"{backend.decode(tokens)!r}): {hc.description}",
-                    position,
-                )
-            ended_by = "grammar"  # only EOS was allowed
+        reason = must_end(
+            hc,
+            matcher,
+            allowed,
+            complete,
+            made=len(tokens),
+            length=len(seq.ids),
+            max_len=max_len,
+            position=position,
+            so_far=lambda: backend.decode(tokens),
+        )
+        if reason is not None:
+            ended_by = reason
             break
-        if hc.max_tokens is not None and len(tokens) >= hc.max_tokens:
-            if matcher.is_accepting():
-                ended_by = "budget"
-                break
-            raise ConstraintError(
-                f"{hc.hole} could not be completed within its budget of {hc.max_tokens} tokens "
-                f"(so far {backend.decode(tokens)!r}): {hc.description}",
-                position,
-            )
-        if len(seq.ids) >= max_len:
-            if matcher.is_accepting() and len(tokens) >= hc.min_tokens:
-                ended_by = "max_len"
-                break
-            raise ConstraintError(
-                f"{hc.hole} reached max_len={max_len} tokens before its value was complete: {hc.description}",
-                position,
-            )
         room = forced_room(hc, len(tokens), max_len - len(seq.ids))
         run = forced_run(matcher, allowed, room) if skip_forced and not complete else []
         if run:  # no choice to make: no logits needed
@@ -104,7 +93,7 @@ def decode_hole(
                 timings.extend([(clock() - t0) / len(run)] * len(run))
             emitted = _emit(backend, tokens, emitted, on_token)
             continue
-        last = hc.max_tokens is not None and len(tokens) + 1 >= hc.max_tokens
+        last = is_last(hc, len(tokens))
         t1 = clock()
         logits = seq.logits()
         t2 = clock()
@@ -113,11 +102,7 @@ def decode_hole(
         if last:
             allowed = completing(matcher, allowed, logits)  # the last token must leave a whole value
             if not allowed.any() and not may_end:
-                raise ConstraintError(
-                    f"{hc.hole} could not be completed within its budget of {hc.max_tokens} tokens "
-                    f"(so far {backend.decode(tokens)!r}): {hc.description}",
-                    position,
-                )
+                raise over_budget(hc, backend.decode(tokens), position)
         token = chooser.choose(logits, allowed, end)
         if token == END:
             break
@@ -146,12 +131,6 @@ def _emit(backend: Backend, tokens: list[int], emitted: int, on_token: Callable[
     return len(text)
 
 
-def forced_room(hc: HoleConstraint, made: int, left: int) -> int:
-    """How many tokens may be forced into a value with ``made`` tokens and ``left`` before max_len: the
-    last budgeted token is always chosen, since it must complete the value (``completing``)."""
-    return left if hc.max_tokens is None else min(left, hc.max_tokens - made - 1)
-
-
 def forced_run(matcher: Matcher, allowed: TokenSet, room: int, *, go_on: bool = False) -> list[int]:
     """The forced tokens at this point, consumed by ``matcher``: when ``allowed`` (EOS out, the value
     unable to end here) holds one token, that token and the fixed text after it (llguidance's
@@ -174,7 +153,7 @@ def forced_run(matcher: Matcher, allowed: TokenSet, room: int, *, go_on: bool = 
 
 def completing(matcher: Matcher, allowed: TokenSet, logits: np.ndarray, first: int = 64) -> TokenSet:
     """The allowed tokens after which the value is complete, for a value's last budgeted token (so a
-    budget never ends a value half-way, e.g. inside a multi-byte character). Checks the ``first`` most
+    budget never ends a value half-way: ``budget.is_last``). Checks the ``first`` most
     likely allowed tokens, and the rest in order of likelihood only if none of those completes it."""
     ids = allowed.ids
     minus = -logits[ids]

@@ -27,9 +27,10 @@ import numpy as np
 
 from ..backends.base import Backend, Sequence
 from ..constraints import functions
+from ..constraints.lang import Grammar, to_grammar
 from ..constraints.matcher import accepts
 from ..constraints.types import TypeNotSupported, typed_hole
-from ..constraints.where import HoleConstraint, build
+from ..constraints.where import HoleConstraint, build, resolve_grammar
 from ..decoding.hole import HoleOutput
 from ..errors import (
     ConstraintError,
@@ -411,9 +412,6 @@ class Execution:
         return self._token_strings(self.backend.encode(text))
 
     def grammar_accepts(self, value: Any, name: str) -> bool:
-        from ..constraints.lang import Grammar, to_grammar
-        from ..constraints.where import resolve_grammar
-
         path = resolve_grammar(name, self.plan.base_dir)
         if path is None:
             return False

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import asyncio
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,11 @@ from ..decoding.choose import Argmax, Chooser, Sample
 from ..decoding.hole import HoleOutput, decode_hole
 from ..errors import ModelError, QueryCompileError, QueryInputError, QuerySyntaxError, UnsupportedError
 from ..language.ir import DECODERS, DecoderSpec
+from .beams import beam_search
 from .execute import Decode, Execution, PendingHole, StreamFn
 from .plan import DECODER_ARGS, IMPLEMENTED, Plan, check_decoder_args
 from .result import QueryResult
+from .samples import sample_batch
 from .trace import Tracer
 
 
@@ -43,8 +46,6 @@ def parse_decoder(text: str) -> DecoderSpec:
     if extra:
         raise QueryCompileError(f"{spec.name} has no argument '{sorted(extra)[0]}'")
     if spec.name not in IMPLEMENTED:
-        from ..errors import UnsupportedError
-
         raise UnsupportedError(
             f"the {spec.name} decoder is parsed but not supported yet: use argmax or sample(n=...)"
         )
@@ -95,8 +96,6 @@ def run_plan(
             f"{spec.name} needs next-token log-probabilities: {backend.name} has none", spec.position
         )
     if spec.name in ("beam", "beam_sample", "best_k"):
-        from ..decoding.beam import beam_search
-
         batch = backend.new_batch(1, [])
         root = Execution(plan, backend, batch.row(0), max_len=limit, chat=chat)
         root.start(inputs)
@@ -117,8 +116,6 @@ def run_plan(
         return beams
     custom = getattr(backend, "make_decode", None)
     if n > 1 and custom is None and spec.name == "sample":
-        from ..decoding.batch import sample_batch
-
         batch = backend.new_batch(1, [])
         root = Execution(plan, backend, batch.row(0), max_len=limit, chat=chat)
         root.start(inputs)
@@ -227,8 +224,6 @@ def run_many(queries: Iterable[Any], *, concurrency: int = 8, **common: Any) -> 
     item is a query (its text or path) or a dict of ``run`` arguments with the query under ``"query"``;
     ``common`` arguments apply to all. Results come back in order; a failed query's slot holds its
     exception. Hosted results carry their ``usage``."""
-    from concurrent.futures import ThreadPoolExecutor
-
     items = [q if isinstance(q, dict) else {"query": q} for q in queries]
 
     def one(item: dict[str, Any]) -> Any:
