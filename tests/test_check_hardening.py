@@ -15,6 +15,7 @@ from querylm.cli import main
 from querylm.errors import QueryCompileError, QueryError
 from querylm.query import compile_source
 
+# Run through compile_source and `querylm check` by test_catalogue.py (class, fragment, line, column).
 CASES = [
     ('"Q: [X]" where GRAMMAR(X, "../../etc/passwd")', QueryCompileError, "unknown grammar", 1, 27),
     ('"Q: [X]" where GRAMMAR(X, "/proc/self/environ")', QueryCompileError, "unknown grammar", 1, 27),
@@ -23,16 +24,6 @@ CASES = [
     ('x = "a"\n"Q: " + x + " [X]" where len(X) < 3', QueryCompileError, "must be one string literal", 2, 1),
     ('"[X]" where len(Y) < 3', QueryCompileError, "mentions no hole of its prompt (X), only Y", 1, 13),
 ]
-
-
-@pytest.mark.parametrize(("source", "cls", "fragment", "line", "col"), CASES)
-def test_case_table(source: str, cls: type[QueryError], fragment: str, line: int, col: int) -> None:
-    with pytest.raises(cls) as info:
-        compile_source(source)
-    err = info.value
-    assert fragment in err.message
-    assert err.position is not None
-    assert (err.position.line, err.position.col) == (line, col)
 
 
 def test_check_never_runs_a_hole_type(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

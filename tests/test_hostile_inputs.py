@@ -85,6 +85,7 @@ def test_any_unicode_prompts_keep_every_prompt_and_hole(prompts: list[tuple[str,
     assert events("\n".join(lines)) == expected
 
 
+# Run through compile_source and `querylm check` by test_catalogue.py (class, message, line, column).
 BAD = [
     ('"a [None]"', QuerySyntaxError, "'None' is reserved", 1, 4),
     ('"a [True]"', QuerySyntaxError, "'True' is reserved", 1, 4),
@@ -100,17 +101,6 @@ BAD = [
     ('"a [X]"\nwhere ' + "-" * 100_000 + "X == 1", QuerySyntaxError, "nests too deeply", 2, 1),
     ('"a [X]"\nwhere ' + "not " * 300 + "INT(X)", QuerySyntaxError, "nests too deeply", 2, 807),
 ]
-
-
-@pytest.mark.parametrize("src, cls, message, line, col", BAD)
-def test_bad_input_is_a_positioned_query_error(
-    src: str, cls: type, message: str, line: int, col: int
-) -> None:
-    with pytest.raises(QueryError) as info:
-        compile_source(src)
-    err = info.value
-    assert type(err) is cls and message in err.message, f"{type(err).__name__}: {err}"
-    assert err.position is not None and (err.position.line, err.position.col) == (line, col), str(err)
 
 
 def test_a_full_width_hole_name_is_the_variable_its_where_clause_reads() -> None:
