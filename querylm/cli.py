@@ -1,4 +1,4 @@
-"""``querylm run FILE`` and ``querylm check FILE``.
+"""``querylm run FILE``, ``querylm check FILE`` and ``querylm mcp serve TARGET``.
 
 Exit codes: 0 ok, 2 a query error (positioned, with the source line and a caret), 1 anything else.
 """
@@ -62,6 +62,18 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("-v", "--verbose", action="store_true")
     c = sub.add_parser("check", help="parse and compile a query without loading a model")
     c.add_argument("file", type=Path)
+    m = sub.add_parser("mcp", help="Model Context Protocol").add_subparsers(dest="mcp_command", required=True)
+    s = m.add_parser(
+        "serve", help="serve tools and @query functions to MCP clients over stdio (stdout is the protocol)"
+    )
+    s.add_argument(
+        "target",
+        help="FILE.py or a module, optionally :ATTR (a ToolRegistry, tools, @query functions); "
+        "without ATTR every registry, tool and @query function it defines",
+    )
+    s.add_argument("--name", default="querylm", help="the server's name, as clients show it")
+    s.add_argument("--model", help="the model @query functions run on (default: each one's own)")
+    s.add_argument("--timeout", type=float, default=300.0, help="seconds per call (default: 300)")
     return p
 
 
@@ -80,6 +92,11 @@ def main(argv: list[str] | None = None) -> int:
             holes = ", ".join(dict.fromkeys(h.name for h in q.holes))
             inputs = ", ".join(plan.compiled.inputs) or "none"
             print(f"{args.file}: ok ({q.decoder.name}; holes: {holes}; inputs: {inputs})")
+            return 0
+        if args.command == "mcp":
+            from .tools.mcp_server import load_target, serve_mcp
+
+            serve_mcp(load_target(args.target), name=args.name, model=args.model, timeout=args.timeout)
             return 0
         return _run(args)
     except QueryError as err:

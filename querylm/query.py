@@ -18,6 +18,8 @@ from .errors import Position, QueryInputError, UnsupportedError
 from .language.compile import CompiledQuery, compile_query
 from .language.parse import parse
 from .runtime.plan import Plan, plan
+from .runtime.result import QueryResult
+from .tools.tool import Tool, schema_from_signature
 
 _nested_mode: contextvars.ContextVar[bool] = contextvars.ContextVar("querylm_nested", default=False)
 
@@ -219,6 +221,37 @@ class QueryFunction:
         p = self.plan()
         return run_plan(p, self.inputs(args, kwargs), model=self.model, decoder=self.decoder, **self.options)
 
+    def as_tool(self, *, model: str | None = None, timeout: float | None = None) -> Tool:
+        """This query as a Tool (what ``ToolRegistry`` registers, and ``querylm mcp serve`` serves): its
+        arguments' schema from the signature, the query run on ``model`` (else the function's own), the
+        value what the query returns (a QueryResult as its prompt and variables)."""
+        fn = (
+            self
+            if model is None
+            else QueryFunction(self.fn, model=model, decoder=self.decoder, **self.options)
+        )
+        doc = " ".join((inspect.getdoc(self.fn) or "").removeprefix("lmql").split())
+        call: Any
+        if self.is_async:
+
+            async def acall(**inputs: Any) -> Any:
+                return _tool_value(await fn(**inputs))
+
+            call = acall
+        else:
+
+            def call(**inputs: Any) -> Any:
+                return _tool_value(fn(**inputs))
+
+        call.__name__ = self.name
+        return Tool(
+            call,
+            name=self.name,
+            description=f"Runs the query {self.name}: {doc[:300]}",
+            schema=schema_from_signature(self.fn),
+            timeout=timeout,
+        )
+
     def _result(self, result: Any) -> Any:
         has_return = any(
             isinstance(n, ast.Return) and n.value is not None
@@ -229,6 +262,15 @@ class QueryFunction:
         if isinstance(result, list):
             return [r.return_value for r in result]
         return result.return_value
+
+
+def _tool_value(value: Any) -> Any:
+    """What a query returned, as a tool's value: a QueryResult as its prompt and variables."""
+    if isinstance(value, QueryResult):
+        return value.to_json()
+    if isinstance(value, list):
+        return [_tool_value(v) for v in value]
+    return value
 
 
 def _param_position(fn: Callable[..., Any], name: str) -> Position | None:

@@ -182,6 +182,7 @@ class ToolRegistry:
         the grammar calls are generated under, so a small model can't write one string forever (the
         validated schema is not changed)."""
         self._tools: dict[str, Tool] = {}
+        self._sessions: list[Any] = []  # open MCP connections (tools/mcp.py), closed by close()
         self._allowed: frozenset[str] | None = None
         self._bind: Literal["result", "call"] = "result"
         self._fixed: dict[str, Any] = {}
@@ -196,7 +197,8 @@ class ToolRegistry:
     # -- registering and looking up ---------------------------------------------------------------------
 
     def register(self, obj: Any, **options: Any) -> Tool:
-        """Add a Tool, a function (made a Tool with ``options`` as in ``@tool``) or a LangChain tool."""
+        """Add a Tool, a function (made a Tool with ``options`` as in ``@tool``), a LangChain tool, or
+        anything with an ``as_tool(**options)`` method (a ``@query`` function)."""
         if self._allowed is not None:
             raise ToolError("register tools on the registry itself, not on a narrowed view")
         if _is_langchain_tool(obj):
@@ -205,6 +207,8 @@ class ToolRegistry:
             t = from_langchain(obj, **options)
         elif isinstance(obj, Tool):
             t = obj
+        elif callable(getattr(obj, "as_tool", None)):  # a @query function, say
+            t = obj.as_tool(**options)
         elif callable(obj):
             t = tool(obj, **options)
         else:
@@ -213,6 +217,63 @@ class ToolRegistry:
             raise ToolError(f"a tool named {t.name!r} is already registered")
         self._tools[t.name] = t
         return t
+
+    @classmethod
+    def from_mcp(cls, *servers: Any, **options: Any) -> ToolRegistry:
+        """A registry of the tools of MCP servers (each a url, a command line or argv list, or
+        ``StdioServerParameters``; ``options`` as in ``add_mcp``). Close it (or use ``with``) to end
+        the connections."""
+        registry = cls()
+        try:
+            for server in servers:
+                registry.add_mcp(server, **options)
+        except BaseException:
+            registry.close()
+            raise
+        return registry
+
+    def add_mcp(
+        self,
+        server: Any,
+        *,
+        include: Iterable[str] | None = None,
+        prefix: str = "",
+        timeout: float | None = None,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        connect_timeout: float = 30.0,
+        errlog: Any = None,
+    ) -> list[Tool]:
+        """Connect to an MCP server and register its tools (``include``: only these; ``prefix``: before
+        each name; ``timeout``: seconds per call, else the registry's). See ``tools/mcp.py``."""
+        from .mcp import MCPSession, mcp_tools
+
+        if self._allowed is not None:
+            raise ToolError("register tools on the registry itself, not on a narrowed view")
+        session = MCPSession(server, env=env, cwd=cwd, connect_timeout=connect_timeout, errlog=errlog)
+        try:
+            tools = mcp_tools(session, include=include, prefix=prefix, timeout=timeout)
+            clash = next((t.name for t in tools if t.name in self._tools), None)
+            if clash is not None:
+                raise ToolError(f"a tool named {clash!r} is already registered (add_mcp(prefix=...) renames)")
+        except BaseException:
+            session.close()
+            raise
+        self._sessions.append(session)
+        for t in tools:
+            self.register(t)
+        return tools
+
+    def close(self) -> None:
+        """Close the MCP connections (their tools then answer with an error result)."""
+        while self._sessions:
+            self._sessions.pop().close()
+
+    def __enter__(self) -> ToolRegistry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def tool(self, fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
         """``@registry.tool`` / ``@registry.tool(timeout=2)``: define and register in one go."""
