@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import os
 import socket
 import subprocess
@@ -286,3 +287,22 @@ def test_an_agent_on_the_default_model_calls_the_mcp_servers_tools(tools: ToolRe
     assert first.value in ("France", "Italy", "Peru", "unknown")
     assert result.messages[3]["role"] in ("user", "tool") and first.content in result.messages[3]["content"]
     assert result.stopped_by == "final" and result.output  # it answered after reading the result
+
+
+@pytest.mark.model
+def test_the_agent_mcp_example_answers_from_the_notes(capsys: pytest.CaptureFixture[str]) -> None:
+    path = ROOT / "examples" / "agent_mcp.py"
+    spec = importlib.util.spec_from_file_location("qlm_agent_mcp", path)
+    assert spec and spec.loader
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    result = example.main("When is my dentist appointment?")
+    out = capsys.readouterr().out
+    assert "[MCP tools: search_notes, read_note]" in out
+    assert result.stopped_by == "final" and result.output and not result.output.startswith("<tool")
+    first = result.tool_results[0]
+    assert first.name == "search_notes" and first.ok  # tool_choice forced the search, through the server
+    notes = {p.stem: p.read_text().splitlines() for p in example.NOTES.glob("*.md")}
+    for hit in first.value.splitlines():  # every line the server found is a line of that note
+        name, _, line = hit.partition(": ")
+        assert line in notes[name]

@@ -18,7 +18,9 @@ import asyncio
 import atexit
 import concurrent.futures
 import logging
+import os
 import shlex
+import sys
 import threading
 import weakref
 from collections.abc import Iterable, Sequence
@@ -191,8 +193,6 @@ def _transport(
     mcp: Any, server: Any, *, env: dict[str, str] | None, cwd: str | None, errlog: TextIO | None
 ) -> Any:
     """The SDK's transport for ``server``: streamable HTTP for a url, else a stdio subprocess."""
-    import sys
-
     from mcp.client.streamable_http import streamable_http_client
 
     if isinstance(server, str) and server.startswith(("http://", "https://")):
@@ -204,7 +204,20 @@ def _transport(
         if not argv:
             raise ToolError("can't start an MCP server from an empty command")
         params = mcp.StdioServerParameters(command=argv[0], args=argv[1:], env=env, cwd=cwd)
-    return mcp.stdio_client(params, errlog=errlog if errlog is not None else sys.stderr)
+    return mcp.stdio_client(params, errlog=errlog if errlog is not None else _stderr())
+
+
+def _stderr() -> TextIO:
+    """This process's stderr as a file the subprocess can inherit: a captured ``sys.stderr`` (pytest's
+    capsys, a notebook) has no file descriptor, so the original one is used."""
+    for stream in (sys.stderr, sys.__stderr__):
+        try:
+            if stream is not None:
+                stream.fileno()
+                return stream
+        except (AttributeError, OSError, ValueError):
+            continue
+    return open(os.devnull, "w")  # noqa: SIM115 - lives as long as the server
 
 
 def result_value(result: Any) -> Any:
