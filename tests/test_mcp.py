@@ -16,14 +16,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import mcp
 import pytest
 
 import querylm
 from querylm.cli import main as cli
 from querylm.tools import ToolError, ToolRegistry, validate
+from querylm.tools.mcp import mcp_tools, result_value
 from querylm.tools.mcp_server import collect, load_target
-
-mcp = pytest.importorskip("mcp")  # in the test extra: never skips in CI
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER = [sys.executable, str(ROOT / "tests" / "mcp_test_server.py")]
@@ -172,6 +172,34 @@ def test_a_server_that_cant_start_is_a_tool_error() -> None:
         ToolRegistry.from_mcp(["/nonexistent/mcp-server"], connect_timeout=10)
     with pytest.raises(ToolError, match="can't connect to the MCP server"):
         ToolRegistry.from_mcp([sys.executable, "-c", "import sys; sys.exit(1)"], connect_timeout=10)
+
+
+def test_a_server_that_never_answers_times_out_and_its_process_is_ended(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    silent = "import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(120)"
+    with pytest.raises(ToolError, match="no answer within 1 s"):
+        ToolRegistry.from_mcp([sys.executable, "-c", silent, str(pidfile)], connect_timeout=1)
+    assert gone(int(pidfile.read_text()))
+
+
+def test_what_a_call_returns_is_read_from_its_content_blocks() -> None:
+    t = mcp.types
+    text = t.TextContent(type="text", text="two lines\nof text")
+    image = t.ImageContent(type="image", data="aGVsbG8=", mime_type="image/png")
+    doc = t.EmbeddedResource(type="resource", resource=t.TextResourceContents(uri="file:///a.md", text="# A"))
+    result = t.CallToolResult(content=[text, image, doc])
+    assert result_value(result) == "two lines\nof text\n[image image/png, 8 base64 characters]\n# A"
+    assert result_value(t.CallToolResult(content=[], structured_content={"n": 1})) == {"n": 1}
+
+
+def test_a_tool_name_querylm_cant_export_is_a_clear_error() -> None:
+    class Listed:  # what a session holds after listing: the SDK's Tool objects
+        target = "fake-server"
+        tools = [mcp.types.Tool(name="notes.search", input_schema={"type": "object"})]
+
+    with pytest.raises(ToolError, match="fake-server: tool name 'notes.search' must match.*include="):
+        mcp_tools(Listed())  # type: ignore[arg-type]
+    assert mcp_tools(Listed(), include=[]) == []  # type: ignore[arg-type]
 
 
 def free_port() -> int:

@@ -24,6 +24,7 @@ import sys
 import threading
 import weakref
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 from .tool import Tool, ToolError
@@ -86,11 +87,13 @@ class MCPSession:
         server's stderr goes (default: this process's stderr)."""
         mcp = _require()
         self.server = server
-        self.target = server if isinstance(server, str) else " ".join(_argv(server))
+        self.target = _label(server)
+        """The server as messages name it: its url, or its command line (the program's name, shortened)."""
         self._transport = _transport(mcp, server, env=env, cwd=cwd, errlog=errlog)
         self._client: Any = None
         self._closed = False
         self._stop = asyncio.Event()  # bound to the session's loop on first use (Python >= 3.10)
+        self._ended = threading.Event()  # set when the holding task has left the SDK's context
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, daemon=True, name=f"querylm-mcp {self.target[:40]}"
@@ -102,7 +105,7 @@ class MCPSession:
             self.tools: list[Any] = ready.result(connect_timeout)
             """The tools as the server listed them (the SDK's ``Tool`` objects, every page)."""
         except concurrent.futures.TimeoutError:
-            self.close()
+            self.close(grace=0.0)  # a server that does not answer is not asked to shut down
             raise ToolError(
                 f"MCP server {self.target}: no answer within {connect_timeout:g} s of connecting"
             ) from None
@@ -134,6 +137,7 @@ class MCPSession:
                 log.warning("MCP server %s: the connection ended: %s", self.target, _describe(err))
         finally:
             self._client = None
+            self._ended.set()
 
     @property
     def connected(self) -> bool:
@@ -158,17 +162,18 @@ class MCPSession:
         except Exception as err:
             raise MCPConnectionError(f"the MCP server {self.target}: {_describe(err)}") from None
 
-    def close(self) -> None:
-        """End the session (a stdio server's process with it) and its thread. Idempotent."""
+    def close(self, grace: float = CLOSE_TIMEOUT) -> None:
+        """End the session (a stdio server's process with it) and its thread. Idempotent. The server
+        gets ``grace`` seconds to shut down; then the session's task is cancelled, which still ends
+        the process (the SDK's transport terminates it on the way out)."""
         if self._closed:
             return
         self._closed = True
         _OPEN.discard(self)
         self._loop.call_soon_threadsafe(self._stop.set)
-        try:
-            self._held.result(CLOSE_TIMEOUT)
-        except BaseException as err:  # noqa: BLE001 - closing must not raise
-            log.debug("MCP server %s: closing: %s", self.target, _describe(err))
+        if not self._ended.wait(grace):
+            self._held.cancel()
+            self._ended.wait(CLOSE_TIMEOUT)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(CLOSE_TIMEOUT)
         if not self._thread.is_alive():
@@ -176,6 +181,14 @@ class MCPSession:
 
     def __repr__(self) -> str:
         return f"MCPSession({self.target!r}, {'connected' if self.connected else 'closed'})"
+
+
+def _label(server: Any) -> str:
+    if isinstance(server, str) and server.startswith(("http://", "https://")):
+        return server
+    argv = _argv(server)
+    text = " ".join([Path(argv[0]).name, *argv[1:]]) if argv else "''"
+    return text if len(text) <= 120 else text[:119] + "…"
 
 
 def _argv(server: Any) -> list[str]:

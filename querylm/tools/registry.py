@@ -209,6 +209,10 @@ class ToolRegistry:
             t = obj
         elif callable(getattr(obj, "as_tool", None)):  # a @query function, say
             t = obj.as_tool(**options)
+            if not isinstance(t, Tool):  # a LangChain Runnable's as_tool makes a LangChain tool
+                raise ToolError(
+                    f"can't register {obj!r}: its as_tool() made a {type(t).__name__}, not a Tool"
+                )
         elif callable(obj):
             t = tool(obj, **options)
         else:
