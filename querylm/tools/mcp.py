@@ -295,6 +295,33 @@ def mcp_tools(
     return out
 
 
+def connect(
+    server: MCPServerSpec,
+    *,
+    taken: Iterable[str] = (),
+    include: Iterable[str] | None = None,
+    prefix: str = "",
+    timeout: float | None = None,
+    env: dict[str, str] | None = None,
+    cwd: str | None = None,
+    connect_timeout: float = CONNECT_TIMEOUT,
+    errlog: TextIO | None = None,
+) -> tuple[MCPSession, list[Tool]]:
+    """Open a session and make its tools (``mcp_tools``), none named like one in ``taken``; on any
+    failure the session is closed again (a server process never outlives a refused registration)."""
+    taken = set(taken)
+    session = MCPSession(server, env=env, cwd=cwd, connect_timeout=connect_timeout, errlog=errlog)
+    try:
+        tools = mcp_tools(session, include=include, prefix=prefix, timeout=timeout)
+        clash = next((t.name for t in tools if t.name in taken), None)
+        if clash is not None:
+            raise ToolError(f"a tool named {clash!r} is already registered (add_mcp(prefix=...) renames)")
+    except BaseException:
+        session.close()
+        raise
+    return session, tools
+
+
 def _caller(session: MCPSession, name: str) -> Any:
     async def call(**arguments: Any) -> Any:
         result = await session.acall(name, arguments)

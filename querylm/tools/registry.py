@@ -236,33 +236,15 @@ class ToolRegistry:
             raise
         return registry
 
-    def add_mcp(
-        self,
-        server: Any,
-        *,
-        include: Iterable[str] | None = None,
-        prefix: str = "",
-        timeout: float | None = None,
-        env: dict[str, str] | None = None,
-        cwd: str | None = None,
-        connect_timeout: float = 30.0,
-        errlog: Any = None,
-    ) -> list[Tool]:
-        """Connect to an MCP server and register its tools (``include``: only these; ``prefix``: before
-        each name; ``timeout``: seconds per call, else the registry's). See ``tools/mcp.py``."""
-        from .mcp import MCPSession, mcp_tools
+    def add_mcp(self, server: Any, **options: Any) -> list[Tool]:
+        """Connect to an MCP server and register its tools. ``options``: ``include`` (only these),
+        ``prefix`` (before each name), ``timeout`` (seconds per call, else the registry's), ``env``,
+        ``cwd``, ``connect_timeout``, ``errlog``: see ``mcp.connect``."""
+        from .mcp import connect
 
         if self._allowed is not None:
             raise ToolError("register tools on the registry itself, not on a narrowed view")
-        session = MCPSession(server, env=env, cwd=cwd, connect_timeout=connect_timeout, errlog=errlog)
-        try:
-            tools = mcp_tools(session, include=include, prefix=prefix, timeout=timeout)
-            clash = next((t.name for t in tools if t.name in self._tools), None)
-            if clash is not None:
-                raise ToolError(f"a tool named {clash!r} is already registered (add_mcp(prefix=...) renames)")
-        except BaseException:
-            session.close()
-            raise
+        session, tools = connect(server, taken=set(self._tools), **options)
         self._sessions.append(session)
         for t in tools:
             self.register(t)
