@@ -401,7 +401,9 @@ class ToolRegistry:
             try:
                 obj = json.loads(obj)
             except (ValueError, RecursionError) as err:
-                return self._error(None, "invalid_json", f"the call is not valid JSON: {_why(err)}", raw=raw)
+                return self._error(
+                    None, "invalid_json", f"the call is not valid JSON: {json_fault(err)}", raw=raw
+                )
         if isinstance(obj, dict) and isinstance(obj.get("function"), dict):  # OpenAI's tool_calls entry
             obj = {**obj["function"], "id": obj.get("id")}
         if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
@@ -414,7 +416,7 @@ class ToolRegistry:
                 args = json.loads(args) if args.strip() else {}
             except (ValueError, RecursionError) as err:
                 call = ToolCall(obj["name"], {}, obj.get("id") or new_call_id())
-                why = _why(err)
+                why = json_fault(err)
                 return self._error(call, "invalid_json", f"the arguments are not valid JSON: {why}", raw=raw)
         if args is None:
             args = {}
@@ -621,7 +623,9 @@ def _json_bytes(s: Any, defs: dict[str, Any], seen: set[str]) -> int | None:
     return max(sizes)  # type: ignore[type-var]
 
 
-def _why(err: BaseException) -> str:
+def json_fault(err: BaseException) -> str:
+    """Why ``json.loads`` refused a text, in words for the model: a RecursionError (JSON nested
+    thousands deep) is refused as such, never raised on."""
     return "it is nested too deeply" if isinstance(err, RecursionError) else safe_str(err)
 
 
