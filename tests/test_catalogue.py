@@ -66,8 +66,8 @@ def _catalogue() -> list[tuple[str, str, str, type[QueryError] | None, str, int 
     for param in UNSATISFIABLE:
         src, constraint, line, col = param.values
         rows.append(("empty constraint languages", param.id, src, QueryCompileError, constraint, line, col))
-    for i, (src, message) in enumerate(BAD_DECODERS):
-        rows.append(("decoder arguments", f"decoder-arg-{i}", src, None, message, 1, 1))
+    for i, (src, message, col) in enumerate(BAD_DECODERS):
+        rows.append(("decoder arguments", f"decoder-arg-{i}", src, None, message, 1, col))
     return rows
 
 
