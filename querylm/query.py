@@ -8,6 +8,7 @@ import asyncio
 import contextvars
 import functools
 import inspect
+import sys
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -155,9 +156,16 @@ class QueryFunction:
     the query returns (its ``return`` value, else the QueryResult; a list of them when n > 1)."""
 
     def __init__(
-        self, fn: Callable[..., Any], *, model: str | None = None, decoder: str | None = None, **options: Any
+        self,
+        fn: Callable[..., Any],
+        *,
+        model: str | None = None,
+        decoder: str | None = None,
+        scope: dict[str, Any] | None = None,
+        **options: Any,
     ):
         self.fn = fn
+        self.scope = {k: v for k, v in (scope or {}).items() if k.isidentifier()}
         self.name = fn.__name__
         self.signature = inspect.signature(fn)
         self.is_async = inspect.iscoroutinefunction(fn)
@@ -179,8 +187,9 @@ class QueryFunction:
                 name=src.name,
             )
             params = list(self.signature.parameters)
-            compiled = compile_query(q, params=params, globals_=self.fn.__globals__)
-            self._plan = plan(compiled, globals_=self.fn.__globals__, base_dir=src.base_dir)
+            compiled = compile_query(q, params=params, globals_=self.fn.__globals__, scope=self.scope)
+            names = {**self.fn.__globals__, **self.scope}
+            self._plan = plan(compiled, globals_=names, base_dir=src.base_dir)
         return self._plan
 
     def inputs(
@@ -318,8 +327,17 @@ def query(
     """Decorate a function whose docstring is a query (``'''lmql ...'''``); its parameters are the
     query's inputs. ``@query(model=..., decoder="sample(n=2)")`` sets defaults for every call."""
     if fn is None:
-        return lambda f: QueryFunction(f, model=model, decoder=decoder, **options)
-    return QueryFunction(fn, model=model, decoder=decoder, **options)
+        return lambda f: QueryFunction(f, model=model, decoder=decoder, scope=_enclosing_names(), **options)
+    return QueryFunction(fn, model=model, decoder=decoder, scope=_enclosing_names(), **options)
+
+
+def _enclosing_names() -> dict[str, Any]:
+    """The local names of the function that applies the decorator, the caller's caller (none at a
+    module's top level or in a class body, whose names a method does not see either): a docstring
+    query reads no name as code, so it has no closure of its own."""
+    frame = sys._getframe(2)
+    in_function = frame.f_code.co_flags & inspect.CO_OPTIMIZED  # not a module or a class body
+    return dict(frame.f_locals) if in_function else {}
 
 
 def nested_mode() -> contextvars.ContextVar[bool]:

@@ -2,7 +2,7 @@
 through both faces a user meets, Python (``compile_source``) and the CLI (``querylm check``, exit 2, the
 ``FILE:LINE:COL: message`` line, the source line and a caret).
 
-The tables stay beside the code they test (test_errors.py, test_hostile_inputs.py,
+The tables stay beside the code they test (test_errors.py, UNSATISFIABLE there too, test_hostile_inputs.py,
 test_check_hardening.py); this module only files them, so a case added there is catalogued here.
 """
 
@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from test_check_hardening import BAD_DECODERS
 from test_check_hardening import CASES as PATH_CASES
-from test_errors import COMPILE_ERRORS
+from test_errors import COMPILE_ERRORS, UNSATISFIABLE
 from test_hostile_inputs import BAD as HOSTILE
 
-from querylm import QueryError, compile_source
+from querylm import QueryCompileError, QueryError, compile_source
 from querylm.cli import main
 
 # test_errors.COMPILE_ERRORS by the id's category; the ids are the table's own.
@@ -63,8 +63,11 @@ def _catalogue() -> list[tuple[str, str, str, type[QueryError] | None, str, int 
     for i, (src, cls, message, line, col) in enumerate(PATH_CASES):
         category = "grammar paths" if "grammar" in message else "prompt strings and holes"
         rows.append((category, f"check-{i}", src, cls, message, line, col))
-    for i, (src, message) in enumerate(BAD_DECODERS):
-        rows.append(("decoder arguments", f"decoder-arg-{i}", src, None, message, 1, 1))
+    for param in UNSATISFIABLE:
+        src, constraint, line, col = param.values
+        rows.append(("empty constraint languages", param.id, src, QueryCompileError, constraint, line, col))
+    for i, (src, message, col) in enumerate(BAD_DECODERS):
+        rows.append(("decoder arguments", f"decoder-arg-{i}", src, None, message, 1, col))
     return rows
 
 

@@ -13,7 +13,6 @@ import pytest
 
 import querylm
 from querylm import (
-    ConstraintError,
     ModelError,
     QueryCompileError,
     QueryError,
@@ -281,17 +280,66 @@ def test_unknown_input() -> None:
 
 UNSATISFIABLE = [
     E('"a [X]" where X in []', "X in []", 1, 15, id="empty-choice"),
-    E('"a [X]" where len(X) < 3 and len(X) > 5', "len(X) > 5", 1, 30, id="contradictory-lengths"),
+    E(
+        '"a [X]" where len(X) < 3 and len(X) > 5',
+        "len(X) < 3 and len(X) > 5",
+        1,
+        30,
+        id="contradictory-lengths",
+    ),
+    E('"N: [X]" where INT(X) and X in [" abc"]', "INT(X) and X in [' abc']", 1, 27, id="int-and-choice"),
+    E('"N: [X: int]" where X in ["a", "b"]', "the type int and X in ['a', 'b']", 1, 21, id="type-and-choice"),
+    E(
+        '"N: [X]" where STOPS_AT(X, "\\n") and X == "a\\nb"',
+        "STOPS_AT(X, '\\n') and X == 'a\\nb'",
+        1,
+        38,
+        id="stops-before-the-end",
+    ),
+    E(
+        '"N: [X]" where GRAMMAR(X, "json") and len(X) < 2 and REGEX(X, "[{].*")',
+        "GRAMMAR(X, 'json'), len(X) < 2 and REGEX(X, '[{].*')",
+        1,
+        54,
+        id="grammar-across-matchers",
+    ),
 ]
+"""Constraints no value satisfies: found before decoding, naming every conjunct of the conflict (and
+only those), at the last of them."""
 
 
 @pytest.mark.parametrize("src, constraint, line, col", UNSATISFIABLE)
-def test_unsatisfiable_constraint(src: str, constraint: str, line: int, col: int) -> None:
-    with pytest.raises(ConstraintError) as info:
-        querylm.run(src, model="random")
-    assert info.value.message.startswith("X = ")  # names the hole
-    assert f"`{constraint}`" in info.value.message
+def test_unsatisfiable_constraints_are_found_before_decoding(
+    src: str, constraint: str, line: int, col: int
+) -> None:
+    with pytest.raises(QueryCompileError) as info:
+        querylm.compile_source(src)
+    assert info.value.message == f"no value of X can satisfy {constraint}" + (
+        " together" if " and " in constraint else ""
+    )
     assert_positioned(info.value, line, col, src)
+
+
+SATISFIABLE = [
+    '"N: [X]" where INT(X) and X in [" 12", "abc"]',
+    '"N: [X]" where GRAMMAR(X, "json") and REGEX(X, "[a-z]+")',  # true, false, null
+    '"N: [X]" where len(X) < 3 and STOPS_AT(X, ".") and X in ["abcd", "ab"]',
+    '"N: [X]" where len(X) == 0',
+    '"N: [X]" where not (X in ["a"]) and len(X) == 1',
+]
+
+
+@pytest.mark.parametrize("src", SATISFIABLE)
+def test_a_satisfiable_combination_is_not_refused(src: str) -> None:
+    querylm.compile_source(src)
+
+
+def test_an_empty_language_from_an_input_is_refused_before_the_model_runs() -> None:
+    src = '"a [X]" where X in OPTIONS'
+    querylm.compile_source(src)  # unknown when checking
+    with pytest.raises(QueryCompileError, match=r"no value of X can satisfy X in OPTIONS") as info:
+        querylm.run(src, model="random", OPTIONS=[])
+    assert_positioned(info.value, 1, 15, src)
 
 
 RUNTIME_ERRORS = [

@@ -23,6 +23,58 @@ from querylm.backends.openai import OpenAIBackend  # noqa: E402
 KEY = "sk-test-0123456789abcdefSECRET"
 
 
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+def _chat(message: dict[str, Any], finish: str = "stop") -> str:
+    choice = {"index": 0, "message": message, "finish_reason": finish, "logprobs": None}
+    usage = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+    return json.dumps(
+        {
+            "id": "c",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "m",
+            "choices": [choice],
+            "usage": usage,
+        }
+    )
+
+
+DEEP_BODIES = {
+    # a native tool call whose arguments nest 100k deep
+    "deep-arguments": _chat(
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "a",
+                    "type": "function",
+                    "function": {"name": "echo", "arguments": '{"text": ' + DEEP + "}"},
+                }
+            ],
+        },
+        "tool_calls",
+    ),
+    # a turn's text that is a call nesting 100k deep
+    "deep-content": _chat(
+        {
+            "role": "assistant",
+            "content": '{"tool_calls": [{"name": "echo", "arguments": {"text": ' + DEEP + "}}]}",
+        }
+    ),
+    # the same in the agent's own call format (grammar servers)
+    "deep-tagged": _chat(
+        {
+            "role": "assistant",
+            "content": '<tool_call>[\n{"name": "echo", "arguments": {"text": ' + DEEP + "}}\n]</tool_call>",
+        }
+    ),
+    "deep-body": '{"id": "c", "choices": ' + DEEP + "}",  # the HTTP body itself
+}
+
+
 class Hostile(http.server.ThreadingHTTPServer):
     daemon_threads = True
     mode = "echo"
@@ -71,6 +123,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     time.sleep(0.5)
             except OSError:
                 pass
+        elif mode in DEEP_BODIES:
+            self.send(200, DEEP_BODIES[mode].encode())
         else:
             self.send(404, b"{}")
 
@@ -161,3 +215,37 @@ def test_a_drip_fed_answer_is_cut_off_at_the_timeout_and_the_deadline(hostile: H
     assert "within 2 s" in str(err) or "deadline" in str(err)
     assert took < 5.0 + 1.5
     assert KEY not in texts(err)
+
+
+@pytest.mark.parametrize("flavour", ["openai", "vllm", "ollama"])
+@pytest.mark.parametrize("mode", sorted(DEEP_BODIES))
+def test_json_nested_100k_deep_is_an_error_result_or_a_query_error(
+    hostile: Hostile, mode: str, flavour: str
+) -> None:
+    """Whatever nests 100k deep (a call's arguments, the turn's text, the HTTP body), the hosted agent
+    answers with an error result the model reads or a QueryError, never a RecursionError."""
+    from querylm.tools import Agent, ToolRegistry, tool
+
+    @tool
+    def echo(text: str) -> str:
+        """Echo."""
+        return text
+
+    hostile.mode = mode
+    b = OpenAIBackend(
+        "m",
+        base_url=url(hostile),
+        api_key=KEY,
+        flavour=flavour,
+        tokenizer="bytes",
+        endpoint="chat",
+        max_retries=1,
+        backoff=0.01,
+    )
+    try:
+        r = Agent(b, ToolRegistry([echo]), tool_choice="required", max_turns=2).run("hi")
+    except QueryError as err:
+        assert mode == "deep-body" and "nested too deeply" in str(err), err
+        return
+    assert mode != "deep-body"
+    assert r.messages and all(m["role"] != "tool" or '"error"' in m["content"] for m in r.messages)

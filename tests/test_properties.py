@@ -2,8 +2,8 @@
 every value querylm.run returns checked in plain Python (re, len, split, json, the tokenizer), never
 with querylm's own functions.
 
-A ConstraintError is accepted only where the constraints have no value at all, which the tests decide
-by brute force. So the generated languages are ones the decoder can always finish within the token
+A ConstraintError (or the QueryCompileError "no value of X can satisfy ...", found before decoding) is
+accepted only where the constraints have no value at all, which the tests decide by brute force. So the generated languages are ones the decoder can always finish within the token
 budget: prefix-closed (every prefix is a value, the budget may cut anywhere), or finite with their
 longest value shorter than the budget.
 """
@@ -27,7 +27,15 @@ from hypothesis import strategies as st
 import querylm
 from querylm.backends.models import resolve
 from querylm.backends.random import RandomBackend
-from querylm.errors import ConstraintError
+from querylm.errors import ConstraintError, QueryCompileError
+
+NO_VALUE = (ConstraintError, QueryCompileError)
+"""What a run with no possible value raises: a QueryCompileError only for an empty language."""
+
+
+def no_value(err: Exception) -> None:
+    """A QueryCompileError is accepted as "no value" only when it says so."""
+    assert not isinstance(err, QueryCompileError) or err.message.startswith("no value of X can satisfy"), err
 
 BASE = resolve("random")
 HF = BASE.tokenizer
@@ -213,6 +221,19 @@ def has_value(ok: Callable[[str], bool], max_len: int) -> bool:
     )
 
 
+@settings(max_examples=300, **SETTINGS)
+@given(c=combine(atoms_any, depth=2), cap=st.integers(0, 3), stops_at=st.lists(phrase_strings, max_size=2))
+def test_a_language_called_empty_has_no_value(c: C, cap: int, stops_at: list[str]):
+    """The static emptiness check (no model) never refuses a combination that has a value."""
+    where = f"({c.src}) and len(X) <= {cap}" + (f" and STOPS_AT(X, {stops_at!r})" if stops_at else "")
+    checks = [c.ok, lambda t: len(t) <= cap, stops_at_ok(stops_at) if stops_at else (lambda t: True)]
+    try:
+        querylm.compile_source(f'"Q: [X]" where {where}')
+    except QueryCompileError as err:
+        no_value(err)
+        assert not has_value(lambda t: all(f(t) for f in checks), cap), f"{where}: {err}"
+
+
 @settings(max_examples=70, **SETTINGS)
 @given(
     c=combine(atoms_any, depth=2),
@@ -241,7 +262,8 @@ def test_bounded_combinations(
     where = " and ".join(parts)
     try:
         r = run(where, seed, decoder)
-    except ConstraintError as err:
+    except NO_VALUE as err:
+        no_value(err)
         assert not satisfiable, f"{where}: {err}"
         return
     assert satisfiable, f"{where} has no value, yet {r.text!r} came back"
@@ -406,7 +428,8 @@ def test_choice_lists(choices: list[str], extra: C | None, seed: int, decoder):
     where += f" and len(TOKENS(X)) <= {budget}"
     try:
         r = run(where, seed, decoder)
-    except ConstraintError as err:
+    except NO_VALUE as err:
+        no_value(err)
         assert not allowed, f"{where}: {err}"
         return
     assert r.text in allowed, f"{where}: {r.text!r}"

@@ -112,3 +112,47 @@ def test_a_huge_bad_argument_sends_back_a_bounded_error() -> None:
     assert "truncated, " in r.content
     r = reg.dispatch('{"name": "echo", "arguments": ' + huge)
     assert r.error == "invalid_json" and len(r.content) < 4 * MAX_ERROR_TEXT
+
+
+def _blocking_tool() -> Any:
+    @tool(timeout=0.5)
+    async def block(text: str) -> str:
+        """Blocks the event loop, as a careless async tool does."""
+        time.sleep(2)
+        return text
+
+    return block
+
+
+def test_an_async_tool_that_blocks_the_loop_times_out_under_sync_dispatch() -> None:
+    """Sync dispatch runs the coroutine on a loop of its own in a thread: the timeout holds."""
+    reg = ToolRegistry([_blocking_tool()])
+    t0 = time.perf_counter()
+    r = reg.dispatch({"name": "block", "arguments": {"text": "x"}})
+    assert time.perf_counter() - t0 < 1.5
+    assert not r.ok and r.error == "timeout" and "within 0.5 s" in r.message
+
+
+def test_an_async_tool_that_blocks_the_callers_loop_is_reported_as_a_timeout() -> None:
+    """On the caller's loop nothing can preempt it: the call returns late, and says it timed out
+    (the value is not handed back as if the timeout had held)."""
+    import asyncio
+
+    reg = ToolRegistry([_blocking_tool()])
+    r = asyncio.run(reg.adispatch({"name": "block", "arguments": {"text": "x"}}))
+    assert not r.ok and r.error == "timeout" and "blocked the event loop" in r.message
+    assert r.value is None
+
+
+def test_a_cooperative_async_tool_within_its_timeout_is_not_reported() -> None:
+    import asyncio
+
+    @tool(timeout=1.0)
+    async def nap(text: str) -> str:
+        """Sleeps politely."""
+        await asyncio.sleep(0.05)
+        return text
+
+    reg = ToolRegistry([nap])
+    assert reg.dispatch({"name": "nap", "arguments": {"text": "x"}}).value == "x"
+    assert asyncio.run(reg.adispatch({"name": "nap", "arguments": {"text": "y"}})).value == "y"

@@ -938,6 +938,8 @@ def _parse(kind: str, body: bytes) -> Any:
         data = json.loads(body)
     except ValueError:
         raise _Malformed("the body is not JSON") from None
+    except RecursionError:
+        raise _Malformed("the body is JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise _Malformed("the body is not a JSON object")
     return (ChatCompletion if kind == "chat" else Completion).construct(**data)

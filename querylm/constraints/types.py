@@ -33,9 +33,12 @@ def _parse_bool(text: str) -> bool:
     return text.strip().lower() == "true"
 
 
-def typed_hole(tp: Any) -> TypedHole:
+def typed_hole(tp: Any, names: dict[str, Any] | None = None) -> TypedHole:
     """The constraint and conversion of ``[X: tp]``. An object may define its own by a method
-    ``__querylm_hole__() -> TypedHole`` (tool registries do: a call of one of their tools)."""
+    ``__querylm_hole__() -> TypedHole`` (tool registries do: a call of one of their tools). ``names``:
+    what the query sees where the hole is, for the string annotations of a type defined in a function
+    (under ``from __future__ import annotations`` a local dataclass's field types are names that its
+    module alone can't resolve)."""
     custom = getattr(tp, "__querylm_hole__", None)
     if callable(custom) and not isinstance(tp, type):
         return custom()
@@ -55,14 +58,16 @@ def typed_hole(tp: Any) -> TypedHole:
         members = {(m.value if isinstance(m.value, (str, int)) else m.name): m for m in tp}
         by_text = {str(k): m for k, m in members.items()}
         return TypedHole(Term(regex.alternation(list(by_text))), by_text.__getitem__, tp.__name__)
-    return _json_hole(tp)
+    return _json_hole(tp, names)
 
 
-def _json_hole(tp: Any) -> TypedHole:
+def _json_hole(tp: Any, names: dict[str, Any] | None) -> TypedHole:
     try:
         from pydantic import TypeAdapter
 
         adapter = TypeAdapter(tp)
+        if names:
+            adapter.rebuild(_types_namespace=names)  # a no-op for a type its module resolves
         schema = adapter.json_schema()
     except Exception as err:  # pydantic raises several kinds for types it can't describe
         raise TypeNotSupported(f"{getattr(tp, '__name__', tp)!s} has no JSON Schema: {err}") from None

@@ -27,7 +27,7 @@ import llguidance
 
 from ..errors import Position, QueryCompileError
 from ..language.ir import SourceMap
-from . import functions, regex
+from . import functions, regex, satisfiable
 from .lang import And, Grammar, Lang, NotExpressible, Or, Term, is_regular, to_grammar
 from .lang import Not as LNot
 
@@ -472,7 +472,47 @@ def build(
     typed_label: str | None = None,
     base_dir: Path | None = None,
 ) -> HoleConstraint:
-    """The constraint of ``hole`` from the conjuncts that apply to it (and its type, if typed)."""
+    """The constraint of ``hole`` from the conjuncts that apply to it (and its type, if typed). A
+    combination no value can satisfy is an error naming the conjuncts that conflict, before decoding."""
+    values: dict[int, Any] = {}
+
+    def once(node: ast.expr) -> Any:  # the conflict search rebuilds: the user's expressions run once
+        if id(node) not in values:
+            values[id(node)] = evaluate(node)
+        return values[id(node)]
+
+    def make(nodes: list[ast.expr], with_type: bool) -> HoleConstraint:
+        return _build(hole, nodes, smap, once, typed if with_type else None, typed_label, base_dir)
+
+    hc = make(conjunct_nodes, True)
+    if not satisfiable.is_empty(tuple(hc.grammars())):
+        return hc
+    # The conflict, made minimal: drop each part whose absence leaves the language still empty.
+    nodes, with_type = list(conjunct_nodes), typed is not None
+    if with_type and satisfiable.is_empty(tuple(make(nodes, False).grammars())):
+        with_type = False
+    for node in list(nodes):
+        rest = [n for n in nodes if n is not node]
+        if satisfiable.is_empty(tuple(make(rest, with_type).grammars())):
+            nodes = rest
+    names = ([f"the type {typed_label}"] if with_type else []) + [ast.unparse(n) for n in nodes]
+    what = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    together = "" if len(names) == 1 else " together"
+    at = nodes[-1] if nodes else conjunct_nodes[0] if conjunct_nodes else None
+    raise QueryCompileError(
+        f"no value of {hole} can satisfy {what}{together}", smap.of(at) if at is not None else None
+    )
+
+
+def _build(
+    hole: str,
+    conjunct_nodes: list[ast.expr],
+    smap: SourceMap,
+    evaluate: Callable[[ast.expr], Any],
+    typed: Lang | None,
+    typed_label: str | None,
+    base_dir: Path | None,
+) -> HoleConstraint:
     hc = HoleConstraint(hole)
     if typed is not None:
         hc.labels.append(f"{hole}: {typed_label}")

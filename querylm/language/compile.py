@@ -31,6 +31,7 @@ from .ir import Hole, Interpolation, Query, Role, Text
 from .parse import PROMPT_MARKER
 
 FUNCTION_NAME = "__querylm_query__"
+SCOPE_NAME = "__querylm_scope__"
 BUILTIN_NAMES = set(dir(builtins))
 PREDEFINED: dict[str, Any] = {"Literal": typing.Literal}
 """Names a string or file query can use without importing them (a function-form query has its module's)."""
@@ -45,10 +46,19 @@ class CompiledQuery:
     inputs: list[str]
     free_names: dict[str, ast.AST] = field(default_factory=dict)
     """Names the query reads but never defines, with their first use (for error positions)."""
+    scope: dict[str, Any] = field(default_factory=dict)
+    """The enclosing function's names the query closes over (see ``compile_query``)."""
 
     @property
     def code_filename(self) -> str:
         return f"<querylm {self.query.name}>"
+
+
+def _function(name: str, args: ast.arguments, body: list[ast.stmt]) -> ast.FunctionDef:
+    fn = ast.FunctionDef(name=name, args=args, body=body, decorator_list=[], returns=None)
+    if "type_params" in ast.FunctionDef._fields:  # Python >= 3.12
+        fn.type_params = []  # type: ignore[attr-defined]
+    return fn
 
 
 def _lambda(expr: ast.expr) -> ast.Lambda:
@@ -155,10 +165,16 @@ def _conjuncts(node: ast.expr) -> list[ast.expr]:
 
 
 def compile_query(
-    query: Query, *, params: list[str] | None = None, globals_: dict[str, Any] | None = None
+    query: Query,
+    *,
+    params: list[str] | None = None,
+    globals_: dict[str, Any] | None = None,
+    scope: dict[str, Any] | None = None,
 ) -> CompiledQuery:
     """Compile ``query``. ``params`` are the inputs of a function-form query; for a string or file
-    query they are None and every name the query reads without defining it becomes an input."""
+    query they are None and every name the query reads without defining it becomes an input.
+    ``scope``: the local names of the function a ``@query`` is defined in (a dataclass defined there),
+    which the query reads as a closure reads them."""
     if query.first_await is not None:
         raise UnsupportedError(
             "'await' inside a query body is not supported yet: call async code from outside the query",
@@ -187,6 +203,7 @@ def compile_query(
         | set(PREDEFINED)
         | set(params or [])
         | set((globals_ or {}).keys())
+        | set(scope or {})
         | set(functions.NAMES)
     )
     free = {name: node for name, node in used.items() if name not in known}
@@ -213,18 +230,29 @@ def compile_query(
         kwarg=None,
         defaults=[],
     )
-    fn = ast.FunctionDef(name=FUNCTION_NAME, args=args, body=body, decorator_list=[], returns=None)
-    if "type_params" in ast.FunctionDef._fields:  # Python >= 3.12
-        fn.type_params = []  # type: ignore[attr-defined]
+    fn = _function(FUNCTION_NAME, args, body)
     if not any(isinstance(n, (ast.Yield, ast.YieldFrom)) for n in ast.walk(fn)):
         fn.body.append(
             ast.Expr(ast.Yield(ast.Constant(None)))
         )  # pragma: no cover - a query always has a prompt
-    module = ast.Module(body=[fn], type_ignores=[])
+    scope = scope or {}
+    # With enclosing names, the query function inside one that takes them: a closure over them, as if
+    # it had been written where the @query function was.
+    outer = _function(
+        SCOPE_NAME,
+        ast.arguments(
+            posonlyargs=[], args=[ast.arg(arg=n) for n in scope], vararg=None, kwonlyargs=[],
+            kw_defaults=[], kwarg=None, defaults=[],
+        ),
+        [fn, ast.Return(ast.Name(FUNCTION_NAME, ast.Load()))],
+    )  # fmt: skip
+    module = ast.Module(body=[outer if scope else fn], type_ignores=[])
     ast.fix_missing_locations(module)
     filename = f"<querylm {query.name}>"
     try:
-        code = compile(module, filename, "exec")
+        # dont_inherit: not under this module's own `from __future__ import annotations`, which would
+        # leave a dataclass defined in the query body with string annotations nothing can resolve.
+        code = compile(module, filename, "exec", dont_inherit=True)
     except SyntaxError as err:
         raise QueryCompileError(
             err.msg, query.source_map.position(err.lineno or 1, (err.offset or 1) - 1)
@@ -232,4 +260,5 @@ def compile_query(
     namespace: dict[str, Any] = globals_ if globals_ is not None else {"__builtins__": builtins, **PREDEFINED}
     local_ns: dict[str, Any] = {}
     exec(code, namespace, local_ns)
-    return CompiledQuery(query, local_ns[FUNCTION_NAME], inputs, free)
+    function = local_ns[SCOPE_NAME](**scope) if scope else local_ns[FUNCTION_NAME]
+    return CompiledQuery(query, function, inputs, free, scope)

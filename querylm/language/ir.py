@@ -72,6 +72,8 @@ class DecoderSpec:
     """Canonical name: argmax, sample, beam, beam_sample, best_k."""
     args: dict[str, Any]
     position: Position | None = None
+    arg_positions: dict[str, Position] = field(default_factory=dict)
+    """Where each argument is written (``temperature=-1``), for errors about its value."""
 
 
 @dataclass

@@ -14,7 +14,7 @@ import io
 import tokenize
 from dataclasses import dataclass
 
-from ..errors import QueryCompileError, QuerySyntaxError, UnsupportedError
+from ..errors import Position, QueryCompileError, QuerySyntaxError, UnsupportedError
 from . import template
 from .ir import DECODER_ARGS, DECODERS, DecoderSpec, Distribution, Hole, Prompt, Query, Role, SourceMap
 
@@ -278,6 +278,7 @@ def _parse_decoder(line: _Line, lines: list[str], smap: SourceMap) -> DecoderSpe
     assert isinstance(tree, ast.Expression)
     node = tree.body
     args: dict[str, object] = {}
+    where: dict[str, Position] = {}
     if isinstance(node, ast.Call):
         if node.args:
             raise QuerySyntaxError(
@@ -292,13 +293,14 @@ def _parse_decoder(line: _Line, lines: list[str], smap: SourceMap) -> DecoderSpe
                     f"{tok.string} has no argument '{kw.arg}' (it takes: {', '.join(sorted(takes))})",
                     smap.of(kw),
                 )
+            where[kw.arg] = smap.of(kw)
             try:
                 args[kw.arg] = ast.literal_eval(kw.value)
             except ValueError:
                 raise QuerySyntaxError(
                     f"decoder argument '{kw.arg}' must be a literal value", smap.of(kw.value)
                 ) from None
-    return DecoderSpec(DECODERS[tok.string], args, pos)
+    return DecoderSpec(DECODERS[tok.string], args, pos, where)
 
 
 def _parse_in_place(

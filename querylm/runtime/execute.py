@@ -281,15 +281,15 @@ class Execution:
         if isinstance(tp, (QueryFunction, NestedCall)):
             self.bind(hole, self.nested(hole, tp))
             return None
-        typed = None
-        if tp is not None:
-            try:
-                typed = typed_hole(tp)
-            except TypeNotSupported as err:
-                raise QueryCompileError(f"unsupported hole type: {err}", hole.position) from None
         frame = getattr(gen, "gi_frame", None)  # the query's variables, for constants in its constraints
         env = dict(frame.f_locals) if frame is not None else {}
         glb = frame.f_globals if frame is not None else {}
+        typed = None
+        if tp is not None:
+            try:
+                typed = typed_hole(tp, {**glb, **plan.compiled.scope, **env})
+            except TypeNotSupported as err:
+                raise QueryCompileError(f"unsupported hole type: {err}", hole.position) from None
         smap = plan.compiled.query.source_map
         filename = plan.compiled.code_filename
 

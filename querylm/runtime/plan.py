@@ -52,7 +52,7 @@ def plan(
     extra = set(dec.args) - DECODER_ARGS[dec.name]
     if extra:
         raise QueryCompileError(f"{dec.name} has no argument '{sorted(extra)[0]}'", dec.position)
-    check_decoder_args(dec.name, dec.args, dec.position)
+    check_decoder_args(dec.name, dec.args, dec.position, dec.arg_positions)
     if dec.name not in IMPLEMENTED:
         raise UnsupportedError(
             f"the {dec.name} decoder is parsed but not supported yet: use argmax or sample(n=...)",
@@ -77,7 +77,7 @@ def plan(
             tp = static_type(hole.type_expr.body, static_env)
             if tp is not UNKNOWN and not _is_query_function(tp):
                 try:
-                    typed = typed_hole(tp)
+                    typed = typed_hole(tp, static_env)
                 except TypeNotSupported as err:
                     raise QueryCompileError(f"unsupported hole type: {err}", hole.position) from None
         nodes = [c for c in p.global_conjuncts if hole.name in names_in(c)]
@@ -98,22 +98,29 @@ def plan(
 _WHOLE_MIN = {"n": 1, "max_len": 1, "top_k": 1, "seed": 0, "budget": 1}
 
 
-def check_decoder_args(decoder: str, args: dict[str, Any], position: Position | None) -> None:
+def check_decoder_args(
+    decoder: str,
+    args: dict[str, Any],
+    position: Position | None,
+    arg_positions: dict[str, Position] | None = None,
+) -> None:
     """Decoder arguments are checked once, here, before any model runs: whole numbers (not bools) at
-    or above their minimum, a temperature >= 0 (0 is greedy) and a top_p in (0, 1]."""
+    or above their minimum, a temperature >= 0 (0 is greedy) and a top_p in (0, 1]. An error points at
+    the argument where the query wrote it (``arg_positions``), else at ``position``."""
     for name, value in args.items():
+        at = (arg_positions or {}).get(name, position)
         if name in _WHOLE_MIN:
             low = _WHOLE_MIN[name]
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise QueryCompileError(
-                    f"{decoder}: {name} must be a whole number >= {low}, not {value!r}", position
+                    f"{decoder}: {name} must be a whole number >= {low}, not {value!r}", at
                 )
         elif name in ("temperature", "top_p"):
             number = isinstance(value, (int, float)) and not isinstance(value, bool)
             low_ok = number and (value > 0 if name == "top_p" else value >= 0)
             if not low_ok or (name == "top_p" and value > 1):
                 bound = "in (0, 1]" if name == "top_p" else "a number >= 0"
-                raise QueryCompileError(f"{decoder}: {name} must be {bound}, not {value!r}", position)
+                raise QueryCompileError(f"{decoder}: {name} must be {bound}, not {value!r}", at)
 
 
 def static_type(node: ast.expr, env: dict[str, Any]) -> Any:

@@ -36,7 +36,7 @@ from ..backends.openai import HoleUsage, OpenAIBackend, Usage, _Valid
 from ..constraints import regex
 from ..constraints.lang import And, Grammar, Not, Term, to_grammar
 from ..errors import ModelError, UnsupportedError
-from .registry import ToolCall, ToolRegistry, ToolResult, new_call_id
+from .registry import ToolCall, ToolRegistry, ToolResult, json_fault, new_call_id
 
 if TYPE_CHECKING:
     from .agent import Agent, AgentEvent, Choice, ToolFormat, TurnOutput
@@ -377,13 +377,15 @@ class HostedTurns:
         out.text = text
         try:
             obj = json.loads(text)
-        except ValueError as err:
+        except (ValueError, RecursionError) as err:
             if finish == "length":
                 out.truncated = registry.truncated(text, budget)
                 return
             out.message = {"role": "assistant", "content": text}
             out.calls = [
-                registry._error(None, "invalid_json", f"the turn is not valid JSON: {err}", raw=text)
+                registry._error(
+                    None, "invalid_json", f"the turn is not valid JSON: {json_fault(err)}", raw=text
+                )
             ]
             return
         if isinstance(obj, dict) and isinstance(obj.get("answer"), str):
@@ -406,8 +408,9 @@ class HostedTurns:
 def _read_list(registry: ToolRegistry, body: str, raw: str) -> list[ToolCall | ToolResult]:
     try:
         items = json.loads(body)
-    except ValueError as err:
-        return [registry._error(None, "invalid_json", f"the tool calls are not valid JSON: {err}", raw=raw)]
+    except (ValueError, RecursionError) as err:
+        why = json_fault(err)
+        return [registry._error(None, "invalid_json", f"the tool calls are not valid JSON: {why}", raw=raw)]
     if not isinstance(items, list) or not items:
         return [registry._error(None, "invalid_call", "expected a list of calls", raw=raw)]
     return [registry.parse_call(c) for c in items]

@@ -448,7 +448,9 @@ class ToolRegistry:
             try:
                 obj = json.loads(obj)
             except (ValueError, RecursionError) as err:
-                return self._error(None, "invalid_json", f"the call is not valid JSON: {_why(err)}", raw=raw)
+                return self._error(
+                    None, "invalid_json", f"the call is not valid JSON: {json_fault(err)}", raw=raw
+                )
         if isinstance(obj, dict) and isinstance(obj.get("function"), dict):  # OpenAI's tool_calls entry
             obj = {**obj["function"], "id": obj.get("id")}
         if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
@@ -461,7 +463,7 @@ class ToolRegistry:
                 args = json.loads(args) if args.strip() else {}
             except (ValueError, RecursionError) as err:
                 call = ToolCall(obj["name"], {}, obj.get("id") or new_call_id())
-                why = _why(err)
+                why = json_fault(err)
                 return self._error(call, "invalid_json", f"the arguments are not valid JSON: {why}", raw=raw)
         if args is None:
             args = {}
@@ -515,6 +517,13 @@ class ToolRegistry:
             except Exception as err:  # pydantic's conversion refused what jsonschema accepted
                 return self._error(parsed, "invalid_arguments", f"{t.name}: {safe_str(err)}")
             value = await asyncio.wait_for(_invoke(t, kwargs), timeout)
+            elapsed = time.perf_counter() - start
+            if timeout is not None and elapsed > timeout:  # the loop was blocked: wait_for could not fire
+                return self._error(
+                    parsed, "timeout", f"{t.name} did not finish within {timeout:g} s: it blocked the "
+                    f"event loop for {elapsed:.1f} s (an async tool must not call blocking functions; "
+                    "use asyncio.sleep or asyncio.to_thread)", elapsed=elapsed,
+                )  # fmt: skip
         except _Raised as raised:
             exc = raised.err
             return self._error(
@@ -661,7 +670,9 @@ def _json_bytes(s: Any, defs: dict[str, Any], seen: set[str]) -> int | None:
     return max(sizes)  # type: ignore[type-var]
 
 
-def _why(err: BaseException) -> str:
+def json_fault(err: BaseException) -> str:
+    """Why ``json.loads`` refused a text, in words for the model: a RecursionError (JSON nested
+    thousands deep) is refused as such, never raised on."""
     return "it is nested too deeply" if isinstance(err, RecursionError) else safe_str(err)
 
 
@@ -688,13 +699,23 @@ async def _approval(approve: Approve, call: ToolCall, t: Tool) -> str | None:
     return "the call was not approved" if not verdict else None
 
 
+_OWN_LOOP: contextvars.ContextVar[bool] = contextvars.ContextVar("querylm_own_loop", default=False)
+"""True inside ``run_sync``: the loop dispatching is querylm's own, not a caller's."""
+
+
 async def _invoke(t: Tool, kwargs: dict[str, Any]) -> Any:
-    """Run the tool: an async one on the caller's loop, a sync one in a daemon thread. Whatever it
-    raises comes back as ``_Raised`` (SystemExit would otherwise end the loop, StopIteration can't
-    cross a coroutine)."""
-    if t.is_async:
+    """Run the tool: a sync one in a daemon thread; an async one on the caller's loop when the caller
+    awaits (``adispatch``, ``Agent.arun``: a tool may share that loop's locks and clients), and on a
+    fresh loop of its own in a daemon thread when the dispatch is synchronous (``dispatch``,
+    ``Agent.run``). An async tool that blocks (``time.sleep``) then can't hold up the timeout: it is
+    abandoned in its thread like a hung sync tool. On the caller's loop nothing can preempt it, so
+    ``adispatch`` reports a call that returns past its timeout as a timeout, after the fact. Whatever
+    the tool raises comes back as ``_Raised`` (SystemExit would otherwise end the loop, StopIteration
+    can't cross a coroutine)."""
+    if t.is_async and not _OWN_LOOP.get():
         return await _awaited(t.fn(**kwargs))
-    value = await _in_daemon_thread(t.fn, kwargs, t.name)
+    fn = (lambda **kw: asyncio.run(_await(lambda: t.fn(**kw)))) if t.is_async else t.fn
+    value = await _in_daemon_thread(fn, kwargs, t.name)
     if inspect.isawaitable(value):  # a sync function that returned a coroutine
         value = await _awaited(value)
     return value
@@ -749,6 +770,7 @@ def run_sync(make: Callable[[], Awaitable[Any]]) -> Any:
 
 
 async def _await(make: Callable[[], Awaitable[Any]]) -> Any:
+    _OWN_LOOP.set(True)  # in this task's own context: the caller's is untouched
     return await make()
 
 
