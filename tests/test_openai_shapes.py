@@ -20,8 +20,8 @@ from hosted_fakes import FakeServer  # noqa: E402
 
 import querylm  # noqa: E402
 from querylm import run_many  # noqa: E402
-from querylm.backends import openai_gbnf as G  # noqa: E402
 from querylm.backends.openai import OpenAIBackend, byte_tokenizer, load  # noqa: E402
+from querylm.constraints import gbnf as G  # noqa: E402
 from querylm.errors import BackendError, ConstraintError, ModelError, UnsupportedError  # noqa: E402
 
 KEY = "sk-test-Zq8v3K1mN0pL9rT2"

@@ -37,11 +37,11 @@ from typing import Any
 
 import numpy as np
 
+from ..constraints import automata, gbnf
 from ..constraints.lang import Grammar
 from ..constraints.matcher import Matcher
 from ..decoding.hole import FREE_TEXT, HoleOutput
 from ..errors import BackendError, ConstraintError, ModelError, QueryError, UnsupportedError
-from . import openai_gbnf as gbnf
 from .base import Backend, Batch, Sequence
 
 log = logging.getLogger("querylm.openai")
@@ -64,7 +64,7 @@ _OPTION_TYPES: dict[str, Callable[[str], Any]] = {
 }
 TAIL = 8
 """Characters a server grammar lets a model write past a value that could go on, to say that it ends
-(see ``openai_gbnf.dfa_gbnf``); cut off locally."""
+(see ``constraints.gbnf.dfa_gbnf``); cut off locally."""
 _KEY_PATTERN = re.compile(r"\b(sk|sess|key)-[A-Za-z0-9_\-]{6,}")
 
 
@@ -381,7 +381,7 @@ class _Retryable(Exception):
 class _HoleLang:
     """A hole's language in the forms servers take, computed once per hole."""
 
-    dfa: gbnf.Automaton | None = None
+    dfa: automata.Automaton | None = None
     """The whole mask language as a DFA (regular holes, stop phrases folded in)."""
     json_schema: dict | None = None
     whole_grammar: str | None = None
@@ -849,9 +849,9 @@ class OpenAIBackend(Backend):
                 lang.exact = True  # free text
                 return lang
             try:
-                lang.dfa = gbnf.hole_dfa(hc.regular, tuple(hc.stops_at), tuple(hc.stops_before))
+                lang.dfa = automata.hole_dfa(hc.regular, tuple(hc.stops_at), tuple(hc.stops_before))
                 lang.exact = True
-            except gbnf.NotTranslatable as err:
+            except automata.NotTranslatable as err:
                 log.info("%s: no server grammar for %s (%s)", self.name, hc.hole, err)
             return lang
         if len(hc.cfgs) == 1 and isinstance(hc.cfgs[0], Grammar) and hc.cfgs[0].kind == "json":
@@ -860,7 +860,7 @@ class OpenAIBackend(Backend):
             try:
                 lang.whole_grammar = gbnf.json_gbnf(schema)
                 gbnf.check_gbnf(lang.whole_grammar)
-            except (gbnf.NotTranslatable, ValueError) as err:
+            except (automata.NotTranslatable, ValueError) as err:
                 log.info("%s: no GBNF for the JSON Schema of %s (%s)", self.name, hc.hole, err)
                 lang.whole_grammar = None
             lang.exact = hc.regular is None and not hc.stops_at and not hc.stops_before
@@ -868,7 +868,7 @@ class OpenAIBackend(Backend):
             try:
                 lang.whole_grammar = gbnf.lark_gbnf(hc.cfgs[0].text, tail=TAIL)
                 gbnf.check_gbnf(lang.whole_grammar)
-            except (gbnf.NotTranslatable, ValueError) as err:
+            except (automata.NotTranslatable, ValueError) as err:
                 log.info("%s: no GBNF for the grammar of %s (%s)", self.name, hc.hole, err)
                 lang.whole_grammar = None
             lang.exact = lang.whole_grammar is not None and hc.regular is None
@@ -1370,7 +1370,7 @@ def _request(
     state = None
     if lang.dfa is not None:
         state = lang.dfa.walk(so_far)
-        longest = _longest_bytes(lang.dfa, state) if state is not None else None
+        longest = automata.longest_bytes(lang.dfa, state) if state is not None else None
         if longest is not None:
             limit = min(limit, max(1, longest + 4 * TAIL))
 
@@ -1379,13 +1379,13 @@ def _request(
         try:
             grammar = gbnf.dfa_gbnf(lang.dfa, state, tail=TAIL)
             gbnf.check_gbnf(grammar)
-        except (gbnf.NotTranslatable, ValueError) as err:
+        except (automata.NotTranslatable, ValueError) as err:
             log.info("%s: no grammar for %s from %r: %s", b.name, hc.hole, so_far, err)
             grammar = None
     elif lang.whole_grammar is not None and not so_far:
         grammar = lang.whole_grammar
     choices = (
-        gbnf.finite_strings(lang.dfa, state, limit=50) if lang.dfa is not None and state is not None else None
+        automata.finite_strings(lang.dfa, state, limit=50) if lang.dfa is not None and state is not None else None
     )
     if choices is not None:
         choices = [c for c in choices if c]
@@ -1519,34 +1519,6 @@ def _strict_ok(schema: Any) -> bool:
     if isinstance(schema, list):
         return all(_strict_ok(v) for v in schema)
     return True
-
-
-def _longest_bytes(dfa: gbnf.Automaton, state: int) -> int | None:
-    """The most UTF-8 bytes a value can still have from ``state`` (None: unbounded). A token is at
-    least a byte, so this bounds ``max_tokens`` without cutting any value."""
-    memo: dict[int, int | None] = {}
-    on_path: set[int] = set()
-
-    def walk(s: int) -> int | None:
-        if s in memo:
-            return memo[s]
-        if s in on_path:
-            return None
-        on_path.add(s)
-        best = 0
-        for cs, t in dfa.trans[s]:
-            width = len(chr(cs[-1][1]).encode("utf-8", errors="replace")) if cs else 1
-            sub = walk(t)
-            if sub is None:
-                on_path.discard(s)
-                memo[s] = None
-                return None
-            best = max(best, width + sub)
-        on_path.discard(s)
-        memo[s] = best
-        return best
-
-    return walk(state)
 
 
 def _choice_bias(b: OpenAIBackend, choices: list[str]) -> tuple[dict[str, int], int]:

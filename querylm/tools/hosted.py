@@ -11,7 +11,7 @@ request per turn, through the backend's client, retries and usage accounting.
   tool_choice), written as GBNF (``server_grammar``) and sent in the server's grammar parameter
   (llama.cpp ``grammar``, vLLM ``structured_outputs.grammar``, SGLang ``ebnf``). The conversation is
   written in the agent's ToolFormat, as for a local model whose template has no tools section.
-- Where the union grammar has no GBNF form (a tool schema ``openai_gbnf`` can't translate), the
+- Where the union grammar has no GBNF form (a tool schema ``constraints.gbnf`` can't translate), the
   ``grammar`` mechanism is switched off, or the server takes no grammar (``ollama``): the server gets a
   JSON Schema (``calls_schema``: ``{"answer": "..."}`` or ``{"tool_calls": [...]}``) in its
   ``json_schema`` parameter. Where neither is possible the run fails with an UnsupportedError.
@@ -31,9 +31,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..backends import openai_gbnf as gbnf
 from ..backends.openai import HoleUsage, OpenAIBackend, Usage, _Valid
-from ..constraints import regex
+from ..constraints import automata, gbnf, regex
 from ..constraints.lang import And, Grammar, Not, Term, to_grammar
 from ..errors import ModelError, UnsupportedError
 from .registry import ToolCall, ToolRegistry, ToolResult, new_call_id
@@ -65,11 +64,11 @@ def openai_tool_choice(choice: Choice, registry: ToolRegistry) -> str | dict[str
     }
 
 
-def _text_dfa(fmt: ToolFormat) -> gbnf.Automaton:
+def _text_dfa(fmt: ToolFormat) -> automata.Automaton:
     """The TEXT terminal of ``turn_grammar``: some text that does not start (after whitespace) with a
     reserved prefix."""
     starts = f"{regex.WS}*{regex.alternation(list(fmt.reserved) or [fmt.call_open])}(?s:.*)"
-    return gbnf.lang_dfa(And((Term("(?s:.+)"), Not(Term(starts)))))
+    return automata.lang_dfa(And((Term("(?s:.+)"), Not(Term(starts)))))
 
 
 def server_grammar(registry: ToolRegistry, choice: Choice, fmt: ToolFormat, max_calls: int) -> str:
@@ -259,7 +258,7 @@ class HostedTurns:
                 plan = _Plan(
                     "grammar", server_grammar(agent.registry, choice, agent.format, max_calls), local
                 )
-            except (gbnf.NotTranslatable, ValueError) as err:
+            except (automata.NotTranslatable, ValueError) as err:
                 why = f"the union grammar has no GBNF form ({err})"
                 log.info("%s: %s; trying JSON Schema", b.name, why)
         if plan is None and not choice.tools:
