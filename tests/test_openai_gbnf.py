@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from llguidance.gbnf_to_lark import gbnf_to_lark
 
-from querylm.backends.openai import byte_tokenizer
+from querylm.backends.hub import byte_tokenizer
 from querylm.backends.random import RandomBackend
 from querylm.constraints import automata as A
 from querylm.constraints import gbnf as G

@@ -15,7 +15,8 @@ pytest.importorskip("openai")
 from hosted_fakes import FakeServer  # noqa: E402
 
 import querylm  # noqa: E402
-from querylm.backends.openai import OpenAIBackend, byte_tokenizer  # noqa: E402
+from querylm.backends.hub import byte_tokenizer  # noqa: E402
+from querylm.backends.openai import OpenAIBackend  # noqa: E402
 from querylm.constraints import automata as A
 from querylm.constraints import gbnf as G  # noqa: E402
 from querylm.errors import ModelError, UnsupportedError  # noqa: E402

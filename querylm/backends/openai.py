@@ -32,7 +32,6 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,6 +42,7 @@ from ..constraints.matcher import Matcher
 from ..decoding.hole import FREE_TEXT, HoleOutput
 from ..errors import BackendError, ConstraintError, ModelError, QueryError, UnsupportedError
 from .base import Backend, Batch, Sequence
+from .hub import load_tokenizer
 
 log = logging.getLogger("querylm.openai")
 
@@ -145,117 +145,7 @@ def load(model_id: str) -> OpenAIBackend:
 # -- tokenizers ---------------------------------------------------------------------------------------
 
 
-def byte_tokenizer() -> Any:
-    """A tokenizer whose tokens are the 256 bytes (and an end token): for a hosted model whose own
-    tokenizer isn't available here, it lets the mask engine validate any text byte by byte. Token
-    counts (``len(TOKENS(X))``) are then counts of UTF-8 bytes."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    printable = [
-        *range(ord("!"), ord("~") + 1),
-        *range(ord("¡"), ord("¬") + 1),
-        *range(ord("®"), ord("ÿ") + 1),
-    ]
-    mapping = {b: chr(b) for b in printable}
-    extra = 0
-    for b in range(256):
-        if b not in mapping:
-            mapping[b] = chr(256 + extra)
-            extra += 1
-    vocab = {ch: b for b, ch in mapping.items()}
-    vocab["<|endoftext|>"] = 256
-    tk = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    tk.decoder = decoders.ByteLevel()
-    tk.add_special_tokens([AddedToken("<|endoftext|>", special=True)])
-    return PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|endoftext|>")
-
-
-def tiktoken_tokenizer(encoding: Any) -> Any:
-    """A tiktoken encoding (its name, a model name, or an ``Encoding``) as a Hugging Face tokenizer,
-    converted once and cached (OpenAI's models have no tokenizer.json). Needs ``tiktoken``, and its
-    encoding files (downloaded by tiktoken on first use, or in TIKTOKEN_CACHE_DIR)."""
-    import base64
-    import shutil
-    import tempfile
-
-    import tiktoken
-    from transformers import PreTrainedTokenizerFast
-    from transformers.convert_slow_tokenizer import TikTokenConverter
-
-    from .models import cache_dir
-
-    if isinstance(encoding, str):
-        try:
-            enc = tiktoken.get_encoding(encoding)
-        except ValueError:
-            enc = tiktoken.encoding_for_model(encoding)
-    else:
-        enc = encoding
-    digest = f"{enc.name}-{enc.n_vocab}"
-    target = cache_dir() / "tiktoken" / re.sub(r"[^A-Za-z0-9_.-]", "_", digest) / "tokenizer.json"
-    if not target.is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=target.parent))
-        try:
-            # the converter reads tiktoken's file format: each token's bytes in base64, and its rank
-            ranks = tmp / "ranks.tiktoken"
-            ranks.write_text(
-                "".join(f"{base64.b64encode(t).decode()} {r}\n" for t, r in enc._mergeable_ranks.items())
-            )
-            converted = TikTokenConverter(
-                vocab_file=str(ranks), pattern=enc._pat_str, extra_special_tokens=enc._special_tokens
-            ).converted()
-            converted.save(str(tmp / "tokenizer.json"))
-            os.replace(tmp / "tokenizer.json", target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    specials = getattr(enc, "_special_tokens", {})
-    eos = "<|endoftext|>" if "<|endoftext|>" in specials else (next(iter(specials), None))
-    return PreTrainedTokenizerFast(tokenizer_file=str(target), eos_token=eos)
-
-
-_TOKENIZERS: dict[str, Any] = {}
 _LL_TOKENIZERS: dict[int, tuple[Any, Any]] = {}
-
-
-def _load_tokenizer(spec: str) -> Any:
-    """``_read_tokenizer``, once per process (a backend per model id, per test, per CLI call would
-    otherwise load the same files again, seconds each)."""
-    if spec not in _TOKENIZERS:
-        _TOKENIZERS[spec] = _read_tokenizer(spec)
-    return _TOKENIZERS[spec]
-
-
-def _read_tokenizer(spec: str) -> Any:
-    """A tokenizer from a name: ``bytes``, the default model's names, a folder, a ``.gguf`` file, a
-    ``tokenizer.json`` file or a hub id (from the local cache)."""
-    from . import models
-
-    if spec == "bytes":
-        return byte_tokenizer()
-    if spec.startswith("tiktoken:"):
-        return tiktoken_tokenizer(spec.removeprefix("tiktoken:"))
-    if spec in models._DEFAULT_NAMES or spec.removeprefix("local:") in models._DEFAULT_NAMES:
-        return models._tokenizer(None)
-    path = os.path.expanduser(spec.removeprefix("local:"))
-    if path.endswith(".json") and os.path.isfile(path):
-        from transformers import PreTrainedTokenizerFast
-
-        return PreTrainedTokenizerFast(tokenizer_file=path)
-    if path.endswith(".gguf") and os.path.isfile(path):
-        try:
-            if os.path.samefile(path, models.default_gguf()):
-                return models._tokenizer(None)  # converted once and cached
-        except (OSError, ModelError):
-            pass
-        from transformers import AutoTokenizer
-
-        return AutoTokenizer.from_pretrained(
-            os.path.dirname(os.path.abspath(path)), gguf_file=os.path.basename(path)
-        )
-    return models._tokenizer(spec)
 
 
 # -- usage --------------------------------------------------------------------------------------------
@@ -578,7 +468,7 @@ class OpenAIBackend(Backend):
             return spec, "given"
         if isinstance(spec, str):
             try:
-                return _load_tokenizer(spec), spec
+                return load_tokenizer(spec), spec
             except Exception as err:  # noqa: BLE001
                 raise ModelError(f"{self.name}: can't load tokenizer {spec!r}: {err}") from None
         # The served model may be a file on this machine (llama.cpp on loopback): its own tokenizer.
@@ -588,16 +478,16 @@ class OpenAIBackend(Backend):
             for served in self.served:
                 if served.endswith(".gguf") and os.path.isfile(served):
                     try:
-                        return _load_tokenizer(served), served
+                        return load_tokenizer(served), served
                     except Exception as err:  # noqa: BLE001
                         log.info("can't load the tokenizer of %s: %s", served, err)
         if self.flavour == "openai" and importlib.util.find_spec("tiktoken") is not None:
             try:
-                return _load_tokenizer(f"tiktoken:{self.model}"), f"tiktoken:{self.model}"
+                return load_tokenizer(f"tiktoken:{self.model}"), f"tiktoken:{self.model}"
             except Exception as err:  # noqa: BLE001 - offline, or a model tiktoken doesn't know
                 log.info("%s: no tiktoken encoding (%s)", self.name, self._scrub(str(err)))
         log.info("%s: no local tokenizer; validating byte by byte (len(TOKENS(X)) counts bytes)", self.name)
-        return _load_tokenizer("bytes"), "bytes"
+        return load_tokenizer("bytes"), "bytes"
 
     def _server_tokenize(self, text: str) -> list[int] | None:
         """The server's own token ids for ``text`` (llama.cpp's /extras/tokenize or /tokenize, vLLM's
@@ -1552,7 +1442,6 @@ __all__ = [
     "Usage",
     "HoleUsage",
     "load",
-    "byte_tokenizer",
     "FLAVOURS",
     "MECHANISMS",
 ]

@@ -42,7 +42,7 @@ class LlamaServer:
             raise ValueError(f"flavour must be 'native' or 'python', not {flavour!r}")
         self.flavour = flavour
         if model is None:
-            from .models import default_gguf
+            from .hub import default_gguf
 
             model = default_gguf()
         self.model = str(model)
