@@ -38,7 +38,7 @@ import numpy as np
 
 from ..constraints import automata, gbnf
 from ..constraints.lang import Grammar
-from ..constraints.matcher import Matcher
+from ..constraints.matcher import PrefixMatcher
 from ..decoding.hole import FREE_TEXT, HoleOutput
 from ..errors import BackendError, ConstraintError, ModelError, QueryError, UnsupportedError
 from .base import Backend, Batch, Sequence
@@ -860,129 +860,6 @@ def _retry_after(response: Any) -> float | None:
 # -- the hole decoder ---------------------------------------------------------------------------------
 
 
-class _Valid:
-    """The local matcher over a hole's value: feeds server text, keeps its longest valid prefix."""
-
-    def __init__(self, backend: OpenAIBackend, grammars: list[str]):
-        self.backend = backend
-        self.m = Matcher(backend.ll_tokenizer, grammars)
-        self.text = ""
-        self.ids: list[int] = []
-
-    def feed(self, text: str, limit: int | None = None) -> str:
-        """Consume the longest prefix of ``text`` the constraints allow, in at most ``limit`` tokens;
-        return it."""
-        if not text:
-            return ""
-        b = self.backend
-        ids = b.encode(text)
-        if limit is not None and len(ids) > limit:
-            ids = ids[: max(0, limit)]
-            cut = b.ll_tokenizer.decode_bytes(ids)
-            while ids and not _whole_utf8(cut):
-                ids = ids[:-1]
-                cut = b.ll_tokenizer.decode_bytes(ids)
-            text = cut.decode("utf-8")
-        n = self._consume(ids)
-        if n == len(ids):
-            self._commit(text, ids)
-            return text
-        good_ids = ids[:n]
-        good = b.ll_tokenizer.decode_bytes(good_ids)
-        # cut on a character boundary
-        while good_ids and not _whole_utf8(good):
-            self._rollback(1)
-            good_ids = good_ids[:-1]
-            good = b.ll_tokenizer.decode_bytes(good_ids)
-        good_text = good.decode("utf-8")
-        self._commit(good_text, good_ids)
-        # the rejected token may still start with valid characters
-        rest = text[len(good_text) :]
-        for j in range(min(len(rest), 16) - 1, 0, -1):
-            sub = b.encode(rest[:j])
-            if limit is not None and len(good_ids) + len(sub) > limit:
-                continue
-            if self._consume(sub) == len(sub):
-                self._commit(rest[:j], sub)
-                return good_text + rest[:j]
-            self._rollback(self._last)
-        return good_text
-
-    def _consume(self, ids: list[int]) -> int:
-        counts = []
-        for m in self.m.matchers:
-            counts.append(m.try_consume_tokens(ids))
-        n = min(counts)
-        for m, c in zip(self.m.matchers, counts, strict=True):
-            if c > n:
-                m.rollback(c - n)
-        self._last = n
-        return n
-
-    def _rollback(self, k: int) -> None:
-        if k:
-            for m in self.m.matchers:
-                m.rollback(k)
-
-    def _commit(self, text: str, ids: list[int]) -> None:
-        self.text += text
-        self.ids.extend(ids)
-
-    def accepting(self) -> bool:
-        return self.m.is_accepting()
-
-    def retreat(self, keep: int, min_tokens: int) -> bool:
-        """Go back, a token at a time but not before ``keep`` characters, to the last point where the
-        value was complete; False (and nothing changed) when there is none."""
-        b = self.backend
-        popped: list[int] = []
-        while self.ids and len(self.text) > keep:
-            self._rollback(1)
-            popped.append(self.ids.pop())
-            self.text = b.ll_tokenizer.decode_bytes(self.ids).decode("utf-8", errors="replace")
-            if (
-                self.accepting()
-                and len(self.ids) >= min_tokens
-                and _whole_utf8(b.ll_tokenizer.decode_bytes(self.ids))
-            ):
-                return True
-        popped.reverse()
-        self._consume(popped)
-        self.ids.extend(popped)
-        self.text = b.ll_tokenizer.decode_bytes(self.ids).decode("utf-8", errors="replace")
-        return False
-
-    def can_continue(self) -> bool:
-        """Some token other than the end may come next."""
-        allowed = self.m.next_tokens()
-        eos = self.backend.eos_ids
-        words = allowed.words.copy()
-        for e in eos:
-            if e < allowed.size:
-                words[e >> 5] &= ~np.uint32(1 << (e & 31))
-        return bool(words.any())
-
-    def forced(self) -> str:
-        """Text every value must continue with from here (whole characters), e.g. the rest of the only
-        choice left."""
-        best = b""
-        for m in self.m.matchers:
-            ff = bytes(m.compute_ff_bytes())
-            if len(ff) > len(best):
-                best = ff
-        while best and not _whole_utf8(best):
-            best = best[:-1]
-        return best.decode("utf-8", errors="ignore")
-
-
-def _whole_utf8(b: bytes) -> bool:
-    try:
-        b.decode("utf-8")
-        return True
-    except UnicodeDecodeError:
-        return False
-
-
 class HostedDecode:
     """Fills the holes of one run (one sample) through the API; ``usage`` is what the run cost."""
 
@@ -1017,7 +894,7 @@ def _fill(b: OpenAIBackend, run: HostedDecode, ex: Any, pending: Any) -> HoleOut
     run.usage.holes.append(hole)
     lang = b.hole_lang(hc)
     grammars = hc.grammars() or [FREE_TEXT]
-    v = _Valid(b, grammars)
+    v = PrefixMatcher(b.ll_tokenizer, grammars, b.encode, b.eos_ids)
     budget = hc.max_tokens  # in the local tokenizer's tokens, as the runtime re-checks len(TOKENS(X))
     kind = b.endpoint
     can_continue = kind == "completions" or _can_prefill(b)
@@ -1077,7 +954,7 @@ def _fill(b: OpenAIBackend, run: HostedDecode, ex: Any, pending: Any) -> HoleOut
         if v.text and not can_continue:
             # this API can't continue a partly written answer: ask again from the start
             repairs += 1
-            v = _Valid(b, grammars)
+            v = PrefixMatcher(b.ll_tokenizer, grammars, b.encode, b.eos_ids)
         if repairs > b.max_requests:
             raise give_up(f"{repairs} answers were invalid or incomplete")
         params, mech, exact = _request(b, run, ex, pending, lang, v, kind, budget, repairs)
@@ -1200,7 +1077,7 @@ def _request(
     ex: Any,
     pending: Any,
     lang: _HoleLang,
-    v: _Valid,
+    v: PrefixMatcher,
     kind: str,
     budget: int | None,
     repairs: int = 0,

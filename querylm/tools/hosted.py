@@ -31,9 +31,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..backends.openai import HoleUsage, OpenAIBackend, Usage, _Valid
+from ..backends.openai import HoleUsage, OpenAIBackend, Usage
 from ..constraints import automata, gbnf, regex
 from ..constraints.lang import And, Grammar, Not, Term, to_grammar
+from ..constraints.matcher import PrefixMatcher
 from ..errors import ModelError, UnsupportedError
 from .registry import ToolCall, ToolRegistry, ToolResult, new_call_id
 
@@ -333,7 +334,8 @@ class HostedTurns:
     ) -> None:
         agent, registry, fmt = self.agent, self.agent.registry, self.agent.format
         text = answer.text
-        v = _Valid(self.backend, plan.local)
+        b = self.backend
+        v = PrefixMatcher(b.ll_tokenizer, plan.local, b.encode, b.eos_ids)
         valid = v.feed(text) == text and v.accepting()
         if not valid:
             log.warning(
