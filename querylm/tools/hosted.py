@@ -31,7 +31,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..backends.openai import HoleUsage, OpenAIBackend, Usage
+from ..backends.hosted.client import HoleUsage, Usage
+from ..backends.openai import OpenAIBackend
 from ..constraints import automata, gbnf, regex
 from ..constraints.lang import And, Grammar, Not, Term, to_grammar
 from ..constraints.matcher import PrefixMatcher
@@ -171,7 +172,7 @@ class HostedTurns:
         else:
             plan = self._plan(choice, max_calls)
             kind, params = self._constrained_params(plan, budget, hole)
-        answer = await asyncio.to_thread(b._send, kind, params, self.usage, hole, f"turn {turn} of the agent")
+        answer = await asyncio.to_thread(b.client.send, kind, params, self.usage, hole, f"turn {turn} of the agent")
         hole.ended_by = answer.finish or ""
         out.tokens = int(getattr(answer.usage, "completion_tokens", 0) or 0) or len(b.encode(answer.text))
         if plan is None:
