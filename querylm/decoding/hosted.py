@@ -26,6 +26,7 @@ from ..backends.openai import OpenAIBackend
 from ..constraints import automata, gbnf
 from ..constraints.lang import Grammar
 from ..constraints.matcher import PrefixMatcher
+from ..constraints.schema import for_server
 from ..constraints.where import HoleConstraint
 from ..errors import ConstraintError, Position, UnsupportedError
 from .hole import FREE_TEXT, HoleOutput
@@ -91,7 +92,7 @@ def hole_lang(hc: HoleConstraint, name: str) -> HoleLang:
         return lang
     if len(hc.cfgs) == 1 and isinstance(hc.cfgs[0], Grammar) and hc.cfgs[0].kind == "json":
         schema = json.loads(hc.cfgs[0].text)
-        lang.json_schema = {k: v for k, v in schema.items() if k != "x-guidance"}
+        lang.json_schema = for_server(schema)
         try:
             lang.whole_grammar = gbnf.json_gbnf(schema)
             gbnf.check_gbnf(lang.whole_grammar)

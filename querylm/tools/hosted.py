@@ -36,6 +36,7 @@ from ..backends.openai import OpenAIBackend
 from ..constraints import automata, gbnf, regex
 from ..constraints.lang import And, Grammar, Not, Term, to_grammar
 from ..constraints.matcher import PrefixMatcher
+from ..constraints.schema import closed_object, for_server
 from ..errors import ModelError, UnsupportedError
 from .registry import ToolCall, ToolRegistry, ToolResult, new_call_id
 
@@ -78,7 +79,7 @@ def server_grammar(registry: ToolRegistry, choice: Choice, fmt: ToolFormat, max_
     alts = []
     lines = []
     if choice.tools:
-        schema = {k: v for k, v in registry.call_schema(choice.tools).items() if k != "x-guidance"}
+        schema = for_server(registry.call_schema(choice.tools))
         first, _, rest = gbnf.json_gbnf(schema).partition("\n")
         lines.append("call ::= " + first.removeprefix("root ::= "))
         lines += [line for line in rest.splitlines() if line]
@@ -106,18 +107,14 @@ def calls_schema(registry: ToolRegistry, choice: Choice, max_calls: int) -> dict
     branches: list[dict[str, Any]] = []
     defs: dict[str, Any] = {}
     if choice.text:
-        branches.append(_closed({"answer": {"type": "string", "minLength": 1}}))
+        branches.append(closed_object({"answer": {"type": "string", "minLength": 1}}))
     if choice.tools:
-        call = {k: v for k, v in registry.call_schema(choice.tools).items() if k != "x-guidance"}
+        call = for_server(registry.call_schema(choice.tools))
         defs = call.pop("$defs", {})
         items = {"type": "array", "items": call, "minItems": 1, "maxItems": max(1, max_calls)}
-        branches.append(_closed({"tool_calls": items}))
+        branches.append(closed_object({"tool_calls": items}))
     schema: dict[str, Any] = branches[0] if len(branches) == 1 else {"anyOf": branches}
     return {**schema, "$defs": defs} if defs else schema
-
-
-def _closed(props: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
 
 
 @dataclass
@@ -139,7 +136,7 @@ class HostedTurns:
 
     @staticmethod
     def system_prompt(agent: Agent) -> str:
-        if agent.backend.flavour == "openai":
+        if agent.backend.server.native_tools:
             return agent.instructions  # the tools go as native tools, not in the prompt
         return agent.format.system_prompt(agent.registry, agent.instructions)
 
@@ -149,7 +146,7 @@ class HostedTurns:
         self.messages = messages
         """The run's conversation (the loop appends to it): every request is written from it."""
         self.usage = Usage()
-        self.native = backend.flavour == "openai"
+        self.native = backend.server.native_tools
         if self.native and backend.endpoint != "chat":
             raise ModelError(f"{backend.name}: tool calls need the chat endpoint (endpoint='chat')")
         self.sampling: dict[str, Any] = {"temperature": float(agent.temperature)}
@@ -255,7 +252,7 @@ class HostedTurns:
         plan = None
         if "grammar" not in b.mechanisms:
             why = "the grammar mechanism is switched off"
-        elif b.flavour in ("llamacpp", "vllm", "sglang"):
+        elif b.server.grammar:
             try:
                 plan = _Plan(
                     "grammar", server_grammar(agent.registry, choice, agent.format, max_calls), local
@@ -271,7 +268,7 @@ class HostedTurns:
                     f"{b.name}: the agent's tool calls can't be constrained on this server: {why}, and the "
                     "json_schema mechanism is switched off"
                 )
-            if b.flavour in ("llamacpp", "ollama") and b.endpoint != "chat":
+            if not b.server.takes_json(b.endpoint == "chat"):
                 raise UnsupportedError(
                     f"{b.name}: the agent's tool calls can't be constrained on this server: {why}, and "
                     f"{b.flavour} takes a JSON Schema on the chat endpoint only (use endpoint='chat')"
@@ -299,29 +296,14 @@ class HostedTurns:
                 plain, tokenize=False, add_generation_prompt=True
             )
         extra: dict[str, Any] = {}
-        f = b.flavour
         if plan.mode == "grammar":
-            if f == "vllm":
-                extra["structured_outputs"] = {"grammar": plan.payload}
-            elif f == "sglang":
-                extra["ebnf"] = plan.payload
-            else:
-                extra["grammar"] = plan.payload
+            extra.update(b.server.grammar_params(plan.payload, None)[0])
             hole.mechanisms.append("grammar")
             hole.server = ["the turn's grammar (answer or tool calls, tool_choice)"]
         elif plan.mode == "json":
-            name = "agent_turn"
-            if f == "vllm":
-                extra["structured_outputs"] = {"json": plan.payload}
-            elif f == "sglang" and kind == "completions":
-                extra["json_schema"] = json.dumps(plan.payload)
-            elif f == "llamacpp":
-                params["response_format"] = {"type": "json_object", "schema": plan.payload}
-            else:
-                params["response_format"] = {
-                    "type": "json_schema",
-                    "json_schema": {"name": name, "schema": plan.payload},
-                }
+            entries, body = b.server.json_params(plan.payload, "agent_turn", kind == "chat")
+            params.update(entries)
+            extra.update(body)
             hole.mechanisms.append("json_schema")
             hole.server = ["the turn's JSON Schema (answer or tool calls, tool_choice)"]
         hole.mechanisms.append("max_tokens")

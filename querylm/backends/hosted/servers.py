@@ -12,6 +12,7 @@ import json
 import re
 from typing import Any, ClassVar
 
+from ...constraints.schema import strict_ok
 from ...errors import ModelError
 from .client import HostedClient
 
@@ -238,21 +239,6 @@ def probe(client: HostedClient) -> tuple[str, list[str]]:
         f"{client.name}: can't tell which kind of server {client.base_url} is (owned_by {sorted(owners)}): "
         f"pass flavour= one of {', '.join(FLAVOURS)}"
     )
-
-
-def strict_ok(schema: Any) -> bool:
-    """OpenAI's strict mode needs every object closed with all its properties required."""
-    if isinstance(schema, dict):
-        if schema.get("type") == "object" or "properties" in schema:
-            props = schema.get("properties", {})
-            if schema.get("additionalProperties") is not False or set(schema.get("required", [])) != set(
-                props
-            ):
-                return False
-        return all(strict_ok(v) for v in schema.values())
-    if isinstance(schema, list):
-        return all(strict_ok(v) for v in schema)
-    return True
 
 
 def _tokens(r: Any) -> list[int] | None:
