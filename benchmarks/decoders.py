@@ -34,8 +34,9 @@ from pathlib import Path
 import torch
 
 import querylm
+from querylm.backends.hub import default_model_dir
 from querylm.backends.local import LocalBackend
-from querylm.backends.models import default_model_dir, resolve
+from querylm.backends.models import resolve
 
 sys.path.insert(0, str(Path(__file__).parent))
 from lmql_peer import PEER_QUERIES  # noqa: E402

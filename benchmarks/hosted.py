@@ -36,15 +36,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import querylm  # noqa: E402
-from querylm.backends.openai import (  # noqa: E402
-    HoleUsage,
-    HostedDecode,
-    OpenAIBackend,
-    _messages,
-    _prompt_text,
-)
+from querylm.backends.hosted.client import HoleUsage  # noqa: E402
+from querylm.backends.openai import OpenAIBackend  # noqa: E402
 from querylm.constraints.matcher import accepts  # noqa: E402
 from querylm.decoding.hole import FREE_TEXT, HoleOutput  # noqa: E402
+from querylm.decoding.hosted import HoleRequest, HostedDecode, HostedValue, messages_of, prompt_text  # noqa: E402
 from querylm.errors import QueryError  # noqa: E402
 
 
@@ -147,9 +143,9 @@ class NaiveDecode(HostedDecode):
     """One request per hole with stop and max_tokens only; the value validated afterwards; up to 3
     retries (sampling); an invalid value after that fails the query."""
 
-    def __call__(self, ex: Any, pending: Any) -> HoleOutput:
+    def fill(self, req: HoleRequest) -> HostedValue:
         b = self.backend
-        hc = pending.hc
+        hc = req.hc
         hole = HoleUsage(hc.hole)
         self.usage.holes.append(hole)
         grammars = hc.grammars() or [FREE_TEXT]
@@ -163,7 +159,7 @@ class NaiveDecode(HostedDecode):
             if stops:
                 params["stop"] = stops
             if b.endpoint == "chat":
-                messages, prefill = _messages(b, ex, pending, "")
+                messages, prefill = messages_of(b, req, "")
                 if prefill:  # llama.cpp's chat endpoint closes the assistant turn: the raw prompt instead
                     params["prompt"] = b.tokenizer.apply_chat_template(
                         messages, tokenize=False, continue_final_message=True
@@ -171,8 +167,8 @@ class NaiveDecode(HostedDecode):
                 else:
                     params["messages"] = messages
             else:
-                params["prompt"] = _prompt_text(b, ex, pending)
-            answer = b._send(
+                params["prompt"] = prompt_text(b, req)
+            answer = b.client.send(
                 "chat" if "messages" in params else "completions", params, self.usage, hole, hc.hole
             )
             text = answer.text
@@ -181,8 +177,7 @@ class NaiveDecode(HostedDecode):
             if all(accepts(b.ll_tokenizer, g, text) for g in grammars):
                 break
         ids = b.encode(text)
-        ex.seq.append(ids)
-        return HoleOutput(ids, text, "naive")
+        return HostedValue(HoleOutput(ids, text, "naive"), 0.0)
 
 
 class NaiveBackend(OpenAIBackend):
@@ -295,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     server = None
     base_url = args.base_url
     if base_url is None:
-        from querylm.backends.openai_server import LlamaServer
+        from querylm.backends.hosted.llama_server import LlamaServer
 
         server = LlamaServer().start()
         base_url = server.base_url

@@ -369,7 +369,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         if importlib.util.find_spec("llama_cpp") is None:
             print("llama-cpp-python is not installed: skipping that arm", file=sys.stderr)
         else:
-            from querylm.backends.models import default_gguf
+            from querylm.backends.hub import default_gguf
 
             llm = LlamaCpp(str(default_gguf()))
             arms.append(Tally("llama.cpp tools (chatml-function-calling)"))

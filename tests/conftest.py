@@ -28,8 +28,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     loopback, once per session (test_openai_llamacpp.py, test_tools_hosted.py)."""
     if importlib.util.find_spec("xllamacpp") is None:
         pytest.skip("xllamacpp (llama.cpp's native server; in the test extra) is not installed")
-    from querylm.backends.models import default_gguf
-    from querylm.backends.openai_server import LlamaServer
+    from querylm.backends.hosted.llama_server import LlamaServer
+    from querylm.backends.hub import default_gguf
 
     try:
         gguf = default_gguf()

@@ -178,10 +178,10 @@ def backend(srv: Hostile, **options: Any) -> OpenAIBackend:
 
 
 def fill(b: OpenAIBackend) -> BaseException:
-    from querylm.backends.openai import HoleUsage, Usage
+    from querylm.backends.hosted.client import HoleUsage, Usage
 
     try:
-        b._send("completions", {"model": "m", "prompt": "Q:", "max_tokens": 4}, Usage(), HoleUsage("X"), "X")
+        b.client.send("completions", {"model": "m", "prompt": "Q:", "max_tokens": 4}, Usage(), HoleUsage("X"), "X")
     except QueryError as err:
         return err
     raise AssertionError("the hostile server's answer was accepted")

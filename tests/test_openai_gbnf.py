@@ -14,9 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from llguidance.gbnf_to_lark import gbnf_to_lark
 
-from querylm.backends import openai_gbnf as G
-from querylm.backends.openai import byte_tokenizer
+from querylm.backends.hub import byte_tokenizer
 from querylm.backends.random import RandomBackend
+from querylm.constraints import automata as A
+from querylm.constraints import gbnf as G
 from querylm.constraints import regex as rx
 from querylm.constraints.lang import And, Not, Or, Term, to_grammar
 from querylm.constraints.matcher import accepts
@@ -50,11 +51,11 @@ CASES = {
 ALPHABET = "ab.\n -0123xyEND NewYorkspl"
 
 
-def _samples(dfa: G.Automaton, n: int, seed: int) -> list[str]:
+def _samples(dfa: A.Automaton, n: int, seed: int) -> list[str]:
     rng = random.Random(seed)
     out = [""]
     out += [("".join(rng.choice(ALPHABET) for _ in range(rng.randint(1, 12)))) for _ in range(n)]
-    finite = G.finite_strings(dfa, limit=40) or []
+    finite = A.finite_strings(dfa, limit=40) or []
     out += finite
     out += [s + c for s in finite for c in "a. \n"]  # just past the language
     out += [s[:-1] for s in finite if s]
@@ -64,7 +65,7 @@ def _samples(dfa: G.Automaton, n: int, seed: int) -> list[str]:
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_dfa_language_is_the_mask_language(ll: llguidance.LLTokenizer, name: str) -> None:
     value, stops_at, stops_before = CASES[name]
-    dfa = G.hole_dfa(value, stops_at, stops_before)
+    dfa = A.hole_dfa(value, stops_at, stops_before)
     grammar = (
         to_grammar(value, list(stops_at), list(stops_before)) if value or stops_at or stops_before else None
     )
@@ -80,14 +81,14 @@ def test_gbnf_parses_and_means_the_dfa(ll: llguidance.LLTokenizer, name: str) ->
     """The GBNF passes our llama.cpp-syntax check and llguidance's own GBNF reader, and the language it
     reads back is the DFA's: from the start and after a prefix (continuations)."""
     value, stops_at, stops_before = CASES[name]
-    dfa = G.hole_dfa(value, stops_at, stops_before)
+    dfa = A.hole_dfa(value, stops_at, stops_before)
     samples = _samples(dfa, 80, seed=7)
     for prefix in ["", *sorted({s[:2] for s in samples if s and dfa.walk(s[:2]) is not None})[:3]]:
         state = dfa.walk(prefix)
         assert state is not None
         try:
             text = G.dfa_gbnf(dfa, state)
-        except G.NotTranslatable:
+        except A.NotTranslatable:
             assert dfa.accept[state] and not dfa.trans[state]  # only "" left: nothing to send
             continue
         G.check_gbnf(text)
@@ -106,7 +107,7 @@ def test_gbnf_parses_and_means_the_dfa(ll: llguidance.LLTokenizer, name: str) ->
 @given(st.text(alphabet="ab.\n 1-", max_size=10))
 def test_stop_phrase_dfa_matches_python_semantics(s: str) -> None:
     """STOPS_AT(X, ".") and STOPS_BEFORE(X, "\\n") together: the value ends at the first phrase."""
-    dfa = G.hole_dfa(None, (".",), ("\n",))
+    dfa = A.hole_dfa(None, (".",), ("\n",))
     state = dfa.walk(s)
     ok = state is not None and dfa.accept[state]
     first = min((i for i in (s.find("."), s.find("\n")) if i >= 0), default=-1)
@@ -114,22 +115,22 @@ def test_stop_phrase_dfa_matches_python_semantics(s: str) -> None:
 
 
 def test_finite_strings() -> None:
-    dfa = G.hole_dfa(Term(rx.alternation(["yes", "no", "New York"])), (), ())
-    assert sorted(G.finite_strings(dfa) or []) == ["New York", "no", "yes"]
-    assert G.finite_strings(G.hole_dfa(Term(rx.INT), (), ())) is None
-    assert G.finite_strings(G.hole_dfa(Term("[a-z]{3}"), (), ()), limit=100) is None  # 17576 strings
-    n = G.hole_dfa(Term(rx.alternation(["New York", "Newark"])), (), ())
-    assert sorted(G.finite_strings(n, n.walk("New")) or []) == [" York", "ark"]
+    dfa = A.hole_dfa(Term(rx.alternation(["yes", "no", "New York"])), (), ())
+    assert sorted(A.finite_strings(dfa) or []) == ["New York", "no", "yes"]
+    assert A.finite_strings(A.hole_dfa(Term(rx.INT), (), ())) is None
+    assert A.finite_strings(A.hole_dfa(Term("[a-z]{3}"), (), ()), limit=100) is None  # 17576 strings
+    n = A.hole_dfa(Term(rx.alternation(["New York", "Newark"])), (), ())
+    assert sorted(A.finite_strings(n, n.walk("New")) or []) == [" York", "ark"]
 
 
 def test_untranslatable_regexes_are_refused() -> None:
     for pattern in [r"(a)\1", r"(?i)abc", r"(?=a)b", r"\bword"]:
-        with pytest.raises(G.NotTranslatable):
-            G.parse_regex(pattern)
+        with pytest.raises(A.NotTranslatable):
+            A.parse_regex(pattern)
 
 
 def test_gbnf_classes_escape_everything_odd() -> None:
-    dfa = G.hole_dfa(Term(r'[\[\]\\"\^\-]|é|😀|\x{0}x'), (), ())
+    dfa = A.hole_dfa(Term(r'[\[\]\\"\^\-]|é|😀|\x{0}x'), (), ())
     text = G.dfa_gbnf(dfa)
     G.check_gbnf(text)
     assert "\x00" not in text and "\\x00" not in text  # NUL never reaches llama.cpp
@@ -208,9 +209,9 @@ def test_json_gbnf_is_the_mask_engines_json(ll: llguidance.LLTokenizer) -> None:
 
 
 def test_json_gbnf_refuses_what_it_cant_express() -> None:
-    with pytest.raises(G.NotTranslatable):
+    with pytest.raises(A.NotTranslatable):
         G.json_gbnf({"type": "string", "pattern": "^a+$"})
-    with pytest.raises(G.NotTranslatable):
+    with pytest.raises(A.NotTranslatable):
         G.json_gbnf({"$ref": "#/$defs/Missing"})
 
 
@@ -268,7 +269,7 @@ def test_lark_grammars_become_gbnf(ll: llguidance.LLTokenizer, name: str) -> Non
 def test_lark_left_recursion() -> None:
     direct = G.lark_gbnf('start: sum\nsum: sum "+" NUM | NUM\nNUM: /[0-9]+/\n')
     assert "sum ::= ( " in direct and ")*" in direct  # A: A x | y  →  A: y (x)*
-    with pytest.raises(G.NotTranslatable, match="left recursion"):
+    with pytest.raises(A.NotTranslatable, match="left recursion"):
         G.lark_gbnf('start: a\na: b "x" | "y"\nb: a "z"\n')
-    with pytest.raises(G.NotTranslatable):
+    with pytest.raises(A.NotTranslatable):
         G.lark_gbnf('start: %json {"type": "integer"}\n')

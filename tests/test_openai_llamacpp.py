@@ -21,8 +21,8 @@ if importlib.util.find_spec("openai") is None:
 from hosted_fakes import FaultProxy  # noqa: E402
 
 import querylm  # noqa: E402
+from querylm.backends.hosted.llama_server import LlamaServer  # noqa: E402
 from querylm.backends.openai import OpenAIBackend  # noqa: E402
-from querylm.backends.openai_server import LlamaServer  # noqa: E402
 from querylm.errors import BackendError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -20,8 +20,9 @@ from hosted_fakes import FakeServer  # noqa: E402
 
 import querylm  # noqa: E402
 from querylm import run_many  # noqa: E402
-from querylm.backends import openai_gbnf as G  # noqa: E402
-from querylm.backends.openai import OpenAIBackend, byte_tokenizer, load  # noqa: E402
+from querylm.backends.hub import byte_tokenizer  # noqa: E402
+from querylm.backends.openai import OpenAIBackend, load  # noqa: E402
+from querylm.constraints import gbnf as G  # noqa: E402
 from querylm.errors import BackendError, ConstraintError, ModelError, UnsupportedError  # noqa: E402
 
 KEY = "sk-test-Zq8v3K1mN0pL9rT2"
@@ -443,7 +444,7 @@ def test_tiktoken_encodings_become_tokenizers(tmp_path, monkeypatch: pytest.Monk
     """OpenAI's models tokenize with tiktoken: converted to a Hugging Face tokenizer, its ids are the
     server's (logit_bias) and its counts are the server's (budgets)."""
     tiktoken = pytest.importorskip("tiktoken")
-    from querylm.backends.openai import tiktoken_tokenizer
+    from querylm.backends.hub import tiktoken_tokenizer
 
     monkeypatch.setenv("QUERYLM_CACHE", str(tmp_path))
     ranks = {bytes([i]): i for i in range(256)}

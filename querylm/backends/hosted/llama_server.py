@@ -3,7 +3,7 @@ backend's tests and benchmark, and for users who want the default model behind a
 
 Two flavours: ``native`` (the default) is llama.cpp's own C++ server, built with llguidance, from the
 ``xllamacpp`` wheel (no compiler needed; it has no command line, so ``python -m
-querylm.backends.openai_server MODEL PORT N_CTX`` runs it in a child process); ``python`` is
+querylm.backends.hosted.llama_server MODEL PORT N_CTX`` runs it in a child process); ``python`` is
 llama-cpp-python's server (``llama-cpp-python[server]``, compiled from source on install)."""
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class LlamaServer:
             raise ValueError(f"flavour must be 'native' or 'python', not {flavour!r}")
         self.flavour = flavour
         if model is None:
-            from .models import default_gguf
+            from ..hub import default_gguf
 
             model = default_gguf()
         self.model = str(model)

@@ -1,0 +1,247 @@
+"""One class per kind of OpenAI-compatible server: which of its parameters carry which constraint.
+
+Servers differ in where a grammar, a JSON Schema, a choice list or a stop phrase goes, and a parameter
+one server reads is silently ignored by another. So the kind of server is declared (``flavour=``) or
+probed (``probe``), never guessed, and everything that depends on it is a capability flag or a method
+here: adding a server is one class (as sqlglot adds a dialect), not a branch in every request builder.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, ClassVar
+
+from ...constraints.schema import strict_ok
+from ...errors import ModelError
+from .client import HostedClient
+
+
+class Server:
+    """An OpenAI-compatible server of unknown make: the OpenAI API's common parameters only."""
+
+    name: ClassVar[str] = ""
+    grammar: ClassVar[bool] = False
+    """Takes a GBNF grammar (``grammar_params``)."""
+    choice: ClassVar[bool] = False
+    """Takes a list of choices (vLLM's ``structured_outputs.choice``)."""
+    logit_bias: ClassVar[bool] = False
+    """Honours ``logit_bias`` by token id."""
+    reports_stop: ClassVar[bool] = False
+    """Says which stop phrase ended an answer, so that every phrase can be sent as a ``stop``."""
+    stop_phrase_field: ClassVar[str] = "stop_reason"
+    """Where a choice names its stop phrase (``model_extra``)."""
+    max_stops: ClassVar[int | None] = None
+    """The most ``stop`` phrases a request may carry (more: none are sent, the value is validated locally)."""
+    min_tokens: ClassVar[bool] = False
+    """Takes ``min_tokens``."""
+    prefill: ClassVar[str] = "none"
+    """How a chat request continues a partly written assistant message: ``"flags"`` (vLLM/SGLang's
+    ``continue_final_message``), ``"native"`` (a trailing assistant message is continued as it is),
+    ``"template"`` (not at all on chat: rendered with the chat template here and sent to /completions),
+    ``"none"`` (it can't)."""
+    json_on_completions: ClassVar[bool] = False
+    """Takes a JSON Schema on /completions too (not only on chat)."""
+    native_tools: ClassVar[bool] = False
+    """The agent's tools go as the API's own tools (OpenAI), not as a grammar."""
+    lark_tools: ClassVar[bool] = False
+    """Takes a Lark grammar as a custom tool (GPT-5)."""
+    tiktoken: ClassVar[bool] = False
+    """Its models' tokenizers are tiktoken encodings."""
+    local_files: ClassVar[bool] = False
+    """The served model may be a file on this machine, whose tokenizer can then be loaded here."""
+    tokenize_adds_bos: ClassVar[bool] = False
+    """Its tokenize endpoint puts a BOS token first."""
+
+    def default_endpoint(self, model: str) -> str:
+        return "chat"
+
+    def tokenize(self, client: HostedClient, model: str, text: str) -> list[int] | None:
+        """The server's own token ids for ``text``; None where it has no tokenize endpoint."""
+        return None
+
+    def grammar_params(self, grammar: str, choices: list[str] | None) -> tuple[dict[str, Any], str]:
+        """The ``extra_body`` entries of a GBNF grammar (or, where the server takes them and ``choices``
+        is given, of a choice list), and the mechanism used."""
+        raise NotImplementedError(f"{self.name} takes no grammar")
+
+    def json_params(self, schema: dict, name: str, chat: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The request parameters and the ``extra_body`` entries of a JSON Schema."""
+        return {"response_format": {"type": "json_schema", "json_schema": {"name": name, "schema": schema}}}, {}
+
+    def takes_json(self, chat: bool) -> bool:
+        return chat or self.json_on_completions
+
+    def stops(self, stops_at: list[str], stops_before: list[str]) -> tuple[list[str], dict[str, Any]]:
+        """The ``stop`` phrases to send and the ``extra_body`` entries they need. A server that doesn't
+        say which phrase it stopped at gets STOPS_BEFORE phrases only, and only without STOPS_AT ones
+        (the value then ends before the phrase, whichever it was)."""
+        if self.reports_stop:
+            out = list(stops_at) + list(stops_before)
+        elif stops_before and not stops_at:
+            out = list(stops_before)
+        else:
+            out = []
+        if self.max_stops is not None and len(out) > self.max_stops:
+            out = []  # validate locally instead of truncating the list
+        return out, {}
+
+    def max_tokens_param(self, chat: bool) -> str:
+        return "max_tokens"
+
+
+class OpenAI(Server):
+    name = "openai"
+    logit_bias = True
+    max_stops = 4
+    native_tools = True
+    lark_tools = True
+    tiktoken = True
+
+    def default_endpoint(self, model: str) -> str:
+        legacy = re.search(r"instruct|davinci|babbage|^text-", model)
+        return "completions" if legacy else "chat"
+
+    def json_params(self, schema: dict, name: str, chat: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+        fmt = {"name": name, "schema": schema, "strict": strict_ok(schema)}
+        return {"response_format": {"type": "json_schema", "json_schema": fmt}}, {}
+
+    def max_tokens_param(self, chat: bool) -> str:
+        return "max_completion_tokens" if chat else "max_tokens"
+
+
+class VLLM(Server):
+    name = "vllm"
+    grammar = True
+    choice = True
+    logit_bias = True
+    reports_stop = True
+    min_tokens = True
+    prefill = "flags"
+    json_on_completions = True
+
+    def tokenize(self, client: HostedClient, model: str, text: str) -> list[int] | None:
+        r = client.raw("POST", f"{root_url(client)}/tokenize", {"model": model, "prompt": text, "add_special_tokens": False})
+        return _tokens(r)
+
+    def grammar_params(self, grammar: str, choices: list[str] | None) -> tuple[dict[str, Any], str]:
+        if choices:
+            return {"structured_outputs": {"choice": choices}}, "choice"
+        return {"structured_outputs": {"grammar": grammar}}, "grammar"
+
+    def json_params(self, schema: dict, name: str, chat: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+        return {}, {"structured_outputs": {"json": schema}}
+
+    def stops(self, stops_at: list[str], stops_before: list[str]) -> tuple[list[str], dict[str, Any]]:
+        out, extra = super().stops(stops_at, stops_before)
+        return out, ({"include_stop_str_in_output": True} if out else extra)
+
+
+class SGLang(Server):
+    name = "sglang"
+    grammar = True
+    reports_stop = True
+    stop_phrase_field = "matched_stop"
+    prefill = "flags"
+    json_on_completions = True
+
+    def grammar_params(self, grammar: str, choices: list[str] | None) -> tuple[dict[str, Any], str]:
+        return {"ebnf": grammar}, "grammar"
+
+    def json_params(self, schema: dict, name: str, chat: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+        if not chat:
+            return {}, {"json_schema": json.dumps(schema)}
+        return super().json_params(schema, name, chat)
+
+
+class LlamaCpp(Server):
+    """llama.cpp's server, native (C++) or llama-cpp-python's: the same parameters."""
+
+    name = "llamacpp"
+    grammar = True
+    logit_bias = True
+    prefill = "template"
+    local_files = True
+    tokenize_adds_bos = True
+
+    def tokenize(self, client: HostedClient, model: str, text: str) -> list[int] | None:
+        root = root_url(client)
+        r = client.raw("POST", f"{root}/extras/tokenize", {"input": text, "model": model})
+        if not (isinstance(r, dict) and isinstance(r.get("tokens"), list)):
+            r = client.raw("POST", f"{root}/tokenize", {"content": text, "add_special": False})
+        return _tokens(r)
+
+    def grammar_params(self, grammar: str, choices: list[str] | None) -> tuple[dict[str, Any], str]:
+        return {"grammar": grammar}, "grammar"
+
+    def json_params(self, schema: dict, name: str, chat: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+        return {"response_format": {"type": "json_object", "schema": schema}}, {}
+
+
+class Ollama(Server):
+    name = "ollama"
+    prefill = "native"
+
+
+SERVERS: dict[str, type[Server]] = {cls.name: cls for cls in (OpenAI, VLLM, SGLang, LlamaCpp, Ollama)}
+FLAVOURS = tuple(SERVERS)
+
+
+def server(flavour: str) -> Server:
+    if flavour not in SERVERS:
+        raise ModelError(f"unknown flavour '{flavour}' (known: {', '.join(FLAVOURS)})")
+    return SERVERS[flavour]()
+
+
+def root_url(client: HostedClient) -> str:
+    """The server's root (``base_url`` less a trailing ``/v1``): llama.cpp and Ollama serve their own
+    endpoints there."""
+    return re.sub(r"/v1$", "", client.base_url)
+
+
+def served_models(client: HostedClient) -> tuple[Any, set[str], list[str]]:
+    """GET /models: the answer, who owns the models (servers name themselves there), and their ids."""
+    models = client.raw("GET", "/models")
+    owners = set()
+    served = []
+    if isinstance(models, dict) and isinstance(models.get("data"), list):
+        for m in models["data"]:
+            if isinstance(m, dict):
+                owners.add(str(m.get("owned_by", "")))
+                served.append(str(m.get("id", "")))
+    return models, owners, served
+
+
+def probe(client: HostedClient) -> tuple[str, list[str]]:
+    """Which server this is, by endpoints only that kind of server has, and the models it serves; a
+    ModelError when none answers (the constraint parameters of one server are silently ignored by
+    another)."""
+    models, owners, served = served_models(client)
+    if "vllm" in owners:
+        return "vllm", served
+    if "sglang" in owners:
+        return "sglang", served
+    root = root_url(client)
+    version = client.raw("GET", f"{root}/api/version")
+    if isinstance(version, dict) and "version" in version:
+        return "ollama", served
+    tok = client.raw("POST", f"{root}/extras/tokenize", {"input": "probe"})
+    if isinstance(tok, dict) and isinstance(tok.get("tokens"), list):
+        return "llamacpp", served
+    tok = client.raw("POST", f"{root}/tokenize", {"content": "probe"})
+    if isinstance(tok, dict) and isinstance(tok.get("tokens"), list):
+        return ("llamacpp" if "llamacpp" in owners or not owners else "vllm"), served
+    if models is None:
+        raise ModelError(
+            f"{client.name}: no OpenAI-compatible server answers at {client.base_url} (GET /models failed)"
+        )
+    raise ModelError(
+        f"{client.name}: can't tell which kind of server {client.base_url} is (owned_by {sorted(owners)}): "
+        f"pass flavour= one of {', '.join(FLAVOURS)}"
+    )
+
+
+def _tokens(r: Any) -> list[int] | None:
+    if isinstance(r, dict) and isinstance(r.get("tokens"), list):
+        return [int(t) for t in r["tokens"]]
+    return None
