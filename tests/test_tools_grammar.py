@@ -531,3 +531,28 @@ def test_agent_continues_a_conversation_and_runs_in_an_event_loop():
     assert loops and all(lp is loop for lp in loops)  # async tools run on the caller's loop
     assert second.messages[: len(first.messages)] == first.messages
     assert [m["role"] for m in second.messages[len(first.messages) :]][0] == "user"
+
+
+def test_an_object_without_properties_accepts_any_object():
+    """``{"type": "object"}`` is any object (issue 14): generated open, exported non-strict; an object
+    that names its properties stays closed."""
+    from querylm.tools.openai import openai_tool
+
+    schema = {
+        "type": "object",
+        "properties": {
+            "options": {"type": "object"},
+            "point": {"type": "object", "properties": {"x": {"type": "integer"}}},
+        },
+        "required": ["options", "point"],
+    }
+    configure = tool(lambda options, point: "ok", name="configure", description="Configure.", schema=schema)
+    reg = ToolRegistry([configure])
+    grammar = to_grammar(Grammar("json", json.dumps(reg.call_schema()), "call"), [], [])
+    tok = rnd().ll_tokenizer
+    call = '{{"name": "configure", "arguments": {{"options": {}, "point": {}}}}}'
+    assert accepts(tok, grammar, call.format('{"depth": 3, "mode": "fast"}', '{"x": 1}'))
+    assert accepts(tok, grammar, call.format("{}", "{}"))
+    assert not accepts(tok, grammar, call.format("{}", '{"x": 1, "y": 2}'))
+    assert reg.dispatch({"name": "configure", "arguments": {"options": {"depth": 3}, "point": {"x": 1}}}).ok
+    assert openai_tool(configure)["function"]["strict"] is False
