@@ -25,6 +25,7 @@ from querylm.constraints.lang import Grammar, to_grammar
 from querylm.constraints.matcher import accepts
 from querylm.tools import Agent, Tool, ToolCall, ToolRegistry, ToolResult, tool, validate
 from querylm.tools.agent import ToolFormat, resolve_choice, turn_grammar
+from querylm.tools.tool import ToolError
 
 _TABLES: list[Any] = []
 
@@ -531,3 +532,42 @@ def test_agent_continues_a_conversation_and_runs_in_an_event_loop():
     assert loops and all(lp is loop for lp in loops)  # async tools run on the caller's loop
     assert second.messages[: len(first.messages)] == first.messages
     assert [m["role"] for m in second.messages[len(first.messages) :]][0] == "user"
+
+
+def test_an_object_without_properties_accepts_any_object():
+    """``{"type": "object"}`` is any object (issue 14): generated open, exported non-strict; an object
+    that names its properties stays closed."""
+    from querylm.tools.openai import openai_tool
+
+    schema = {
+        "type": "object",
+        "properties": {
+            "options": {"type": "object"},
+            "point": {"type": "object", "properties": {"x": {"type": "integer"}}},
+        },
+        "required": ["options", "point"],
+    }
+    configure = tool(lambda options, point: "ok", name="configure", description="Configure.", schema=schema)
+    reg = ToolRegistry([configure])
+    grammar = to_grammar(Grammar("json", json.dumps(reg.call_schema()), "call"), [], [])
+    tok = rnd().ll_tokenizer
+    call = '{{"name": "configure", "arguments": {{"options": {}, "point": {}}}}}'
+    assert accepts(tok, grammar, call.format('{"depth": 3, "mode": "fast"}', '{"x": 1}'))
+    assert accepts(tok, grammar, call.format("{}", "{}"))
+    assert not accepts(tok, grammar, call.format("{}", '{"x": 1, "y": 2}'))
+    assert reg.dispatch({"name": "configure", "arguments": {"options": {"depth": 3}, "point": {"x": 1}}}).ok
+    assert openai_tool(configure)["function"]["strict"] is False
+
+
+@pytest.mark.parametrize("choice", ["required", "read"])
+def test_a_required_call_with_one_turn_is_made_not_dropped(choice):
+    """tool_choice that forces a call with max_turns=1: the turn calls (issue 14: the default
+    answer_last_turn used to turn it into a text answer); asking for both is an error."""
+    for seed in range(3):
+        result = Agent(rnd(seed), registry(), tool_choice=choice, max_turns=1).run("Read a.md")
+        assert len(result.tool_results) >= 1 and result.turns == 1 and result.output == ""
+        assert choice == "required" or {r.call.name for r in result.tool_results if r.call} == {"read"}
+    with pytest.raises(ToolError, match="answer_last_turn"):
+        Agent(rnd(), registry(), tool_choice=choice, max_turns=1, answer_last_turn=True)
+    with pytest.raises(ToolError, match="answer_last_turn"):
+        Agent(rnd(), registry(), max_turns=1, answer_last_turn=True).run("x", tool_choice=choice)

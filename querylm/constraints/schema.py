@@ -50,8 +50,8 @@ def bound_node(s: dict[str, Any], max_string_length: int, max_items: int) -> dic
     and arrays given a most length where they have none, and what only documents a value dropped."""
     types = s.get("type")
     types = types if isinstance(types, list) else [types]
-    if "object" in types or "properties" in s:
-        s.setdefault("additionalProperties", False)
+    if "properties" in s:  # closed: a key it does not name is one a model may add without end
+        s.setdefault("additionalProperties", False)  # (an object naming none stays open: any object)
     if "string" in types and not ({"maxLength", "enum", "const"} & set(s)):
         floor = 64 if "format" in s else 0  # a date-time needs 20 characters, a UUID 36
         s["maxLength"] = max(max_string_length, s.get("minLength", 0), floor)

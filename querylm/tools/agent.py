@@ -50,6 +50,7 @@ from ..decoding.choose import Argmax, Chooser, Sample
 from ..decoding.hole import decode_hole
 from ..errors import ConstraintError, ModelError
 from .registry import Approve, ToolCall, ToolRegistry, ToolResult, run_sync
+from .tool import ToolError
 
 if TYPE_CHECKING:
     from ..backends.openai import Usage
@@ -191,6 +192,10 @@ class Choice:
 
     text: bool
     tools: tuple[str, ...]
+
+
+def _forces_call(choice: Choice) -> bool:
+    return not choice.text and bool(choice.tools)
 
 
 def resolve_choice(choice: ToolChoice, registry: ToolRegistry) -> Choice:
@@ -352,7 +357,7 @@ class Agent:
         parallel_tool_calls: int = 1,
         max_concurrency: int | None = None,
         approve: Approve | None = None,
-        answer_last_turn: bool = True,
+        answer_last_turn: bool | None = None,
         score_tool_names: bool = True,
         temperature: float = 0.0,
         seed: int | None = None,
@@ -369,7 +374,10 @@ class Agent:
         ``parallel_tool_calls``: calls one turn may make (run concurrently, at most ``max_concurrency``
         at once). ``approve(call, tool)``: called before each tool runs; False or a reason refuses the
         call (the model reads why). ``answer_last_turn``: the last turn
-        allowed (by max_turns or max_tool_calls) must answer in text. ``score_tool_names``: pick each
+        allowed (by max_turns or max_tool_calls) must answer in text; None (the default): it must,
+        unless it is the first turn and the choice forces a call (``tool_choice="required"`` with
+        ``max_turns=1`` makes the call, never a text answer); True with such a choice and one turn
+        contradicts it: an error. ``score_tool_names``: pick each
         call's tool by scoring the allowed names in full (NameScoringChooser) rather than greedily by
         their first token. ``temperature`` 0: argmax."""
         self.model = model
@@ -390,9 +398,16 @@ class Agent:
         self.seed = seed
         self.format = tool_format or ToolFormat()
         self.device = device
-        resolve_choice(tool_choice, self.registry)  # fail early on an unknown name
+        self._check_choice(resolve_choice(tool_choice, self.registry))  # fail early on an unknown name
         self._backend: Any = None
         self._prefix: tuple[str, Any] | None = None
+
+    def _check_choice(self, choice: Choice) -> None:
+        if self.answer_last_turn and self.max_turns == 1 and _forces_call(choice):
+            raise ToolError(
+                "tool_choice forces a call on the first turn, but answer_last_turn=True makes the one turn "
+                "(max_turns=1) answer in text: leave answer_last_turn unset, or allow more turns"
+            )
 
     @property
     def backend(self) -> Any:
@@ -468,6 +483,7 @@ class Agent:
         choice_arg: ToolChoice = tool_choice if tool_choice is not None else self.tool_choice
         # Resolved once: the allowed tools hold for the whole run; a reset only lifts the obligation.
         run_choice = resolve_choice(choice_arg, registry) if len(registry) else Choice(True, ())
+        self._check_choice(run_choice)
         results: list[ToolResult] = []
         tokens = 0
         output = ""
@@ -477,7 +493,10 @@ class Agent:
             choice = run_choice
             calls_left = self.max_tool_calls - len(results)
             last = turn == self.max_turns or calls_left <= 0
-            if calls_left <= 0 or (last and self.answer_last_turn):
+            # A first turn that must call keeps that obligation on the last turn too (unless the
+            # caller asked for the answer explicitly, which _check_choice refused for one turn).
+            obliged = turn == 1 and _forces_call(choice) and self.answer_last_turn is None
+            if calls_left <= 0 or (last and self.answer_last_turn is not False and not obliged):
                 choice = Choice(True, ())
             max_calls = min(self.parallel_tool_calls, max(calls_left, 1))
             turn_budget = self.turn_budget(choice, max_calls)

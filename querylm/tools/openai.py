@@ -4,7 +4,8 @@ OpenAI's strict mode accepts a subset of JSON Schema. The projection we send (lo
 the tool's full schema runs on every call either way, so nothing the server can't enforce is lost):
 
 1. every object gets ``additionalProperties: false`` (an object whose extra properties are allowed or
-   typed, such as ``dict[str, int]``, can't be strict: the tool is exported with ``strict: false``);
+   typed, such as ``dict[str, int]`` or ``{"type": "object"}`` with no properties, can't be strict: the
+   tool is exported with ``strict: false``);
 2. every property becomes required; one that was optional and does not accept null is made nullable,
    and a null sent for it means "not given" (``strict_call_arguments`` drops it, so the default applies);
 3. ``oneOf`` becomes ``anyOf`` (the local validator still checks that exactly one branch matches);
@@ -61,7 +62,9 @@ def _project(s: Any) -> Any:
         out["$defs"] = {k: _project(v) for k, v in out["$defs"].items()}
     is_object = out.get("type") == "object" or "properties" in out
     if is_object:
-        extra = out.get("additionalProperties", False)
+        # An object that names no property and says nothing of others is any object (JSON Schema's
+        # default); one that names its properties is closed, as querylm generates it.
+        extra = out.get("additionalProperties", True if "properties" not in out else False)
         if extra is not False:
             raise NotStrict("allows additional properties")
         props = out.get("properties", {})
