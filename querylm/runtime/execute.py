@@ -326,14 +326,20 @@ class Execution:
         convert, check every constraint in Python, bind the value for the program."""
         hole, hc = pending.hole, pending.hc
         text, tokens = out.text, out.tokens
-        for phrase in sorted(hc.stops_before, key=len, reverse=True):  # ["b", "ab"] on "xab" drops "ab"
-            if text.endswith(phrase):
+        if hc.side_conditioned:
+            text = hc.cut(text, len(self.backend.decode(tokens[:-1])))
+            if text != out.text:
+                tokens = self.retokenize_tail(pending.start, tokens, text)
+        for phrase in [] if hc.side_conditioned else sorted(hc.stops_before, key=len, reverse=True):
+            if text.endswith(phrase):  # ["b", "ab"] on "xab" drops "ab"
                 text = text[: -len(phrase)]
                 tokens = self.retokenize_tail(pending.start, tokens, text)
                 break
         raw_tokens = self._token_strings(tokens)
         value = self.convert(hole, hc, pending.convert, text)
-        self.check(hole, hc, text, value, raw_tokens, pending.evaluate, pending.env)
+        # LMQL's side conditions hold on the text the phrase ended, before a STOPS_BEFORE drops it
+        seen = out.text if hc.side_conditioned else text
+        self.check(hole, hc, seen, value, raw_tokens, pending.evaluate, pending.env)
         self.prompt.append(text)
         if self.chat and self.role is not None:
             self.messages[-1]["content"] += text
