@@ -6,8 +6,10 @@ from __future__ import annotations
 import ast
 import asyncio
 import contextvars
+import copy
 import functools
 import inspect
+import sys
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -153,7 +155,13 @@ class QueryFunction:
     the query returns (its ``return`` value, else the QueryResult; a list of them when n > 1)."""
 
     def __init__(
-        self, fn: Callable[..., Any], *, model: str | None = None, decoder: str | None = None, **options: Any
+        self,
+        fn: Callable[..., Any],
+        *,
+        model: str | None = None,
+        decoder: str | None = None,
+        scope: dict[str, Any] | None = None,
+        **options: Any,
     ):
         self.fn = fn
         self.name = fn.__name__
@@ -162,11 +170,23 @@ class QueryFunction:
         self.model = model
         self.decoder = decoder
         self.options = options
-        self._plan: Plan | None = None
+        self.scope = scope or {}
+        """The locals of the function the query was defined in (LMQL's queries see them)."""
+        self.bound: tuple[Any, ...] = ()
+        """``(self,)`` for a query method reached through an instance."""
+        self._plans: dict[str, Plan] = {}  # shared by the bound copies of a method
         functools.update_wrapper(self, fn)
 
+    def __get__(self, obj: Any, objtype: Any = None) -> Any:
+        """A ``@query`` method: ``obj.method(...)`` passes ``obj`` as ``self``, as for any method."""
+        if obj is None:
+            return self
+        bound = copy.copy(self)
+        bound.bound = (obj,)
+        return bound
+
     def plan(self) -> Plan:
-        if self._plan is None:
+        if "plan" not in self._plans:
             src = _docstring_source(self.fn)
             q = parse(
                 src.text,
@@ -177,15 +197,18 @@ class QueryFunction:
                 name=src.name,
             )
             params = list(self.signature.parameters)
-            compiled = compile_query(q, params=params, globals_=self.fn.__globals__)
-            self._plan = plan(compiled, globals_=self.fn.__globals__, base_dir=src.base_dir)
-        return self._plan
+            # the module's globals themselves (names defined after the query stay visible), or, for a
+            # query defined inside a function, a snapshot of them with that function's locals on top
+            names = {**self.fn.__globals__, **self.scope} if self.scope else self.fn.__globals__
+            compiled = compile_query(q, params=params, globals_=names)
+            self._plans["plan"] = plan(compiled, globals_=names, base_dir=src.base_dir)
+        return self._plans["plan"]
 
     def inputs(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], position: Position | None = None
     ) -> dict[str, Any]:
         try:
-            bound = self.signature.bind(*args, **kwargs)
+            bound = self.signature.bind(*self.bound, *args, **kwargs)
         except TypeError as err:
             raise QueryInputError(f"{self.name}(): {err}", position) from None
         bound.apply_defaults()
@@ -220,15 +243,10 @@ class QueryFunction:
         return run_plan(p, self.inputs(args, kwargs), model=self.model, decoder=self.decoder, **self.options)
 
     def _result(self, result: Any) -> Any:
-        has_return = any(
-            isinstance(n, ast.Return) and n.value is not None
-            for n in ast.walk(self.plan().compiled.query.body)
-        )
-        if not has_return:
-            return result
+        """What a call returns: the query's ``return`` value where one ran, else the QueryResult."""
         if isinstance(result, list):
-            return [r.return_value for r in result]
-        return result.return_value
+            return [r.return_value if r.returned else r for r in result]
+        return result.return_value if result.returned else result
 
 
 def _param_position(fn: Callable[..., Any], name: str) -> Position | None:
@@ -275,9 +293,12 @@ def query(
 ) -> Any:
     """Decorate a function whose docstring is a query (``'''lmql ...'''``); its parameters are the
     query's inputs. ``@query(model=..., decoder="sample(n=2)")`` sets defaults for every call."""
+    caller = sys._getframe(1)
+    in_class = "__module__" in caller.f_locals and "__qualname__" in caller.f_locals
+    scope = dict(caller.f_locals) if caller.f_code.co_name != "<module>" and not in_class else {}
     if fn is None:
-        return lambda f: QueryFunction(f, model=model, decoder=decoder, **options)
-    return QueryFunction(fn, model=model, decoder=decoder, **options)
+        return lambda f: QueryFunction(f, model=model, decoder=decoder, scope=scope, **options)
+    return QueryFunction(fn, model=model, decoder=decoder, scope=scope, **options)
 
 
 def nested_mode() -> contextvars.ContextVar[bool]:

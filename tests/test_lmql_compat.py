@@ -76,3 +76,205 @@ def test_stop_with_a_character_minimum_may_pass_earlier_phrases() -> None:
 def test_a_token_minimum_stop_is_refused_by_beams() -> None:
     with pytest.raises(querylm.UnsupportedError, match="token minimum"):
         querylm.run('beam(n=2)\n    "Q: [X]"\nwhere STOPS_AT(X, ".") and len(TOKENS(X)) > 3', model="random")
+
+
+# -- 2. nested queries with arguments run at decode time ---------------------------------------------
+
+
+@querylm.query
+def one_of(choices: list):
+    '''lmql
+    "Among {choices}, what do you consider \
+    most likely? [ANSWER]" where ANSWER in choices
+    return ANSWER
+    '''
+
+
+@querylm.query(model="random")
+def capital():
+    '''lmql
+    "Q: What is the capital of France? \
+    [ANSWER: one_of(['Berlin', 'Paris', 'London'])]"
+    return ANSWER
+    '''
+
+
+@querylm.query
+def cot_one_of(choices: list):
+    '''lmql
+    "A: Let's think step by step. [ANSWER: one_of(choices)]" where len(TOKENS(ANSWER)) < 4
+    return ANSWER.strip()
+    '''
+
+
+@querylm.query(model="random")
+def double_tail_call():
+    '''lmql
+    "The answer is [ANSWER: cot_one_of(['Hello', 'Greetings'])]"
+    return ANSWER
+    '''
+
+
+def test_nested_query_with_arguments_runs_when_reached() -> None:
+    plan = capital.plan()  # compiling runs nothing
+    assert plan.compiled.query.holes[0].name == "ANSWER"
+    assert capital() in ["Berlin", "Paris", "London"]
+    r = capital.run()
+    assert r.holes[0].constraint == "nested query one_of" and r.prompt.endswith(r.variables["ANSWER"])
+
+
+def test_nested_tail_calls_unwind() -> None:
+    """cot_one_of's own prompt and one_of's are unwound: only the returned value stays."""
+    r = double_tail_call.run()
+    assert r.variables["ANSWER"] in ["Hello", "Greetings"]
+    assert r.prompt == "The answer is " + r.variables["ANSWER"]
+
+
+# -- 3. the from clause takes any expression; clause keywords alone on a line, upper case --------------
+
+CLAUSE_FORMS = [
+    'argmax\n    "Q: [A]"\nfrom\n    "random"\nwhere\n    len(TOKENS(A)) < 4',
+    'ARGMAX\n    "Q: [A]"\nFROM\n    "random"\nWHERE\n    len(TOKENS(A)) < 4',
+    'argmax\n    "Q: [A]"\nfrom MODEL\nwhere len(TOKENS(A)) < 4',
+    'argmax\n    "Q: [A]"\nfrom\n    pick("random")\nwhere\n    len(TOKENS(A)) < 4',
+    'SAMPLE(temperature=0.0)\n    "Q: [A]"\nFROM "random"\nWHERE len(TOKENS(A)) < 4',
+]
+
+
+@pytest.mark.parametrize("src", CLAUSE_FORMS)
+def test_clause_forms(src: str) -> None:
+    inputs = {"MODEL": "random"} if "MODEL" in src else {"pick": lambda m: resolve(m)} if "pick" in src else {}
+    r = querylm.run(src, **inputs)
+    assert isinstance(r, querylm.QueryResult) and r.model == "random"
+    assert 0 < r.holes[0].tokens < 4
+
+
+def test_from_expression_is_evaluated_at_run_time_with_seed() -> None:
+    src = 'argmax\n    "Q: [A]"\nfrom\n    resolve("random", seed=SEED)\nwhere\n    len(TOKENS(A)) < 5'
+    a = querylm.run(src, resolve=resolve, SEED=1).variables["A"]
+    b = querylm.run(src, resolve=resolve, SEED=2).variables["A"]
+    assert a != b and a == querylm.run(src, resolve=resolve, SEED=1).variables["A"]
+
+
+@pytest.mark.parametrize(
+    "src,message,line,col",
+    [
+        ('argmax\n    "Q: [A]"\nfrom 3', "the from clause takes a model", 3, 6),
+        ('argmax\n    "Q: [A]"\nfrom "random"\nFROM "random"', "a second from clause", 4, 1),
+        ('argmax\n    "Q: [A]"\nfrom\n    (1 / 0)', "ZeroDivisionError", 4, 6),  # raised when it runs
+    ],
+)
+def test_from_clause_errors_keep_positions(src: str, message: str, line: int, col: int) -> None:
+    with pytest.raises(querylm.QueryError, match=message) as err:
+        querylm.run(src)
+    pos = err.value.position
+    assert pos is not None and (pos.line, pos.col) == (line, col)
+
+
+# -- 4. context -------------------------------------------------------------------------------------
+
+
+def test_context_prompt() -> None:
+    r = querylm.run(
+        '"Q: [X]" where len(TOKENS(X)) < 3\np = context.prompt\n"!"\nreturn p', model="random"
+    )
+    assert r.return_value == "Q: " + r.variables["X"] and r.prompt == r.return_value + "!"
+
+
+# -- 5. scoping -------------------------------------------------------------------------------------
+
+
+class Asker:
+    def __init__(self) -> None:
+        self.a = 12
+
+    @querylm.query
+    def chain_of_thought(self):
+        '''lmql
+        "A. Let's think step by step ({self.a}): [ANSWER]" where len(TOKENS(ANSWER)) < 3
+        return ANSWER.strip()
+        '''
+
+    @querylm.query(model="random")
+    def question(self):
+        '''lmql
+        "Q: Why is the sky blue?\n[ANSWER: self.chain_of_thought]"
+        return ANSWER + "|" + str(self.a)
+        '''
+
+
+def test_query_methods_get_self() -> None:
+    asker = Asker()
+    out = asker.question()
+    assert out.endswith("|12") and out != "|12"
+    assert asker.chain_of_thought.__name__ == "chain_of_thought"
+
+
+def test_locals_of_the_enclosing_function() -> None:
+    def f(x: int) -> int:
+        return x + 41
+
+    @querylm.query(model="random")
+    def q():
+        '''lmql
+        "Value {f(1)}: [X]" where len(TOKENS(X)) < 2
+        return f(1)
+        '''
+
+    assert q() == 42
+    assert q.run().prompt.startswith("Value 42: ")
+
+
+def test_decoder_arguments_from_inputs_and_import_in_body() -> None:
+    src = 'sample(n=k, temperature=t)\n    import math\n    "Q {math.floor(2.5)}: [X]" where len(TOKENS(X)) < 3'
+    rs = querylm.run(src, model="random", k=2, t=0.5)
+    assert isinstance(rs, list) and len(rs) == 2 and rs[0].prompt.startswith("Q 2: ")
+    with pytest.raises(querylm.QueryCompileError, match="n must be"):
+        querylm.run(src, model="random", k=0, t=0.5)
+
+
+# -- 6. return values -------------------------------------------------------------------------------
+
+
+@querylm.query
+def returns_none():
+    '''lmql
+    "Q: [X]" where len(TOKENS(X)) < 3
+    return None
+    '''
+
+
+@querylm.query(model="random")
+def calls_returns_none():
+    '''lmql
+    "A: [Y: returns_none]"
+    return Y
+    '''
+
+
+@querylm.query(model="random")
+def bare_return(flag: bool):
+    '''lmql
+    "Q: [X]" where len(TOKENS(X)) < 3
+    if flag:
+        return
+    return X
+    '''
+
+
+@querylm.query(model="random")
+def code_only(a: int):
+    '''lmql
+    b = a * 2
+    return b + 1
+    '''
+
+
+def test_return_values() -> None:
+    assert calls_returns_none() is None  # an explicit None, not the callee's text
+    r = calls_returns_none.run()
+    assert r.prompt == "A: None" and r.returned
+    assert isinstance(bare_return(True), querylm.QueryResult)  # a bare return: the run's result
+    assert isinstance(bare_return(False), str)
+    assert code_only(3) == 7  # no prompt at all
+    assert querylm.run("x = 3\nreturn x", model="random").return_value == 3

@@ -10,6 +10,8 @@ code that follows (LMQL's semantics). The generator yields plain tuples:
 - ``("hole", index, thunk)``: a hole; the thunk evaluates its type expression (or is None). The value
   sent back is bound to the hole's name.
 
+The generator's own return value is ``(RETURNED, X)`` for a ``return X``, and None otherwise.
+
 Interpolations and types are thunks so that the runtime can evaluate them under a try and report an
 error at the user's line and column.
 """
@@ -31,6 +33,8 @@ from .ir import Hole, Interpolation, Query, Role, Text
 from .parse import PROMPT_MARKER
 
 FUNCTION_NAME = "__querylm_query__"
+CONTEXT = "context"
+"""LMQL's name for the running query's state in its code (``context.prompt``)."""
 BUILTIN_NAMES = set(dir(builtins))
 PREDEFINED: dict[str, Any] = {"Literal": typing.Literal}
 """Names a string or file query can use without importing them (a function-form query has its module's)."""
@@ -45,6 +49,8 @@ class CompiledQuery:
     inputs: list[str]
     free_names: dict[str, ast.AST] = field(default_factory=dict)
     """Names the query reads but never defines, with their first use (for error positions)."""
+    uses_context: bool = False
+    """The query reads LMQL's ``context`` (``context.prompt``): the runtime passes it in."""
 
     @property
     def code_filename(self) -> str:
@@ -84,9 +90,27 @@ def _segment_yields(query: Query, index: int, at: ast.stmt) -> list[ast.stmt]:
     return out
 
 
+RETURNED = "__querylm_returned__"
+"""``return X`` becomes ``return (RETURNED, X)``: the runtime tells an explicit ``return None`` (the
+query's result is None) from a bare ``return`` or falling off the end (its result is the run's)."""
+
+
 class _Expand(ast.NodeTransformer):
     def __init__(self, query: Query):
         self.query = query
+
+    def visit_Return(self, node: ast.Return) -> Any:
+        if node.value is None:
+            return node
+        marked = ast.Tuple([ast.Constant(RETURNED), node.value], ast.Load())
+        return ast.copy_location(ast.Return(ast.copy_location(marked, node.value)), node)
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> Any:
+        return node  # a nested function's return is its own
+
+    visit_AsyncFunctionDef = visit_FunctionDef  # type: ignore[assignment]
+    visit_Lambda = visit_FunctionDef  # type: ignore[assignment]
+    visit_ClassDef = visit_FunctionDef  # type: ignore[assignment]
 
     def visit_Expr(self, node: ast.Expr) -> Any:
         call = node.value
@@ -180,6 +204,8 @@ def compile_query(
     wheres = [query.where] if query.where is not None else []
     wheres += [h.inline_where for h in query.holes if h.inline_where is not None]
     dist = [query.distribution.values] if query.distribution is not None else []
+    dist += [query.model_expr] if query.model_expr is not None else []
+    dist += list(query.decoder.arg_exprs.values())
     used = used_names([expanded, *prompt_exprs, *wheres, *dist])
     known = (
         defined
@@ -189,7 +215,8 @@ def compile_query(
         | set((globals_ or {}).keys())
         | set(functions.NAMES)
     )
-    free = {name: node for name, node in used.items() if name not in known}
+    uses_context = CONTEXT in used and CONTEXT not in known
+    free = {name: node for name, node in used.items() if name not in known and name != CONTEXT}
     for name, node in free.items():
         near = difflib.get_close_matches(name, sorted(holes), n=1)
         in_where = any(n is node for w in wheres for n in ast.walk(w))
@@ -203,7 +230,7 @@ def compile_query(
     if params is not None:
         free = {}
 
-    kwonly = [ast.arg(arg=name) for name in inputs]
+    kwonly = [ast.arg(arg=name) for name in [*inputs, *[CONTEXT] * uses_context]]
     args = ast.arguments(
         posonlyargs=[],
         args=[],
@@ -217,9 +244,8 @@ def compile_query(
     if "type_params" in ast.FunctionDef._fields:  # Python >= 3.12
         fn.type_params = []  # type: ignore[attr-defined]
     if not any(isinstance(n, (ast.Yield, ast.YieldFrom)) for n in ast.walk(fn)):
-        fn.body.append(
-            ast.Expr(ast.Yield(ast.Constant(None)))
-        )  # pragma: no cover - a query always has a prompt
+        # a query of code alone (LMQL runs them): still a generator, which never yields
+        fn.body.append(ast.If(ast.Constant(False), [ast.Expr(ast.Yield(ast.Constant(None)))], []))
     module = ast.Module(body=[fn], type_ignores=[])
     ast.fix_missing_locations(module)
     filename = f"<querylm {query.name}>"
@@ -232,4 +258,4 @@ def compile_query(
     namespace: dict[str, Any] = globals_ if globals_ is not None else {"__builtins__": builtins, **PREDEFINED}
     local_ns: dict[str, Any] = {}
     exec(code, namespace, local_ns)
-    return CompiledQuery(query, local_ns[FUNCTION_NAME], inputs, free)
+    return CompiledQuery(query, local_ns[FUNCTION_NAME], inputs, free, uses_context)

@@ -72,6 +72,8 @@ class DecoderSpec:
     """Canonical name: argmax, sample, beam, beam_sample, best_k."""
     args: dict[str, Any]
     position: Position | None = None
+    arg_exprs: dict[str, ast.Expression] = field(default_factory=dict)
+    """Arguments that are expressions (``argmax(n=n)``), evaluated with the inputs when the query runs."""
 
 
 @dataclass
@@ -136,6 +138,8 @@ class Query:
     holes: list[Hole]
     model: str | None = None
     model_position: Position | None = None
+    model_expr: ast.Expression | None = None
+    """``from MODEL`` / ``from lmql.model(...)``: an expression, evaluated when the query runs."""
     where: ast.Expression | None = None
     distribution: Distribution | None = None
     inputs: list[str] = field(default_factory=list)
