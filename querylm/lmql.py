@@ -18,7 +18,7 @@ from typing import Any
 from .backends.base import Backend
 from .backends.models import resolve
 from .query import F as _F
-from .query import QueryFunction, compile_source, nested_mode
+from .query import QueryFunction, compile_source, defining_scope, nested_mode, returned_value
 from .runtime.result import QueryResult
 from .runtime.run import run as _run
 from .runtime.score import score as _score
@@ -58,13 +58,6 @@ def _decoder(decoder: str | None, n: int | None) -> str | None:
     return f"{name}(n={n})"
 
 
-def _value(result: Any) -> Any:
-    """LMQL's return convention: the query's ``return`` value where one ran, else its result(s)."""
-    if isinstance(result, list):
-        return [r.return_value if r.returned else r for r in result]
-    return result.return_value if result.returned else result
-
-
 def run_sync(source: str, *args: Any, **kwargs: Any) -> Any:
     """Run a query string (or ``.lmql`` path) with its inputs as keywords: LMQL's ``lmql.run_sync``.
     A string that starts with the ``lmql`` marker or is indented is read as LMQL reads it."""
@@ -79,7 +72,7 @@ def run_sync(source: str, *args: Any, **kwargs: Any) -> Any:
         decoder=_decoder(options.get("decoder"), options.get("n")),
         **kwargs,
     )
-    return _value(result)
+    return returned_value(result)
 
 
 async def run(source: str, *args: Any, **kwargs: Any) -> Any:
@@ -139,9 +132,7 @@ def query(fn: Callable[..., Any] | str | None = None, **options: Any) -> Any:
         source = _strip_marker(fn)
         compile_source(source)  # errors now, as LMQL reports them
         return lambda **inputs: run_sync(source, **{**options, **inputs})
-    caller = sys._getframe(1)
-    in_class = "__module__" in caller.f_locals and "__qualname__" in caller.f_locals
-    scope = dict(caller.f_locals) if caller.f_code.co_name != "<module>" and not in_class else {}
+    scope = defining_scope(sys._getframe(1))
 
     def make(f: Callable[..., Any]) -> LMQLQueryFunction:
         model_opt = options.pop("model", None)

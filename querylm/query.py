@@ -243,10 +243,15 @@ class QueryFunction:
         return run_plan(p, self.inputs(args, kwargs), model=self.model, decoder=self.decoder, **self.options)
 
     def _result(self, result: Any) -> Any:
-        """What a call returns: the query's ``return`` value where one ran, else the QueryResult."""
-        if isinstance(result, list):
-            return [r.return_value if r.returned else r for r in result]
-        return result.return_value if result.returned else result
+        return returned_value(result)
+
+
+def returned_value(result: Any) -> Any:
+    """What a query call returns (LMQL's convention): the query's ``return`` value where one ran, else
+    the QueryResult (a list of them when n > 1)."""
+    if isinstance(result, list):
+        return [r.return_value if r.returned else r for r in result]
+    return result.return_value if result.returned else result
 
 
 def _param_position(fn: Callable[..., Any], name: str) -> Position | None:
@@ -284,6 +289,14 @@ def _validate_input(fn: str, name: str, annotation: Any, value: Any, position: P
         return value
 
 
+def defining_scope(frame: Any) -> dict[str, Any]:
+    """The locals a query defined in ``frame`` sees (LMQL's scoping): a function's (or an enclosing
+    query's), none at module level (its globals are the query's) or in a class body (whose names a
+    method can't see either)."""
+    in_class = "__module__" in frame.f_locals and "__qualname__" in frame.f_locals
+    return dict(frame.f_locals) if frame.f_code.co_name != "<module>" and not in_class else {}
+
+
 def query(
     fn: Callable[..., Any] | None = None,
     *,
@@ -293,9 +306,7 @@ def query(
 ) -> Any:
     """Decorate a function whose docstring is a query (``'''lmql ...'''``); its parameters are the
     query's inputs. ``@query(model=..., decoder="sample(n=2)")`` sets defaults for every call."""
-    caller = sys._getframe(1)
-    in_class = "__module__" in caller.f_locals and "__qualname__" in caller.f_locals
-    scope = dict(caller.f_locals) if caller.f_code.co_name != "<module>" and not in_class else {}
+    scope = defining_scope(sys._getframe(1))
     if fn is None:
         return lambda f: QueryFunction(f, model=model, decoder=decoder, scope=scope, **options)
     return QueryFunction(fn, model=model, decoder=decoder, scope=scope, **options)

@@ -83,36 +83,36 @@ def test_a_token_minimum_stop_is_refused_by_beams() -> None:
 
 @querylm.query
 def one_of(choices: list):
-    '''lmql
+    """lmql
     "Among {choices}, what do you consider \
     most likely? [ANSWER]" where ANSWER in choices
     return ANSWER
-    '''
+    """
 
 
 @querylm.query(model="random")
 def capital():
-    '''lmql
+    """lmql
     "Q: What is the capital of France? \
     [ANSWER: one_of(['Berlin', 'Paris', 'London'])]"
     return ANSWER
-    '''
+    """
 
 
 @querylm.query
 def cot_one_of(choices: list):
-    '''lmql
+    """lmql
     "A: Let's think step by step. [ANSWER: one_of(choices)]" where len(TOKENS(ANSWER)) < 4
     return ANSWER.strip()
-    '''
+    """
 
 
 @querylm.query(model="random")
 def double_tail_call():
-    '''lmql
+    """lmql
     "The answer is [ANSWER: cot_one_of(['Hello', 'Greetings'])]"
     return ANSWER
-    '''
+    """
 
 
 def test_nested_query_with_arguments_runs_when_reached() -> None:
@@ -143,7 +143,9 @@ CLAUSE_FORMS = [
 
 @pytest.mark.parametrize("src", CLAUSE_FORMS)
 def test_clause_forms(src: str) -> None:
-    inputs = {"MODEL": "random"} if "MODEL" in src else {"pick": lambda m: resolve(m)} if "pick" in src else {}
+    inputs = (
+        {"MODEL": "random"} if "MODEL" in src else {"pick": lambda m: resolve(m)} if "pick" in src else {}
+    )
     r = querylm.run(src, **inputs)
     assert isinstance(r, querylm.QueryResult) and r.model == "random"
     assert 0 < r.holes[0].tokens < 4
@@ -175,9 +177,7 @@ def test_from_clause_errors_keep_positions(src: str, message: str, line: int, co
 
 
 def test_context_prompt() -> None:
-    r = querylm.run(
-        '"Q: [X]" where len(TOKENS(X)) < 3\np = context.prompt\n"!"\nreturn p', model="random"
-    )
+    r = querylm.run('"Q: [X]" where len(TOKENS(X)) < 3\np = context.prompt\n"!"\nreturn p', model="random")
     assert r.return_value == "Q: " + r.variables["X"] and r.prompt == r.return_value + "!"
 
 
@@ -190,17 +190,17 @@ class Asker:
 
     @querylm.query
     def chain_of_thought(self):
-        '''lmql
+        """lmql
         "A. Let's think step by step ({self.a}): [ANSWER]" where len(TOKENS(ANSWER)) < 3
         return ANSWER.strip()
-        '''
+        """
 
     @querylm.query(model="random")
     def question(self):
-        '''lmql
+        """lmql
         "Q: Why is the sky blue?\n[ANSWER: self.chain_of_thought]"
         return ANSWER + "|" + str(self.a)
-        '''
+        """
 
 
 def test_query_methods_get_self() -> None:
@@ -216,17 +216,19 @@ def test_locals_of_the_enclosing_function() -> None:
 
     @querylm.query(model="random")
     def q():
-        '''lmql
+        """lmql
         "Value {f(1)}: [X]" where len(TOKENS(X)) < 2
         return f(1)
-        '''
+        """
 
     assert q() == 42
     assert q.run().prompt.startswith("Value 42: ")
 
 
 def test_decoder_arguments_from_inputs_and_import_in_body() -> None:
-    src = 'sample(n=k, temperature=t)\n    import math\n    "Q {math.floor(2.5)}: [X]" where len(TOKENS(X)) < 3'
+    src = (
+        'sample(n=k, temperature=t)\n    import math\n    "Q {math.floor(2.5)}: [X]" where len(TOKENS(X)) < 3'
+    )
     rs = querylm.run(src, model="random", k=2, t=0.5)
     assert isinstance(rs, list) and len(rs) == 2 and rs[0].prompt.startswith("Q 2: ")
     with pytest.raises(querylm.QueryCompileError, match="n must be"):
@@ -238,36 +240,36 @@ def test_decoder_arguments_from_inputs_and_import_in_body() -> None:
 
 @querylm.query
 def returns_none():
-    '''lmql
+    """lmql
     "Q: [X]" where len(TOKENS(X)) < 3
     return None
-    '''
+    """
 
 
 @querylm.query(model="random")
 def calls_returns_none():
-    '''lmql
+    """lmql
     "A: [Y: returns_none]"
     return Y
-    '''
+    """
 
 
 @querylm.query(model="random")
 def bare_return(flag: bool):
-    '''lmql
+    """lmql
     "Q: [X]" where len(TOKENS(X)) < 3
     if flag:
         return
     return X
-    '''
+    """
 
 
 @querylm.query(model="random")
 def code_only(a: int):
-    '''lmql
+    """lmql
     b = a * 2
     return b + 1
-    '''
+    """
 
 
 def test_return_values() -> None:
