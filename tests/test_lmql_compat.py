@@ -280,3 +280,24 @@ def test_return_values() -> None:
     assert isinstance(bare_return(False), str)
     assert code_only(3) == 7  # no prompt at all
     assert querylm.run("x = 3\nreturn x", model="random").return_value == 3
+
+
+@querylm.query(model="random")
+def defines_a_query():
+    '''lmql
+    @querylm.query
+    def items(n: int):
+        """lmql
+        for i in range(n):
+            "-[ITEM]\n" where STOPS_AT(ITEM, "\n") and len(TOKENS(ITEM)) < 4
+        """
+    "List:\n[ITEMS: items(2)]"
+    return ITEMS
+    '''
+
+
+def test_query_defined_in_a_query_body_keeps_its_escapes() -> None:
+    """The inner docstring is read from the outer query's text, so its ``\\n`` stays an escape (read
+    as a value, it would be a line break inside a string literal: a syntax error)."""
+    items = defines_a_query()
+    assert items.count("-") >= 2 and items.endswith("\n")

@@ -22,6 +22,7 @@ import ast
 import builtins
 import copy
 import difflib
+import linecache
 import typing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -54,7 +55,14 @@ class CompiledQuery:
 
     @property
     def code_filename(self) -> str:
-        return f"<querylm {self.query.name}>"
+        return code_filename(self.query)
+
+
+def code_filename(query: Query) -> str:
+    """The compiled body's filename: unique per query, and registered with ``linecache`` (the query's
+    text, line for line), so that ``inspect`` reads the source of a ``@query`` defined in a query body
+    (its docstring's escapes as written)."""
+    return f"<querylm {query.name} {id(query):x}>"
 
 
 def _lambda(expr: ast.expr) -> ast.Lambda:
@@ -248,7 +256,10 @@ def compile_query(
         fn.body.append(ast.If(ast.Constant(False), [ast.Expr(ast.Yield(ast.Constant(None)))], []))
     module = ast.Module(body=[fn], type_ignores=[])
     ast.fix_missing_locations(module)
-    filename = f"<querylm {query.name}>"
+    filename = code_filename(query)
+    smap = query.source_map
+    text = smap.file_lines[smap.first_line - 1 :]
+    linecache.cache[filename] = (sum(map(len, text)), None, [ln + "\n" for ln in text], filename)
     try:
         code = compile(module, filename, "exec")
     except SyntaxError as err:
