@@ -22,6 +22,9 @@ from .language.parse import parse
 from .runtime.plan import Plan, plan
 
 _nested_mode: contextvars.ContextVar[bool] = contextvars.ContextVar("querylm_nested", default=False)
+_in_query_code: contextvars.ContextVar[bool] = contextvars.ContextVar("querylm_in_query", default=False)
+"""Set while a query's own code runs: an async query function called there runs to its value (LMQL),
+for the code can't await it."""
 
 
 @dataclass(frozen=True)
@@ -228,7 +231,7 @@ class QueryFunction:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if _nested_mode.get():
             return NestedCall(self, args, kwargs)
-        if self.is_async:
+        if self.is_async and not _in_query_code.get():
             return self.acall(*args, **kwargs)
         return self._result(self.run(*args, **kwargs))
 
@@ -314,6 +317,10 @@ def query(
 
 def nested_mode() -> contextvars.ContextVar[bool]:
     return _nested_mode
+
+
+def in_query_code() -> contextvars.ContextVar[bool]:
+    return _in_query_code
 
 
 class F:

@@ -301,3 +301,31 @@ def test_query_defined_in_a_query_body_keeps_its_escapes() -> None:
     as a value, it would be a line break inside a string literal: a syntax error)."""
     items = defines_a_query()
     assert items.count("-") >= 2 and items.endswith("\n")
+
+
+# -- 8. an async query called from a query's code runs to its value ----------------------------------
+
+
+@querylm.query(model="random")
+async def async_helper():
+    """lmql
+    "Q: [X]" where len(TOKENS(X)) < 3
+    return X.upper()
+    """
+
+
+@querylm.query(model="random")
+def calls_async():
+    """lmql
+    v = async_helper()
+    "Got {v}: [Y]" where len(TOKENS(Y)) < 2
+    return v
+    """
+
+
+def test_async_query_called_from_query_code() -> None:
+    import asyncio
+
+    v = calls_async()
+    assert isinstance(v, str) and v == v.upper()
+    assert v == asyncio.run(async_helper())  # outside a query it is still a coroutine

@@ -144,9 +144,12 @@ class Execution:
 
     def advance(self) -> PendingHole | None:
         """Run the program to its next hole (returned) or to its end (None; ``finished`` is set)."""
+        from ..query import in_query_code
+
         gen = self._program()
         plan = self.plan
         while True:
+            token = in_query_code().set(True)
             try:
                 event = gen.send(self.to_send)
             except StopIteration as stop:
@@ -160,6 +163,8 @@ class Execution:
                 raise
             except Exception as err:
                 raise self.user_error(err, plan) from err
+            finally:
+                in_query_code().reset(token)
             self.events += 1
             self.to_send = None
             kind = event[0]
