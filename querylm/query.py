@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import contextvars
+import copy
 import functools
 import inspect
 import sys
@@ -23,6 +24,9 @@ from .runtime.result import QueryResult
 from .tools.tool import Tool, schema_from_signature
 
 _nested_mode: contextvars.ContextVar[bool] = contextvars.ContextVar("querylm_nested", default=False)
+_in_query_code: contextvars.ContextVar[bool] = contextvars.ContextVar("querylm_in_query", default=False)
+"""Set while a query's own code runs: an async query function called there runs to its value (LMQL),
+for the code can't await it."""
 
 
 @dataclass(frozen=True)
@@ -166,17 +170,28 @@ class QueryFunction:
     ):
         self.fn = fn
         self.scope = {k: v for k, v in (scope or {}).items() if k.isidentifier()}
+        """The locals of the function the query was defined in (LMQL's queries see them)."""
         self.name = fn.__name__
         self.signature = inspect.signature(fn)
         self.is_async = inspect.iscoroutinefunction(fn)
         self.model = model
         self.decoder = decoder
         self.options = options
-        self._plan: Plan | None = None
+        self.bound: tuple[Any, ...] = ()
+        """``(self,)`` for a query method reached through an instance."""
+        self._plans: dict[str, Plan] = {}  # shared by the bound copies of a method
         functools.update_wrapper(self, fn)
 
+    def __get__(self, obj: Any, objtype: Any = None) -> Any:
+        """A ``@query`` method: ``obj.method(...)`` passes ``obj`` as ``self``, as for any method."""
+        if obj is None:
+            return self
+        bound = copy.copy(self)
+        bound.bound = (obj,)
+        return bound
+
     def plan(self) -> Plan:
-        if self._plan is None:
+        if "plan" not in self._plans:
             src = _docstring_source(self.fn)
             q = parse(
                 src.text,
@@ -189,14 +204,14 @@ class QueryFunction:
             params = list(self.signature.parameters)
             compiled = compile_query(q, params=params, globals_=self.fn.__globals__, scope=self.scope)
             names = {**self.fn.__globals__, **self.scope}
-            self._plan = plan(compiled, globals_=names, base_dir=src.base_dir)
-        return self._plan
+            self._plans["plan"] = plan(compiled, globals_=names, base_dir=src.base_dir)
+        return self._plans["plan"]
 
     def inputs(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], position: Position | None = None
     ) -> dict[str, Any]:
         try:
-            bound = self.signature.bind(*args, **kwargs)
+            bound = self.signature.bind(*self.bound, *args, **kwargs)
         except TypeError as err:
             raise QueryInputError(f"{self.name}(): {err}", position) from None
         bound.apply_defaults()
@@ -216,7 +231,7 @@ class QueryFunction:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if _nested_mode.get():
             return NestedCall(self, args, kwargs)
-        if self.is_async:
+        if self.is_async and not _in_query_code.get():
             return self.acall(*args, **kwargs)
         return self._result(self.run(*args, **kwargs))
 
@@ -262,15 +277,15 @@ class QueryFunction:
         )
 
     def _result(self, result: Any) -> Any:
-        has_return = any(
-            isinstance(n, ast.Return) and n.value is not None
-            for n in ast.walk(self.plan().compiled.query.body)
-        )
-        if not has_return:
-            return result
-        if isinstance(result, list):
-            return [r.return_value for r in result]
-        return result.return_value
+        return returned_value(result)
+
+
+def returned_value(result: Any) -> Any:
+    """What a query call returns (LMQL's convention): the query's ``return`` value where one ran, else
+    the QueryResult (a list of them when n > 1)."""
+    if isinstance(result, list):
+        return [r.return_value if r.returned else r for r in result]
+    return result.return_value if result.returned else result
 
 
 def _tool_value(value: Any) -> Any:
@@ -317,6 +332,14 @@ def _validate_input(fn: str, name: str, annotation: Any, value: Any, position: P
         return value
 
 
+def defining_scope(frame: Any) -> dict[str, Any]:
+    """The locals a query defined in ``frame`` sees (LMQL's scoping): a function's (or an enclosing
+    query's), none at module level (its globals are the query's) or in a class body (whose names a
+    method can't see either)."""
+    in_class = "__module__" in frame.f_locals and "__qualname__" in frame.f_locals
+    return dict(frame.f_locals) if frame.f_code.co_name != "<module>" and not in_class else {}
+
+
 def query(
     fn: Callable[..., Any] | None = None,
     *,
@@ -326,22 +349,18 @@ def query(
 ) -> Any:
     """Decorate a function whose docstring is a query (``'''lmql ...'''``); its parameters are the
     query's inputs. ``@query(model=..., decoder="sample(n=2)")`` sets defaults for every call."""
+    scope = defining_scope(sys._getframe(1))
     if fn is None:
-        return lambda f: QueryFunction(f, model=model, decoder=decoder, scope=_enclosing_names(), **options)
-    return QueryFunction(fn, model=model, decoder=decoder, scope=_enclosing_names(), **options)
-
-
-def _enclosing_names() -> dict[str, Any]:
-    """The local names of the function that applies the decorator, the caller's caller (none at a
-    module's top level or in a class body, whose names a method does not see either): a docstring
-    query reads no name as code, so it has no closure of its own."""
-    frame = sys._getframe(2)
-    in_function = frame.f_code.co_flags & inspect.CO_OPTIMIZED  # not a module or a class body
-    return dict(frame.f_locals) if in_function else {}
+        return lambda f: QueryFunction(f, model=model, decoder=decoder, scope=scope, **options)
+    return QueryFunction(fn, model=model, decoder=decoder, scope=scope, **options)
 
 
 def nested_mode() -> contextvars.ContextVar[bool]:
     return _nested_mode
+
+
+def in_query_code() -> contextvars.ContextVar[bool]:
+    return _in_query_code
 
 
 class F:

@@ -27,9 +27,9 @@ _BY_ID = {
     "prompt strings and holes": "hole-not-a-name unclosed-bracket unclosed-brace empty-braces "
     "single-closing-brace bad-interpolation bad-hole-type hole-type-missing bad-hole-after-escape f-string "
     "unknown-role",
-    "decoder clause": "unknown-decoder positional-decoder-arg unknown-decoder-arg non-literal-decoder-arg "
+    "decoder clause": "unknown-decoder positional-decoder-arg unknown-decoder-arg "
     "unknown-beam-arg one-line-form one-line-form-args",
-    "from / where / distribution clauses": "from-not-a-string second-where empty-where where-ends-early "
+    "from / where / distribution clauses": "from-not-a-model second-where empty-where where-ends-early "
     "where-never-closed where-syntax inline-ends-early inline-empty bad-distribution",
     "names in constraints": "where-near-miss no-hole inline-other-hole inline-without-hole",
     "constraint forms": "tokens-not-equal len-is tokens-float stops-at-under-or stops-before-under-or "

@@ -85,8 +85,9 @@ def python_accepts(
     hc: HoleConstraint, text: str, env: dict[str, Any] | None = None, base_dir: Path | None = None
 ) -> bool:
     """Every check of ``hc`` on the value the runtime would bind for ``text`` (a STOPS_BEFORE phrase that
-    ends it dropped), evaluated as the runtime does, with functions.py's meanings."""
-    for phrase in hc.stops_before:
+    ends it dropped, unless the phrase has side conditions: LMQL's hold on the text with the phrase),
+    evaluated as the runtime does, with functions.py's meanings."""
+    for phrase in [] if hc.side_conditioned else hc.stops_before:
         if text.endswith(phrase):
             text = text[: -len(phrase)]
             break
@@ -198,9 +199,14 @@ TABLE: list[tuple[str, list[str], list[str]]] = [
     ("not (not INT(X))", ["12"], ["a"]),
     ("INT(X) and STOPS_AT(X, '.')", ["12"], ["12.", "1.2", "a."]),
     ('len(X) < 5 and STOPS_AT(X, ".")', ["abc", "abc.", "."], ["abcd.", "a.b"]),
-    ('REGEX(X, "[a-z ]+") and STOPS_BEFORE(X, "\\n")', ["ab c", "ab c\n"], ["ab\nc", "\n", "Ab"]),
+    # side conditions (LMQL): the other constraints hold on the text the phrase ends, phrase included
+    ('REGEX(X, "[a-z ]+\\n?") and STOPS_BEFORE(X, "\\n")', ["ab c", "ab c\n"], ["ab\nc", "\n", "Ab"]),
+    ('REGEX(X, "[a-z ]+") and STOPS_BEFORE(X, "\\n")', ["ab c"], ["ab c\n", "ab\nc"]),
+    ('STOPS_BEFORE(X, "c") and X == "abc"', ["abc"], ["ab", "abcc"]),
+    ('STOPS_AT(X, ".") and len(X) > 4', ["a.b.c.", "a.bcd.", "abcde"], ["a.bcd.e", "abcde.f."]),
+    ('STOPS_AT(X, ".") and X == "a.b."', ["a.b."], ["a.", "a.b.c."]),
     ('len(WORDS(X)) <= 2 and STOPS_AT(X, ["\\n", "."])', ["a b.", "a b\n", "a"], ["a b c.", "a.\n"]),
-    ('X != "a." and STOPS_AT(X, ".")', ["b.", "a"], ["a.", "a.."]),
+    ('X != "a." and STOPS_AT(X, ".")', ["b.", "a", "a.."], ["a.", "a..."]),  # LMQL: "a." is no stop point
 ]
 
 

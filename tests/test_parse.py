@@ -15,7 +15,7 @@ import pytest
 
 import querylm
 from querylm import UnsupportedError, compile_source
-from querylm.language.compile import compile_query
+from querylm.language.compile import RETURNED, compile_query
 from querylm.language.ir import Hole, Interpolation, Role, Text
 from querylm.language.parse import parse
 from querylm.runtime import plan as plan_module
@@ -57,8 +57,9 @@ def drive(compiled: Any, answers: dict[str, list[Any]] | None = None, **inputs: 
     while True:
         try:
             event = gen.send(send)
-        except StopIteration as stop:
-            return events, stop.value
+        except StopIteration as stop:  # `return X` comes back marked: (RETURNED, X)
+            marked = isinstance(stop.value, tuple) and stop.value[:1] == (RETURNED,)
+            return events, stop.value[1] if marked else stop.value
         send = None
         kind = event[0]
         if kind == "text":

@@ -248,13 +248,17 @@ def test_bounded_combinations(
 ):
     """Any combination, capped by ``len(X) <= cap``: the value satisfies all of it, or there is none."""
     parts = [f"({c.src})", f"len(X) <= {cap}"]
-    checks = [c.ok, lambda t: len(t) <= cap]
+
+    def side(t: str) -> bool:
+        return c.ok(t) and len(t) <= cap
+
+    checks = [side]
     if stops_at:
         parts.append(f"STOPS_AT(X, {stops_at!r})")
-        checks.append(stops_at_ok(stops_at))
     if stops_before:
         parts.append(f"STOPS_BEFORE(X, {stops_before!r})")
-        checks.append(lambda t: not any(p in t for p in stops_before))
+    if stops_at or stops_before:
+        checks = [lmql_stops_ok(side, stops_at, stops_before)]
     # Each token is at least a byte: the longest value (4 bytes a character, and a dropped phrase) fits.
     budget = 4 * cap + max(map(len, stops_before), default=0) + 1
     parts.append(f"len(TOKENS(X)) <= {budget}")
@@ -277,6 +281,26 @@ def test_bounded_combinations(
         assert type(r.value) is float and r.value == float(r.text)
     else:
         assert r.value == r.text
+
+
+def lmql_stops_ok(
+    side: Callable[[str], bool], stops_at: list[str], stops_before: list[str]
+) -> Callable[[str], bool]:
+    """LMQL's stop phrases with side conditions, as an oracle on the value bound: the text generated
+    (the value, or it plus the STOPS_BEFORE phrase the runtime dropped) satisfies the side conditions
+    and runs past no earlier text that ends with a phrase and satisfies them."""
+    stops = stops_at + stops_before
+
+    def ok(value: str) -> bool:
+        for g in [value, *(value + p for p in stops_before)]:
+            dropped = next((p for p in sorted(stops_before, key=len, reverse=True) if g.endswith(p)), "")
+            if g[: len(g) - len(dropped)] != value or not side(g):
+                continue
+            if not any(g[:i].endswith(p) and side(g[:i]) for i in range(1, len(g)) for p in stops):
+                return True
+        return False
+
+    return ok
 
 
 def top_conjuncts(src: str) -> list[str]:
@@ -361,18 +385,22 @@ def test_token_budgets(lo: int, span: int, stop: str | None, seed: int, decoder)
 
 
 def test_min_tokens_never_silently_broken():
-    """A grammar that ends early (a stop phrase after one token) must not hand back a value shorter
-    than len(TOKENS(X)) > n: either the value has the tokens, or the run fails on that bound."""
-    values = 0
+    """A token minimum is a side condition of the stop phrase (LMQL): an "e" in the first 4 tokens
+    does not end the value; the first "e" after them does. Never a value shorter than the minimum."""
+    values = early = 0
     for seed in range(12):
         try:
             r = run('len(TOKENS(X)) > 4 and STOPS_AT(X, "e")', seed)
         except ConstraintError as err:
             assert "len(TOKENS(X)) > 4" in str(err), err  # the failure names the bound it broke
             continue
-        assert len(r.ids) > 4 and stops_at_ok(["e"])(r.text)
+        head = HF.decode(r.ids[:4])
+        assert len(r.ids) > 4 and r.text.startswith(head)
+        assert "e" not in r.text[len(head) : -1], r  # the first "e" after the minimum ends it
+        early += "e" in head
         values += 1
     assert values, "no seed gave a value: the check on values never ran"
+    assert early, "no seed put an 'e' before the minimum: the side condition was never tested"
 
 
 @pytest.mark.parametrize("seed", [0, 1])

@@ -539,6 +539,9 @@ def hole_dfa(value: Lang | None, stops_at: tuple[str, ...], stops_before: tuple[
     v = lang_dfa(value) if value is not None else lang_dfa(Term(rx.ANY))
     if not stops:
         return v
+    if value is not None:  # side-conditioned: no value runs past a text of ``value`` ending in a phrase
+        stop_point = product(v, lang_dfa(Term(rx.ANY + rx.alternation(stops))), True)
+        return minimize(product(v, complement(concat(stop_point, lang_dfa(Term("(?s:.)+")))), True))
     ns = lang_dfa(Not(Term(rx.contains(stops))))
     first = product(concat(ns, lang_dfa(Term("(?s:.)"))), lang_dfa(Term(rx.contains(stops))), True)
     v_ns = product(v, ns, True)

@@ -50,6 +50,18 @@ def STOPS_BEFORE(value: Any, phrase: str | Sequence[str]) -> bool:
     return all(p not in str(value) for p in _phrases(phrase))
 
 
+def first_stop(value: Any, phrase: str | Sequence[str], holds: Callable[[str], Any]) -> bool:
+    """A stop phrase with side conditions (LMQL's semantics): the value runs past no text that ends
+    with a phrase and on which ``holds`` (the other constraints) is true."""
+    text = str(value)
+    return not any(
+        text[:i].endswith(p) and holds(text[:i]) for i in range(1, len(text)) for p in _phrases(phrase)
+    )
+
+
+FIRST_STOP = "__querylm_first_stop"
+
+
 def WORDS(value: Any) -> list[str]:
     return str(value).split()
 
@@ -65,4 +77,5 @@ def namespace(tokens: Callable[[Any], list[str]], grammar: Callable[[Any, str], 
         "WORDS": WORDS,
         "TOKENS": tokens,
         "GRAMMAR": grammar,
+        FIRST_STOP: first_stop,
     }

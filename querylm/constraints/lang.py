@@ -2,7 +2,8 @@
 
 Regular parts (regexes, and their and/or/not) become one Lark terminal, so llguidance sees a single
 lexeme and tokens may cross every boundary inside it; context-free parts (GRAMMAR files, JSON Schema)
-become rules. Stop phrases are folded into the terminal: the value ends at the first phrase it holds.
+become rules. Stop phrases are folded into the terminal: the value ends at the first phrase it holds
+where the other constraints hold (LMQL's side conditions).
 """
 
 from __future__ import annotations
@@ -109,9 +110,16 @@ def _overlap(stops: list[str]) -> bool:
     return any(q.endswith(p[:k]) for p in stops for q in stops for k in range(1, len(p)))
 
 
-def to_grammar(value: Lang | None, stops_at: list[str], stops_before: list[str]) -> str:
+def to_grammar(
+    value: Lang | None, stops_at: list[str], stops_before: list[str], *, prefix: str | None = None
+) -> str:
     """A llguidance TopLevelGrammar (JSON text) for a value in ``value`` that ends at the first stop
-    phrase: kept in the value for ``stops_at``, generated and then dropped for ``stops_before``."""
+    phrase: kept in the value for ``stops_at``, generated and then dropped for ``stops_before``.
+
+    With other constraints (``value``), LMQL's semantics: a phrase ends the value only where those
+    constraints hold on the text so far (phrase included), so ``STOPS_AT(X, ".") and len(X) > 40`` may
+    hold a "." before its 41st character. ``prefix``: the text generated before a side condition that
+    the grammar can't see (a token minimum) came to hold; only a phrase ending after it counts."""
     b = _Builder(lines=[f"ANY: /{regex.ANY}/"])
     stops = stops_at + stops_before
     if stops and value is not None and not is_regular(value):
@@ -119,12 +127,11 @@ def to_grammar(value: Lang | None, stops_at: list[str], stops_before: list[str])
     if not stops:
         assert value is not None
         start = b.rule(value)
-    else:
+    elif value is None and prefix is None:
         # The value ends at the first stop phrase: a string that holds one must end with it and hold
         # none before its last character (with "\n\n", "a\n\n\n" is not a value: it stopped at "a\n\n").
         ns = b.term(Not(Term(regex.contains(stops))))
-        v = b.term(value) if value is not None else "ANY"
-        alts = [f"{v} & {ns}"]
+        alts = [ns]
         # A string in ``ns`` followed by a phrase can hold an earlier one only where phrases overlap
         # ("\n\n" with itself, "a" in "ab"): only then the costlier "no phrase ends before the end".
         first = (
@@ -133,10 +140,24 @@ def to_grammar(value: Lang | None, stops_at: list[str], stops_before: list[str])
             else ""
         )
         if stops_before:
-            alts.append(f"(({v} & {ns}) /{regex.alternation(stops_before)}/){first}")
+            alts.append(f"({ns} /{regex.alternation(stops_before)}/){first}")
         if stops_at:
-            alts.append(f"{v} & ({ns} /{regex.alternation(stops_at)}/){first}")
+            alts.append(f"({ns} /{regex.alternation(stops_at)}/){first}")
         start = b.new("V")
         b.lines.append(f"{start}: " + " | ".join(alts))
+    else:
+        # Side-conditioned: the value's stop points are the texts in ``value`` that end with a phrase
+        # (after ``prefix``); a value is in ``value`` and runs past none of them.
+        v = b.term(value) if value is not None else "ANY"
+        after = ""
+        if prefix is not None:
+            lit = b.new("P")
+            b.lines.append(f"{lit}: /{regex.literal(prefix)}/")
+            after = f" & ({lit} /(?s:.)+/)"
+            v = f"({v} & ({lit} /(?s:.)*/))"
+        stop_point = b.new("M")
+        b.lines.append(f"{stop_point}: {v}{after} & /{regex.ANY}{regex.alternation(stops)}/")
+        start = b.new("V")
+        b.lines.append(f"{start}: {v} & ~({stop_point} /(?s:.)+/)")
     lark = f"start: {start}\n" + "\n".join(b.lines) + "\n"
     return json.dumps({"grammars": [{"lark_grammar": lark}, *b.subgrammars]})

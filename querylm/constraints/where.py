@@ -25,7 +25,7 @@ from typing import Any
 
 import llguidance
 
-from ..errors import Position, QueryCompileError
+from ..errors import Position, QueryCompileError, UnsupportedError
 from ..language.ir import SourceMap
 from . import functions, regex, satisfiable
 from .lang import And, Grammar, Lang, NotExpressible, Or, Term, is_regular, to_grammar
@@ -82,16 +82,54 @@ class HoleConstraint:
     labels: list[str] = field(default_factory=list)
     convert: str | None = None
     """"int" / "float" when INT(X) / FLOAT(X) is a conjunct: the query's code then sees a number."""
+    stop_after: int = 0
+    """LMQL's side conditions on a stop phrase: a phrase ends the value only once the other
+    constraints hold. The grammar sees every side condition but a token minimum: with
+    ``len(TOKENS(X)) > n``, the value is decoded under ``grammars(staged=True)`` (no stop) for its first
+    ``stop_after`` tokens, and then under ``grammars_after`` their text (a phrase may end it)."""
 
     @property
     def description(self) -> str:
         return " and ".join(self.labels) if self.labels else "(no constraint)"
 
-    def grammars(self) -> list[str]:
-        """llguidance grammars (TopLevelGrammar JSON) whose masks are AND-ed; empty = unmasked."""
+    @property
+    def side_conditioned(self) -> bool:
+        """Whether a stop phrase waits for other constraints (LMQL's side conditions)."""
+        return bool(self.stops_at or self.stops_before) and (self.regular is not None or self.stop_after > 0)
+
+    def grammars(self, *, staged: bool = False) -> list[str]:
+        """llguidance grammars (TopLevelGrammar JSON) whose masks are AND-ed; empty = unmasked.
+        ``staged``: the caller switches to ``grammars_after`` once ``stop_after`` tokens are made."""
+        if self.stop_after and not staged:
+            raise UnsupportedError(
+                f"a stop phrase that waits for a token minimum ({self.description}) is decoded only by "
+                "the argmax and sample decoders on a local or random model"
+            )
         out = [to_grammar(g, [], []) for g in self.cfgs]
-        if self.regular is not None or self.stops_at or self.stops_before:
+        if self.stop_after:
+            if self.regular is not None:
+                out.append(to_grammar(self.regular, [], []))
+        elif self.regular is not None or self.stops_at or self.stops_before:
             out.append(to_grammar(self.regular, self.stops_at, self.stops_before))
+        return out
+
+    def cut(self, text: str, last_token_start: int) -> str:
+        """A side-conditioned value as LMQL cuts it: at the earliest phrase that ends inside the last
+        token's text (kept for STOPS_AT, dropped for STOPS_BEFORE); a value that ended otherwise is
+        left as it is. ``'abc",'`` under STOPS_BEFORE ``'"'`` and ``','`` is ``'abc'``."""
+        best: tuple[int, int] | None = None  # (start, end of what is kept)
+        for phrases, keep in ((self.stops_at, True), (self.stops_before, False)):
+            for p in phrases:
+                i = text.find(p, max(0, last_token_start - len(p) + 1))
+                if i >= 0 and (best is None or i < best[0]):
+                    best = (i, i + len(p) if keep else i)
+        return text if best is None else text[: best[1]]
+
+    def grammars_after(self, prefix: str) -> list[str]:
+        """The grammars once the first ``stop_after`` tokens, ``prefix``, are made: a phrase ending
+        after them ends the value where the other constraints hold."""
+        out = [to_grammar(g, [], []) for g in self.cfgs]
+        out.append(to_grammar(self.regular, self.stops_at, self.stops_before, prefix=prefix))
         return out
 
     def add_lang(self, lang: Lang) -> None:
@@ -447,6 +485,62 @@ def _and(a: Lang | None, b: Lang) -> Lang:
     return And((*left, b))
 
 
+def _is_stop(node: ast.expr) -> bool:
+    return (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id
+        in (
+            "STOPS_AT",
+            "STOPS_BEFORE",
+        )
+    )
+
+
+def _side_conditioned_checks(hc: HoleConstraint) -> None:
+    """A phrase that waits for side conditions ends the value at the first text where they hold: its
+    Python check runs the masked side conditions on every earlier text that ends with a phrase
+    (``functions.first_stop``). With a token minimum the stop points depend on the generated tokens,
+    which only the staged matcher sees: the stop is then enforced by it alone."""
+    sides = [c.node for c in hc.checks if c.masked and not _is_stop(c.node)]
+    out = []
+    for c in hc.checks:
+        if not _is_stop(c.node):
+            out.append(c)
+            continue
+        if hc.stop_after:
+            continue
+        assert isinstance(c.node, ast.Call)
+        # ``lambda X, WORDS=WORDS, ...: sides``: a lambda in eval() sees only globals, so the names the
+        # side conditions read come in as defaults, evaluated where the check is
+        loads = {n.id for s in sides for n in ast.walk(s) if isinstance(n, ast.Name)}
+        stores = {
+            n.id
+            for s in sides
+            for n in ast.walk(s)
+            if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)
+        }
+        free = sorted(loads - stores - {hc.hole})
+        args = ast.arguments(
+            posonlyargs=[],
+            args=[ast.arg(hc.hole), *(ast.arg(n) for n in free)],
+            vararg=None,
+            kwonlyargs=[],
+            kw_defaults=[],
+            kwarg=None,
+            defaults=[ast.Name(n, ast.Load()) for n in free],
+        )
+        body = ast.BoolOp(ast.And(), sides) if len(sides) > 1 else sides[0] if sides else ast.Constant(True)
+        holds = ast.Lambda(args, body)
+        call = ast.Call(
+            ast.Name(functions.FIRST_STOP, ast.Load()), [c.node.args[0], c.node.args[1], holds], []
+        )
+        out.append(
+            Check(ast.fix_missing_locations(ast.copy_location(call, c.node)), c.text, c.position, True)
+        )
+    hc.checks = out
+
+
 def resolve_grammar(name: str, base_dir: Path | None) -> Path | None:
     """The file ``GRAMMAR(X, name)`` may read, or None. A query names a shipped grammar (``"json"``) or a
     relative path ending in ``.lark`` that, symlinks resolved, lies inside the query file's folder (the
@@ -485,15 +579,16 @@ def build(
         return _build(hole, nodes, smap, once, typed if with_type else None, typed_label, base_dir)
 
     hc = make(conjunct_nodes, True)
-    if not satisfiable.is_empty(tuple(hc.grammars())):
+    # staged: without a stop phrase that waits for a token minimum; empty there is empty with it too
+    if not satisfiable.is_empty(tuple(hc.grammars(staged=True))):
         return hc
     # The conflict, made minimal: drop each part whose absence leaves the language still empty.
     nodes, with_type = list(conjunct_nodes), typed is not None
-    if with_type and satisfiable.is_empty(tuple(make(nodes, False).grammars())):
+    if with_type and satisfiable.is_empty(tuple(make(nodes, False).grammars(staged=True))):
         with_type = False
     for node in list(nodes):
         rest = [n for n in nodes if n is not node]
-        if satisfiable.is_empty(tuple(make(rest, with_type).grammars())):
+        if satisfiable.is_empty(tuple(make(rest, with_type).grammars(staged=True))):
             nodes = rest
     names = ([f"the type {typed_label}"] if with_type else []) + [ast.unparse(n) for n in nodes]
     what = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
@@ -522,13 +617,17 @@ def _build(
         classifier.add(hc, node)
     if not hc.stops_before:
         hc.checks.extend(hc.budget_checks)
+    if (hc.stops_at or hc.stops_before) and hc.min_tokens > 1:
+        hc.stop_after = hc.min_tokens - 1  # the phrase counts from the token that meets the minimum
+    if hc.side_conditioned:
+        _side_conditioned_checks(hc)
     if hc.cfgs and (hc.stops_at or hc.stops_before):
         raise QueryCompileError(
             "STOPS_AT/STOPS_BEFORE can't be combined with a grammar or JSON type: the grammar already ends the value",
             smap.of(conjunct_nodes[0]) if conjunct_nodes else None,
         )
     try:
-        hc.grammars()
+        hc.grammars(staged=True)
     except NotExpressible:
         raise QueryCompileError(
             "this combination of constraints can't be compiled to a token mask", smap.of(conjunct_nodes[0])

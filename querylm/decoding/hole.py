@@ -26,7 +26,7 @@ import numpy as np
 from ..backends.base import Backend, Sequence
 from ..constraints.matcher import Matcher, TokenSet
 from ..constraints.where import HoleConstraint
-from ..errors import Position
+from ..errors import ConstraintError, Position
 from .budget import forced_room, is_last, must_end, over_budget
 from .choose import END, Chooser, logsumexp
 
@@ -58,8 +58,9 @@ def decode_hole(
     forward pass (mask, EOS and end handling, choosing, consuming): what the constraints cost.
     ``skip_forced=False`` asks the chooser about forced tokens too (a trace records every token's
     probability, so it needs the logits of each); the result is the same either way."""
-    grammars = hc.grammars() or [FREE_TEXT]
+    grammars = hc.grammars(staged=True) or [FREE_TEXT]
     matcher = Matcher(backend.ll_tokenizer, grammars)
+    staged = hc.stop_after > 0  # still under the grammar without its stop phrases
     eos = backend.eos_ids
     ending = end_table(backend)
     clock = time.perf_counter if timings is not None else float  # float() is 0.0: no timing
@@ -68,6 +69,9 @@ def decode_hole(
     ended_by = "eos"
     while True:
         t0 = clock()
+        if staged and len(tokens) >= hc.stop_after:
+            matcher = restage(backend, hc, tokens, position)
+            staged = False
         allowed = matcher.next_tokens()
         complete = allowed.discard(eos)  # EOS was allowed: the value may end here; the rest go on
         reason = must_end(
@@ -85,6 +89,8 @@ def decode_hole(
             ended_by = reason
             break
         room = forced_room(hc, len(tokens), max_len - len(seq.ids))
+        if staged:  # the stop phrases start to count at a token of their own
+            room = min(room, hc.stop_after - len(tokens))
         run = forced_run(matcher, allowed, room) if skip_forced and not complete else []
         if run:  # no choice to make: no logits needed
             seq.append(run)
@@ -118,6 +124,22 @@ def decode_hole(
     if on_token is not None and len(text) > emitted:
         on_token(text[emitted:])
     return HoleOutput(tokens, text, ended_by)
+
+
+def restage(backend: Backend, hc: HoleConstraint, tokens: list[int], position: Position | None) -> Matcher:
+    """The matcher once a stop phrase's token minimum is met (``HoleConstraint.stop_after``): the
+    value's grammar with its stop phrases counting after the text made so far, which it has consumed."""
+    matcher = Matcher(backend.ll_tokenizer, hc.grammars_after(backend.decode(tokens)))
+    try:
+        for t in tokens:
+            matcher.consume(t)
+    except RuntimeError:
+        raise ConstraintError(
+            f"{hc.hole}: its first {len(tokens)} tokens don't end on a whole character, so its stop "
+            f"phrases can't start to count there: {hc.description}",
+            position,
+        ) from None
+    return matcher
 
 
 def _emit(backend: Backend, tokens: list[int], emitted: int, on_token: Callable[[str], None] | None) -> int:

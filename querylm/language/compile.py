@@ -10,6 +10,8 @@ code that follows (LMQL's semantics). The generator yields plain tuples:
 - ``("hole", index, thunk)``: a hole; the thunk evaluates its type expression (or is None). The value
   sent back is bound to the hole's name.
 
+The generator's own return value is ``(RETURNED, X)`` for a ``return X``, and None otherwise.
+
 Interpolations and types are thunks so that the runtime can evaluate them under a try and report an
 error at the user's line and column.
 """
@@ -20,6 +22,7 @@ import ast
 import builtins
 import copy
 import difflib
+import linecache
 import typing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -32,6 +35,8 @@ from .parse import PROMPT_MARKER
 
 FUNCTION_NAME = "__querylm_query__"
 SCOPE_NAME = "__querylm_scope__"
+CONTEXT = "context"
+"""LMQL's name for the running query's state in its code (``context.prompt``)."""
 BUILTIN_NAMES = set(dir(builtins))
 PREDEFINED: dict[str, Any] = {"Literal": typing.Literal}
 """Names a string or file query can use without importing them (a function-form query has its module's)."""
@@ -48,10 +53,19 @@ class CompiledQuery:
     """Names the query reads but never defines, with their first use (for error positions)."""
     scope: dict[str, Any] = field(default_factory=dict)
     """The enclosing function's names the query closes over (see ``compile_query``)."""
+    uses_context: bool = False
+    """The query reads LMQL's ``context`` (``context.prompt``): the runtime passes it in."""
 
     @property
     def code_filename(self) -> str:
-        return f"<querylm {self.query.name}>"
+        return code_filename(self.query)
+
+
+def code_filename(query: Query) -> str:
+    """The compiled body's filename: unique per query, and registered with ``linecache`` (the query's
+    text, line for line), so that ``inspect`` reads the source of a ``@query`` defined in a query body
+    (its docstring's escapes as written)."""
+    return f"<querylm {query.name} {id(query):x}>"
 
 
 def _function(name: str, args: ast.arguments, body: list[ast.stmt]) -> ast.FunctionDef:
@@ -94,9 +108,27 @@ def _segment_yields(query: Query, index: int, at: ast.stmt) -> list[ast.stmt]:
     return out
 
 
+RETURNED = "__querylm_returned__"
+"""``return X`` becomes ``return (RETURNED, X)``: the runtime tells an explicit ``return None`` (the
+query's result is None) from a bare ``return`` or falling off the end (its result is the run's)."""
+
+
 class _Expand(ast.NodeTransformer):
     def __init__(self, query: Query):
         self.query = query
+
+    def visit_Return(self, node: ast.Return) -> Any:
+        if node.value is None:
+            return node
+        marked = ast.Tuple([ast.Constant(RETURNED), node.value], ast.Load())
+        return ast.copy_location(ast.Return(ast.copy_location(marked, node.value)), node)
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> Any:
+        return node  # a nested function's return is its own
+
+    visit_AsyncFunctionDef = visit_FunctionDef  # type: ignore[assignment]
+    visit_Lambda = visit_FunctionDef  # type: ignore[assignment]
+    visit_ClassDef = visit_FunctionDef  # type: ignore[assignment]
 
     def visit_Expr(self, node: ast.Expr) -> Any:
         call = node.value
@@ -196,6 +228,8 @@ def compile_query(
     wheres = [query.where] if query.where is not None else []
     wheres += [h.inline_where for h in query.holes if h.inline_where is not None]
     dist = [query.distribution.values] if query.distribution is not None else []
+    dist += [query.model_expr] if query.model_expr is not None else []
+    dist += list(query.decoder.arg_exprs.values())
     used = used_names([expanded, *prompt_exprs, *wheres, *dist])
     known = (
         defined
@@ -206,7 +240,8 @@ def compile_query(
         | set(scope or {})
         | set(functions.NAMES)
     )
-    free = {name: node for name, node in used.items() if name not in known}
+    uses_context = CONTEXT in used and CONTEXT not in known
+    free = {name: node for name, node in used.items() if name not in known and name != CONTEXT}
     for name, node in free.items():
         near = difflib.get_close_matches(name, sorted(holes), n=1)
         in_where = any(n is node for w in wheres for n in ast.walk(w))
@@ -220,7 +255,7 @@ def compile_query(
     if params is not None:
         free = {}
 
-    kwonly = [ast.arg(arg=name) for name in inputs]
+    kwonly = [ast.arg(arg=name) for name in [*inputs, *[CONTEXT] * uses_context]]
     args = ast.arguments(
         posonlyargs=[],
         args=[],
@@ -232,9 +267,8 @@ def compile_query(
     )
     fn = _function(FUNCTION_NAME, args, body)
     if not any(isinstance(n, (ast.Yield, ast.YieldFrom)) for n in ast.walk(fn)):
-        fn.body.append(
-            ast.Expr(ast.Yield(ast.Constant(None)))
-        )  # pragma: no cover - a query always has a prompt
+        # a query of code alone (LMQL runs them): still a generator, which never yields
+        fn.body.append(ast.If(ast.Constant(False), [ast.Expr(ast.Yield(ast.Constant(None)))], []))
     scope = scope or {}
     # With enclosing names, the query function inside one that takes them: a closure over them, as if
     # it had been written where the @query function was.
@@ -248,7 +282,10 @@ def compile_query(
     )  # fmt: skip
     module = ast.Module(body=[outer if scope else fn], type_ignores=[])
     ast.fix_missing_locations(module)
-    filename = f"<querylm {query.name}>"
+    filename = code_filename(query)
+    smap = query.source_map
+    text = smap.file_lines[smap.first_line - 1 :]
+    linecache.cache[filename] = (sum(map(len, text)), None, [ln + "\n" for ln in text], filename)
     try:
         # dont_inherit: not under this module's own `from __future__ import annotations`, which would
         # leave a dataclass defined in the query body with string annotations nothing can resolve.
@@ -261,4 +298,4 @@ def compile_query(
     local_ns: dict[str, Any] = {}
     exec(code, namespace, local_ns)
     function = local_ns[SCOPE_NAME](**scope) if scope else local_ns[FUNCTION_NAME]
-    return CompiledQuery(query, function, inputs, free, scope)
+    return CompiledQuery(query, function, inputs, free, scope, uses_context)

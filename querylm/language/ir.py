@@ -74,6 +74,8 @@ class DecoderSpec:
     position: Position | None = None
     arg_positions: dict[str, Position] = field(default_factory=dict)
     """Where each argument is written (``temperature=-1``), for errors about its value."""
+    arg_exprs: dict[str, ast.Expression] = field(default_factory=dict)
+    """Arguments that are expressions (``argmax(n=n)``), evaluated with the inputs when the query runs."""
 
 
 @dataclass
@@ -138,6 +140,8 @@ class Query:
     holes: list[Hole]
     model: str | None = None
     model_position: Position | None = None
+    model_expr: ast.Expression | None = None
+    """``from MODEL`` / ``from lmql.model(...)``: an expression, evaluated when the query runs."""
     where: ast.Expression | None = None
     distribution: Distribution | None = None
     inputs: list[str] = field(default_factory=list)

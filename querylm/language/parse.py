@@ -88,7 +88,8 @@ def parse(
         _parse_clause(query, clause, lines, last.end, smap)
 
     _parse_body(query, lines, body_start, body_end, smap)
-    if not query.prompts:
+    returns = any(isinstance(n, ast.Return) for n in ast.walk(query.body))
+    if not query.prompts and not returns:  # LMQL runs code-only queries that return something
         if first_body is not None:
             pos = smap.position(first_body.start, first_body.first.start[1])
         else:
@@ -218,11 +219,15 @@ def _logical_lines(text: str, smap: SourceMap) -> list[_Line]:
 
 
 def _is_clause(line: _Line) -> bool:
+    """A ``from`` / ``where`` / ``distribution`` clause: the keyword at the start of a top-level line,
+    in lower or upper case (LMQL reads ``FROM``, ``WHERE``), its value on the line or indented below."""
     first = line.first
-    if first.type != tokenize.NAME or first.string not in CLAUSES or first.start[1] != 0:
+    if first.type != tokenize.NAME or first.string.lower() not in CLAUSES or first.start[1] != 0:
         return False
-    if first.string == "from":
-        # `from "model"` (or a mistyped `from model`); `from x import y` is Python.
+    if first.string not in CLAUSES and first.string != first.string.upper():
+        return False  # `From`, `Where`: a Python name
+    if first.string.lower() == "from":
+        # `from "model"`, `from MODEL`, `from lmql.model(...)`; `from x import y` is Python.
         return not any(t.type == tokenize.NAME and t.string == "import" for t in line.tokens)
     return True
 
@@ -231,7 +236,7 @@ def _refuse_one_line_form(line: _Line, smap: SourceMap) -> None:
     """LMQL also reads ``argmax "prompt [X]" where ...`` on one line; querylm wants the clauses on their
     own lines (positions stay the user's). Say so rather than report Python's syntax error."""
     toks = line.tokens
-    if toks[0].type != tokenize.NAME or toks[0].string not in DECODERS or len(toks) < 2:
+    if toks[0].type != tokenize.NAME or _decoder_word(toks[0].string) not in DECODERS or len(toks) < 2:
         return
     i = 1
     if toks[1].string == "(":  # skip the decoder's arguments
@@ -258,16 +263,22 @@ def _is_decoder_line(logical: list[_Line], lines: list[str]) -> bool:
     simple = len(toks) == 1 or (toks[1].string == "(" and toks[-1].string == ")")
     if not simple:
         return False
-    if toks[0].string in DECODERS:
+    if _decoder_word(toks[0].string) in DECODERS:
         return True
     # An unknown name followed by an indented body can only be meant as a decoder clause.
     return len(logical) > 1 and logical[1].level > first.level
 
 
+def _decoder_word(word: str) -> str:
+    """A decoder keyword as LMQL reads it: lower case, or all upper case (``ARGMAX``)."""
+    return word.lower() if word == word.upper() else word
+
+
 def _parse_decoder(line: _Line, lines: list[str], smap: SourceMap) -> DecoderSpec:
     tok = line.first
     pos = smap.position(tok.start[0], tok.start[1])
-    if tok.string not in DECODERS:
+    word = _decoder_word(tok.string)
+    if word not in DECODERS:
         known = ", ".join(sorted(set(DECODERS)))
         raise QueryCompileError(f"unknown decoder '{tok.string}' (known: {known})", pos)
     src = _blank(lines, line.start) + "\n".join(lines[line.start - 1 : line.end])
@@ -279,6 +290,7 @@ def _parse_decoder(line: _Line, lines: list[str], smap: SourceMap) -> DecoderSpe
     node = tree.body
     args: dict[str, object] = {}
     where: dict[str, Position] = {}
+    exprs: dict[str, ast.Expression] = {}
     if isinstance(node, ast.Call):
         if node.args:
             raise QuerySyntaxError(
@@ -287,7 +299,7 @@ def _parse_decoder(line: _Line, lines: list[str], smap: SourceMap) -> DecoderSpe
         for kw in node.keywords:
             if kw.arg is None:
                 raise QuerySyntaxError("decoder arguments must be given by name", smap.of(kw.value))
-            takes = DECODER_ARGS[DECODERS[tok.string]]
+            takes = DECODER_ARGS[DECODERS[word]]
             if kw.arg not in takes:
                 raise QueryCompileError(
                     f"{tok.string} has no argument '{kw.arg}' (it takes: {', '.join(sorted(takes))})",
@@ -296,11 +308,9 @@ def _parse_decoder(line: _Line, lines: list[str], smap: SourceMap) -> DecoderSpe
             where[kw.arg] = smap.of(kw)
             try:
                 args[kw.arg] = ast.literal_eval(kw.value)
-            except ValueError:
-                raise QuerySyntaxError(
-                    f"decoder argument '{kw.arg}' must be a literal value", smap.of(kw.value)
-                ) from None
-    return DecoderSpec(DECODERS[tok.string], args, pos, where)
+            except ValueError:  # `argmax(n=n)`: evaluated with the query's inputs when it runs
+                exprs[kw.arg] = ast.Expression(body=kw.value)
+    return DecoderSpec(DECODERS[word], args, pos, where, exprs)
 
 
 def _parse_in_place(
@@ -334,18 +344,24 @@ def _parse_clause(
     query: Query, clause: _Line, lines: list[str], last: tuple[int, int], smap: SourceMap
 ) -> None:
     kw = clause.first
+    word = kw.string.lower()
     kw_pos = smap.position(kw.start[0], kw.start[1])
-    expr = _parse_in_place(lines, kw, last, smap, f"the {kw.string} clause")
-    if kw.string == "from":
+    expr = _parse_in_place(lines, kw, last, smap, f"the {word} clause")
+    if word == "from":
         node = expr.body
-        if not (isinstance(node, ast.Constant) and isinstance(node.value, str)):
-            raise QuerySyntaxError(
-                'the from clause takes a model name in quotes, e.g. from "local:smollm2"', smap.of(node)
-            )
-        if query.model is not None:
+        if query.model is not None or query.model_expr is not None:
             raise QuerySyntaxError("a second from clause", kw_pos)
-        query.model, query.model_position = node.value, smap.of(node)
-    elif kw.string == "where":
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            query.model = node.value
+        elif isinstance(node, ast.Constant):
+            raise QuerySyntaxError(
+                'the from clause takes a model: a name in quotes (from "local:smollm2") or an expression',
+                smap.of(node),
+            )
+        else:  # `from MODEL`, `from lmql.model("random", seed=1)`: evaluated when the query runs
+            query.model_expr = expr
+        query.model_position = smap.of(node)
+    elif word == "where":
         if query.where is not None:
             raise QuerySyntaxError("a second where clause: join the constraints with 'and'", kw_pos)
         query.where = expr

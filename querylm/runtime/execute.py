@@ -40,6 +40,7 @@ from ..errors import (
     QueryRuntimeError,
     UnsupportedError,
 )
+from ..language.compile import RETURNED
 from ..language.ir import Hole
 from .plan import Plan
 from .result import HoleRecord, QueryResult
@@ -98,6 +99,7 @@ class Execution:
         self.log: list[Any] = []  # the value sent back for each hole event, in order
         self.to_send: Any = None
         self.returned: Any = None
+        self.has_returned = False  # an explicit `return X` ran (X may be None)
         self.finished = False
         self.score = 0.0  # total log-probability of the generated tokens (beam decoders)
         self.decode_nested: Decode | None = None
@@ -106,7 +108,12 @@ class Execution:
 
     def start(self, inputs: dict[str, Any]) -> None:
         self.inputs = inputs
-        self.gen = self.plan.compiled.function(**inputs)
+        self.gen = self._call()
+
+    def _call(self) -> Generator[Any, Any, Any]:
+        if self.plan.compiled.uses_context:
+            return self.plan.compiled.function(**self.inputs, context=Context(self))
+        return self.plan.compiled.function(**self.inputs)
 
     def fork(self, seq: Sequence) -> Execution:
         """A copy for another beam/sample writing into ``seq``; its program is replayed when needed."""
@@ -123,7 +130,7 @@ class Execution:
 
     def _program(self) -> Generator[Any, Any, Any]:
         if self.gen is None:
-            gen = self.plan.compiled.function(**self.inputs)
+            gen = self._call()
             send: Any = None
             holes = 0
             for _ in range(self.events):
@@ -137,13 +144,18 @@ class Execution:
 
     def advance(self) -> PendingHole | None:
         """Run the program to its next hole (returned) or to its end (None; ``finished`` is set)."""
+        from ..query import in_query_code
+
         gen = self._program()
         plan = self.plan
         while True:
+            token = in_query_code().set(True)
             try:
                 event = gen.send(self.to_send)
             except StopIteration as stop:
-                self.returned = stop.value
+                marked = isinstance(stop.value, tuple) and len(stop.value) == 2 and stop.value[0] == RETURNED
+                self.returned = stop.value[1] if marked else None
+                self.has_returned = marked
                 self.finished = True
                 self.flush()
                 return None
@@ -151,6 +163,8 @@ class Execution:
                 raise
             except Exception as err:
                 raise self.user_error(err, plan) from err
+            finally:
+                in_query_code().reset(token)
             self.events += 1
             self.to_send = None
             kind = event[0]
@@ -184,6 +198,7 @@ class Execution:
             prompt="".join(self.prompt),
             variables=dict(self.variables),
             return_value=self.returned,
+            returned=self.has_returned,
             messages=[dict(m) for m in self.messages],
             holes=list(self.holes),
             model=self.backend.name,
@@ -326,14 +341,20 @@ class Execution:
         convert, check every constraint in Python, bind the value for the program."""
         hole, hc = pending.hole, pending.hc
         text, tokens = out.text, out.tokens
-        for phrase in sorted(hc.stops_before, key=len, reverse=True):  # ["b", "ab"] on "xab" drops "ab"
-            if text.endswith(phrase):
+        if hc.side_conditioned:
+            text = hc.cut(text, len(self.backend.decode(tokens[:-1])))
+            if text != out.text:
+                tokens = self.retokenize_tail(pending.start, tokens, text)
+        for phrase in [] if hc.side_conditioned else sorted(hc.stops_before, key=len, reverse=True):
+            if text.endswith(phrase):  # ["b", "ab"] on "xab" drops "ab"
                 text = text[: -len(phrase)]
                 tokens = self.retokenize_tail(pending.start, tokens, text)
                 break
         raw_tokens = self._token_strings(tokens)
         value = self.convert(hole, hc, pending.convert, text)
-        self.check(hole, hc, text, value, raw_tokens, pending.evaluate, pending.env)
+        # LMQL's side conditions hold on the text the phrase ended, before a STOPS_BEFORE drops it
+        seen = out.text if hc.side_conditioned else text
+        self.check(hole, hc, seen, value, raw_tokens, pending.evaluate, pending.env)
         self.prompt.append(text)
         if self.chat and self.role is not None:
             self.messages[-1]["content"] += text
@@ -477,7 +498,7 @@ class Execution:
         )
         inner.role, inner.messages = self.role, [dict(m) for m in self.messages]
         result = inner.run(inputs, self.decode_nested)
-        value = result.return_value if result.return_value is not None else result.prompt
+        value = result.return_value if result.returned else result.prompt
         self.seq.truncate(mark)
         text = str(value)
         self.seq.append(self.backend.encode(text))
@@ -489,6 +510,22 @@ class Execution:
             HoleRecord(hole.name, value, text, 0, f"nested query {call.function.name}", "return")
         )
         return value
+
+
+class Context:
+    """LMQL's ``context`` in a query's code: the running query's state as it stands."""
+
+    def __init__(self, execution: Execution):
+        self._execution = execution
+
+    @property
+    def prompt(self) -> str:
+        """The prompt so far, holes filled."""
+        return "".join(self._execution.prompt)
+
+    @property
+    def variables(self) -> dict[str, Any]:
+        return dict(self._execution.variables)
 
 
 def _as_text(thunk: Callable[[], Any]) -> str:

@@ -29,6 +29,8 @@ class QueryResult:
     times (in a loop) holds its last value; ``holes`` has them all."""
     return_value: Any = None
     """What the query's ``return`` statement returned (None without one)."""
+    returned: bool = False
+    """Whether a ``return X`` ran (X may be None); False after a bare ``return`` or the query's end."""
     messages: list[dict[str, str]] = field(default_factory=list)
     """The chat messages the prompt was rendered as, when the model has a chat template."""
     holes: list[HoleRecord] = field(default_factory=list)

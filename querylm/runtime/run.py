@@ -15,7 +15,14 @@ from ..backends.base import Backend
 from ..backends.models import resolve
 from ..decoding.choose import Argmax, Chooser, Sample
 from ..decoding.hole import HoleOutput, decode_hole
-from ..errors import ModelError, QueryCompileError, QueryInputError, QuerySyntaxError, UnsupportedError
+from ..errors import (
+    ModelError,
+    QueryCompileError,
+    QueryInputError,
+    QueryRuntimeError,
+    QuerySyntaxError,
+    UnsupportedError,
+)
 from ..language.ir import DECODERS, DecoderSpec
 from .beams import beam_search
 from .execute import Decode, Execution, PendingHole, StreamFn
@@ -84,12 +91,16 @@ def run_plan(
 ) -> QueryResult | list[QueryResult]:
     query = plan.compiled.query
     spec = parse_decoder(decoder) if decoder else query.decoder
+    if spec.arg_exprs:
+        spec = _evaluated(spec, plan, inputs)
     n = int(spec.args.get("n", 1))
     if n < 1:
         raise QueryCompileError(f"{spec.name}: n must be at least 1", spec.position)
     if max_len is not None and (isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1):
         raise QueryInputError(f"max_len must be a whole number >= 1, not {max_len!r}")
     limit = max_len if max_len is not None else int(spec.args.get("max_len", 2048))
+    if model is None and query.model_expr is not None:
+        model = _model_of(plan, inputs)
     backend = _backend(model, plan, spec, device=device, dtype=dtype)
     if spec.name in ("beam", "beam_sample", "best_k") and not backend.supports_beams:
         raise UnsupportedError(
@@ -163,6 +174,31 @@ def sequential(chooser: Chooser, tracer: Tracer | None = None) -> Decode:
         )
 
     return decode
+
+
+def _evaluated(spec: DecoderSpec, plan: Plan, inputs: dict[str, Any]) -> DecoderSpec:
+    """``argmax(n=n)``: the decoder with its expression arguments evaluated in the query's scope."""
+    args = dict(spec.args)
+    for name, expr in spec.arg_exprs.items():
+        args[name] = _evaluate(expr, plan, inputs, spec.position)
+    check_decoder_args(spec.name, args, spec.position)
+    return DecoderSpec(spec.name, args, spec.position)
+
+
+def _evaluate(expr: ast.Expression, plan: Plan, inputs: dict[str, Any], position: Any) -> Any:
+    code = compile(expr, plan.compiled.code_filename, "eval")
+    try:
+        return eval(code, plan.compiled.function.__globals__, dict(inputs))  # noqa: S307
+    except Exception as err:
+        raise QueryRuntimeError(f"{type(err).__name__}: {err}", position) from err
+
+
+def _model_of(plan: Plan, inputs: dict[str, Any]) -> Any:
+    """``from MODEL`` / ``from lmql.model("random", seed=1)``: the model expression, evaluated in the
+    query's scope (its module, its inputs) when it runs."""
+    query = plan.compiled.query
+    assert query.model_expr is not None
+    return _evaluate(query.model_expr, plan, inputs, query.model_position)
 
 
 def _backend(
