@@ -17,6 +17,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ DEFAULT_MODEL = "local:smollm2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _DEFAULT_NAMES = {None, "", "default", "smollm2", "local:smollm2", "local:default"}
 _loaded: dict[tuple[Any, ...], Backend] = {}
+_loading = threading.RLock()  # threads of run_many / map asking for one model load it once, not each
 
 
 def cache_dir() -> Path:
@@ -124,8 +126,9 @@ def resolve(
     if model_id is not None and (model_id == "random" or model_id.startswith("random:")):
         inner = model_id.partition(":")[2] or None
         key: tuple[Any, ...] = ("random", inner)
-        if key not in _loaded:
-            _loaded[key] = _random(inner)
+        with _loading:
+            if key not in _loaded:
+                _loaded[key] = _random(inner)
         backend = _loaded[key]
         from .random import RandomBackend
 
@@ -134,9 +137,10 @@ def resolve(
         clone.__dict__["ll_tokenizer"] = backend.ll_tokenizer  # share the (costly) mask-engine vocabulary
         return clone
     key = (model_id if model_id not in _DEFAULT_NAMES else DEFAULT_MODEL, device, dtype)
-    if key not in _loaded:
-        _loaded[key] = _load(model_id, device=device, dtype=dtype)
-    return _loaded[key]
+    with _loading:
+        if key not in _loaded:
+            _loaded[key] = _load(model_id, device=device, dtype=dtype)
+        return _loaded[key]
 
 
 def _random(inner: str | None) -> Backend:
