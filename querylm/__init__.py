@@ -16,6 +16,7 @@ from .errors import (
     QuerySyntaxError,
     UnsupportedError,
 )
+from .mapping import amap, map
 from .query import F, QueryFunction, compile_source, query
 from .runtime.result import HoleRecord, QueryResult
 from .runtime.run import arun, run, run_many
@@ -28,6 +29,8 @@ __all__ = [
     "run",
     "arun",
     "run_many",
+    "map",
+    "amap",
     "score",
     "Score",
     "query",

@@ -1,6 +1,7 @@
 """``querylm run FILE``, ``querylm check FILE`` and ``querylm mcp serve TARGET``.
 
-Exit codes: 0 ok, 2 a query error (positioned, with the source line and a caret), 1 anything else.
+Exit codes: 0 ok, 2 a query error (positioned, with the source line and a caret), 1 anything else,
+3 a run over ``--inputs`` where some rows failed (their error records are in ``--output``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .errors import QueryError
+from .errors import QueryError, QueryInputError
 
 
 def _input(text: str) -> tuple[str, Any]:
@@ -59,6 +60,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--device", help="cuda, cpu, cuda:1 ... (default: cuda when present)")
     r.add_argument("--dtype", help="float32, bfloat16, float16 (default: bfloat16 on GPU, float32 on CPU)")
+    r.add_argument(
+        "--inputs",
+        type=Path,
+        metavar="ROWS.jsonl",
+        help="run once per row of a JSONL file (one JSON object of inputs a line); needs --output",
+    )
+    r.add_argument(
+        "--output",
+        type=Path,
+        metavar="OUT.jsonl",
+        help="with --inputs: append one record per finished row; a rerun skips the rows already there",
+    )
+    r.add_argument("--batch-size", type=int, default=16, help="with --inputs: rows run together (16)")
+    r.add_argument("--concurrency", type=int, default=8, help="with --inputs: rows run at once (8)")
+    r.add_argument("--no-progress", action="store_true", help="with --inputs: no progress bar")
     r.add_argument("-v", "--verbose", action="store_true")
     c = sub.add_parser("check", help="parse and compile a query without loading a model")
     c.add_argument("file", type=Path)
@@ -98,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
 
             serve_mcp(load_target(args.target), name=args.name, model=args.model, timeout=args.timeout)
             return 0
+        if args.inputs is not None or args.output is not None:
+            return _run_rows(args)
         return _run(args)
     except QueryError as err:
         print(str(err), file=sys.stderr)
@@ -152,6 +170,61 @@ def _run(args: argparse.Namespace) -> int:
         if r.return_value is not None:
             print(f"return = {r.return_value!r}")
     return 0
+
+
+def _run_rows(args: argparse.Namespace) -> int:
+    """``--inputs ROWS --output OUT``: every finished row is a record in OUT at once (synced), a rerun
+    does only the rows OUT lacks, and a bad row is an error record reported with its line number."""
+    from .mapping import Target, count_rows, run_rows
+    from .runtime.dataset import OutputLog, Progress, read_rows, record
+
+    if args.inputs is None or args.output is None:
+        raise QueryInputError("--inputs and --output go together: rows in, one record a row out")
+    if args.input:
+        raise QueryInputError("--input and --inputs don't mix: put every input in the rows")
+    if args.trace is not None:
+        raise QueryInputError("--trace records one run: it does not go with --inputs")
+    target = Target(args.file)
+    log = OutputLog(args.output)
+    try:
+        if log.torn:
+            print(f"querylm: {args.output}: cut a torn last line (its row runs again)", file=sys.stderr)
+        rows = read_rows(args.inputs)
+        todo = (count_rows(args.inputs) or 0) - len(log.done)
+        bar = Progress(not args.no_progress, max(todo, 0))
+        done = failed = 0
+        try:
+            for row, outcome in run_rows(
+                target,
+                rows,
+                batch_size=args.batch_size,
+                concurrency=args.concurrency,
+                skip=log.check,
+                model=args.model,
+                decoder=args.decoder,
+                chat=False if args.no_chat else None,
+                device=args.device,
+                dtype=args.dtype,
+            ):
+                log.write(record(row, outcome))
+                bar.update(outcome)
+                if isinstance(outcome, Exception):
+                    failed += 1
+                    bar.note(str(outcome) if isinstance(outcome, QueryError) else f"row {row.index}: {outcome}")
+                else:
+                    done += 1
+        finally:
+            bar.close()
+    finally:
+        log.close()
+    skipped = len(log.done) - done - failed
+    failed_before = sum(1 for rec in log.done.values() if "error" in rec) - failed
+    print(
+        f"querylm: {args.output}: {done} rows done, {failed} failed"
+        + (f", {skipped} already there ({failed_before} of them failed)" if skipped else ""),
+        file=sys.stderr,
+    )
+    return 3 if failed or failed_before else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from ..errors import ModelError
@@ -19,6 +20,7 @@ from .base import Backend
 from .hub import DEFAULT_MODEL, DEFAULT_NAMES, local_path
 
 _loaded: dict[tuple[Any, ...], Backend] = {}
+_loading = threading.RLock()  # threads of run_many / map asking for one model load it once, not each
 
 
 def _looks_like_hub_id(name: str) -> bool:
@@ -33,8 +35,9 @@ def resolve(
     if model_id is not None and (model_id == "random" or model_id.startswith("random:")):
         inner = model_id.partition(":")[2] or None
         key: tuple[Any, ...] = ("random", inner)
-        if key not in _loaded:
-            _loaded[key] = _random(inner)
+        with _loading:
+            if key not in _loaded:
+                _loaded[key] = _random(inner)
         backend = _loaded[key]
         from .random import RandomBackend
 
@@ -43,9 +46,10 @@ def resolve(
         clone.__dict__["ll_tokenizer"] = backend.ll_tokenizer  # share the (costly) mask-engine vocabulary
         return clone
     key = (model_id if model_id not in DEFAULT_NAMES else DEFAULT_MODEL, device, dtype)
-    if key not in _loaded:
-        _loaded[key] = _load(model_id, device=device, dtype=dtype)
-    return _loaded[key]
+    with _loading:
+        if key not in _loaded:
+            _loaded[key] = _load(model_id, device=device, dtype=dtype)
+        return _loaded[key]
 
 
 def _random(inner: str | None) -> Backend:

@@ -46,20 +46,20 @@ class QueryResult:
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "prompt": self.prompt,
-            "variables": {k: _jsonable(v) for k, v in self.variables.items()},
+            "variables": {k: jsonable(v) for k, v in self.variables.items()},
         }
         if self.usage is not None:
-            out["usage"] = _jsonable(self.usage)
+            out["usage"] = jsonable(self.usage)
         return out
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     dump = getattr(value, "model_dump", None)
     if callable(dump):
         return dump(mode="json")
@@ -67,7 +67,7 @@ def _jsonable(value: Any) -> Any:
     import enum
 
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return _jsonable(dataclasses.asdict(value))
+        return jsonable(dataclasses.asdict(value))
     if isinstance(value, enum.Enum):
-        return _jsonable(value.value)
+        return jsonable(value.value)
     return str(value)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import ast
 import asyncio
-from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+import inspect
+import itertools
+from collections.abc import Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -255,23 +258,77 @@ def run(
     )
 
 
-def run_many(queries: Iterable[Any], *, concurrency: int = 8, **common: Any) -> list[Any]:
-    """Run queries concurrently on threads (a hosted backend waits on the network, not the CPU). Each
-    item is a query (its text or path) or a dict of ``run`` arguments with the query under ``"query"``;
-    ``common`` arguments apply to all. Results come back in order; a failed query's slot holds its
-    exception. Hosted results carry their ``usage``."""
-    items = [q if isinstance(q, dict) else {"query": q} for q in queries]
+@dataclass(frozen=True)
+class Job:
+    """One query to run, with its inputs apart from ``run``'s options, so that an input may be named
+    ``model`` or ``query``. ``query`` is a query's text or path, or a compiled Plan whose ``inputs``
+    are already checked (``querylm.map`` checks each row before it runs)."""
 
-    def one(item: dict[str, Any]) -> Any:
-        kwargs = {**common, **item}
-        query = kwargs.pop("query")
+    query: str | Path | Plan
+    inputs: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+RUN_OPTIONS = frozenset(inspect.signature(run).parameters) - {"query", "inputs"}
+"""The keyword arguments of ``run`` that are options, not query inputs."""
+
+
+def as_job(item: Any, common: dict[str, Any]) -> Job:
+    """A ``run_many`` item (a query, a dict of ``run`` arguments with the query under ``"query"``, or a
+    Job) as a Job, with ``common`` options under its own."""
+    if isinstance(item, Job):
+        return Job(item.query, item.inputs, {**common, **item.options})
+    if not isinstance(item, dict):
+        return Job(item, {}, dict(common))
+    kwargs = {**common, **item}
+    query = kwargs.pop("query")
+    options = {k: v for k, v in kwargs.items() if k in RUN_OPTIONS}
+    return Job(query, {k: v for k, v in kwargs.items() if k not in RUN_OPTIONS}, options)
+
+
+def run_job(job: Job) -> QueryResult | list[QueryResult]:
+    if isinstance(job.query, Plan):
+        return run_plan(job.query, job.inputs, **job.options)
+    return run(job.query, **job.options, **job.inputs)
+
+
+def iter_many(
+    items: Iterable[Any], *, batch_size: int = 16, concurrency: int = 8, **common: Any
+) -> Iterator[tuple[int, QueryResult | list[QueryResult] | Exception]]:
+    """Run ``run_many``'s items, yielding ``(index, result)`` as each finishes (a failed item's result
+    is its exception). Items are read lazily, at most ``max(batch_size, concurrency)`` ahead of the
+    results, so a long iterable of rows is never held whole; ``concurrency`` threads run them."""
+
+    def one(job: Job) -> QueryResult | list[QueryResult] | Exception:
         try:
-            return run(query, **kwargs)
-        except Exception as err:  # noqa: BLE001 - reported in the result list
+            return run_job(job)
+        except Exception as err:  # noqa: BLE001 - reported as the item's result
             return err
 
-    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-        return list(pool.map(one, items))
+    window = max(1, batch_size, concurrency)
+    jobs = enumerate(as_job(item, common) for item in items)
+    pool = ThreadPoolExecutor(max_workers=max(1, concurrency))
+    try:
+        running: dict[Future[Any], int] = {}
+        for index, job in itertools.islice(jobs, window):
+            running[pool.submit(one, job)] = index
+        while running:
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield running.pop(future), future.result()
+                for index, job in itertools.islice(jobs, 1):
+                    running[pool.submit(one, job)] = index
+    finally:  # a consumer that stops early (Ctrl-C, an error) drops the items not yet started
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def run_many(queries: Iterable[Any], *, concurrency: int = 8, **common: Any) -> list[Any]:
+    """Run queries concurrently on threads (a hosted backend waits on the network, not the CPU). Each
+    item is a query (its text or path), a dict of ``run`` arguments with the query under ``"query"``,
+    or a Job; ``common`` arguments apply to all. Results come back in order; a failed query's slot holds
+    its exception. Hosted results carry their ``usage``."""
+    results: dict[int, Any] = dict(iter_many(queries, concurrency=concurrency, **common))
+    return [results[i] for i in range(len(results))]
 
 
 async def arun(query: str | Path, **kwargs: Any) -> QueryResult | list[QueryResult]:

@@ -1,0 +1,1 @@
+"""Bridges to other frameworks (one module each, imported only when used)."""
