@@ -15,8 +15,9 @@ import tokenize
 from dataclasses import dataclass
 
 from ..errors import QueryCompileError, QuerySyntaxError, UnsupportedError
+from ..positions import SourceMap
 from . import template
-from .ir import DECODER_ARGS, DECODERS, DecoderSpec, Distribution, Hole, Prompt, Query, Role, SourceMap
+from .ir import DECODER_ARGS, DECODERS, DecoderSpec, Distribution, Hole, Prompt, Query, Role
 
 CLAUSES = ("from", "where", "distribution")
 PROMPT_MARKER = "__prompt__"
