@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import asyncio
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -15,41 +14,15 @@ from ..backends.base import Backend
 from ..backends.models import resolve
 from ..decoding.choose import Argmax, Chooser, Sample
 from ..decoding.hole import HoleOutput, decode_hole
-from ..errors import ModelError, QueryCompileError, QueryInputError, QuerySyntaxError, UnsupportedError
-from ..language.ir import DECODERS, DecoderSpec
+from ..errors import ModelError, QueryCompileError, QueryInputError, UnsupportedError
+from ..language.check import Plan, bind_inputs, check_decoder, compile_source
+from ..language.ir import DecoderSpec
+from ..language.parse import parse_decoder
 from .beams import beam_search
 from .execute import Decode, Execution, PendingHole, StreamFn
-from .plan import DECODER_ARGS, IMPLEMENTED, Plan, check_decoder_args
 from .result import QueryResult
 from .samples import sample_batch
 from .trace import Tracer
-
-
-def parse_decoder(text: str) -> DecoderSpec:
-    """``"argmax"`` or ``"sample(n=2, temperature=0.7)"``, as in a decoder clause."""
-    try:
-        node = ast.parse(text.strip(), mode="eval").body
-    except SyntaxError:
-        raise QuerySyntaxError(f"invalid decoder {text!r}") from None
-    name_node = node.func if isinstance(node, ast.Call) else node
-    if not isinstance(name_node, ast.Name) or name_node.id not in DECODERS:
-        raise QueryCompileError(f"unknown decoder {text!r} (known: {', '.join(sorted(set(DECODERS)))})")
-    args = {}
-    if isinstance(node, ast.Call):
-        try:
-            args = {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords if kw.arg}
-        except ValueError:
-            raise QuerySyntaxError(f"decoder arguments must be literal values: {text!r}") from None
-    spec = DecoderSpec(DECODERS[name_node.id], args)
-    check_decoder_args(spec.name, args, None)
-    extra = set(args) - DECODER_ARGS[spec.name]
-    if extra:
-        raise QueryCompileError(f"{spec.name} has no argument '{sorted(extra)[0]}'")
-    if spec.name not in IMPLEMENTED:
-        raise UnsupportedError(
-            f"the {spec.name} decoder is parsed but not supported yet: use argmax or sample(n=...)"
-        )
-    return spec
 
 
 def make_rng(seed: int | None, index: int) -> np.random.Generator:
@@ -83,7 +56,7 @@ def run_plan(
     trace: bool = False,
 ) -> QueryResult | list[QueryResult]:
     query = plan.compiled.query
-    spec = parse_decoder(decoder) if decoder else query.decoder
+    spec = check_decoder(parse_decoder(decoder)) if decoder else query.decoder
     n = int(spec.args.get("n", 1))
     if n < 1:
         raise QueryCompileError(f"{spec.name}: n must be at least 1", spec.position)
@@ -202,8 +175,6 @@ def run(
     QueryResult, or a list of them when the decoder asks for n > 1. ``trace=True`` records each generated
     token's probability, the top alternatives, the entropy and the mass the constraints removed, in
     ``result.trace`` (argmax and sample)."""
-    from ..query import bind_inputs, compile_source
-
     plan = compile_source(query)
     return run_plan(
         plan,
