@@ -17,13 +17,15 @@ from .errors import (
 from .language.check import compile_source
 from .query import F, QueryFunction, query
 from .runtime.result import HoleRecord, QueryResult
-from .runtime.run import arun, run, run_many
+from .runtime.run import arun, arun_n, run, run_many, run_n
 from .runtime.score import Score, score
 from .tools import Agent, AgentResult, Tool, ToolRegistry, ToolResult, tool
 
 __all__ = [
     "run",
     "arun",
+    "run_n",
+    "arun_n",
     "run_many",
     "score",
     "Score",

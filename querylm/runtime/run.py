@@ -172,7 +172,8 @@ def run(
 
     ``model`` overrides the query's ``from`` clause (default: the embedded SmolLM2-135M-Instruct);
     ``decoder`` its decoder clause (``"argmax"``, ``"sample(n=2, temperature=0.7)"``). Returns a
-    QueryResult, or a list of them when the decoder asks for n > 1. ``trace=True`` records each generated
+    QueryResult, or a list of them when the decoder asks for n > 1 (that list form is kept for this
+    release; ``run_n`` always returns the list). ``trace=True`` records each generated
     token's probability, the top alternatives, the entropy and the mass the constraints removed, in
     ``result.trace`` (argmax and sample)."""
     plan = compile_source(query)
@@ -188,6 +189,18 @@ def run(
         dtype=dtype,
         trace=trace,
     )
+
+
+def run_n(query: str | Path, **kwargs: Any) -> list[QueryResult]:
+    """``run``, always returning a list: the n results of the decoder (best first for beams, in the
+    order drawn for samples), one for argmax. Code that handles any n reads one shape."""
+    result = run(query, **kwargs)
+    return result if isinstance(result, list) else [result]
+
+
+async def arun_n(query: str | Path, **kwargs: Any) -> list[QueryResult]:
+    """``run_n`` for async code (see ``arun``)."""
+    return await asyncio.to_thread(lambda: run_n(query, **kwargs))
 
 
 def run_many(queries: Iterable[Any], *, concurrency: int = 8, **common: Any) -> list[Any]:
