@@ -5,7 +5,7 @@ result = querylm.run('"Q: What is the capital of France?\\nA: [CITY]" where STOP
 result.variables["CITY"]
 """
 
-from .api import *  # noqa: F403 - the face is defined in api.py
+from .api import *  # noqa: F403 - the face is gathered in api.py
 from .api import __all__ as __all__
 
 __version__ = "0.1.0"

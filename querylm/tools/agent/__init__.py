@@ -288,14 +288,14 @@ class Agent:
 
     # -- helpers ----------------------------------------------------------------------------------------
 
-    def _chooser(self) -> Chooser:
+    def new_chooser(self) -> Chooser:
         if self.temperature <= 0:
             return Argmax()
         import numpy as np
 
         return Sample(np.random.default_rng(self.seed), temperature=self.temperature)
 
-    def _start(self, messages: list[dict[str, Any]]) -> tuple[Any, str | None]:
+    def start_sequence(self, messages: list[dict[str, Any]]) -> tuple[Any, str | None]:
         """The sequence of ``messages``, the system message's part forked from a cached copy: the tools
         section is the longest part of every prompt, and the same in every run of this agent."""
         backend = self.backend
@@ -316,13 +316,13 @@ class Agent:
         """Encode the conversation so far: role transitions from the chat template (special tokens),
         contents as user text (never special tokens), tool calls and results in the ToolFormat."""
         backend = self.backend
-        for m in self._plain(messages):
+        for m in self.plain_messages(messages):
             seq.append(backend.encode(backend.chat_transition(role, m["role"]), special=True))
             seq.append(backend.encode(m["content"]))
             role = m["role"]
         return role
 
-    def _plain(self, messages: list[dict[str, Any]]) -> list[dict[str, str]]:
+    def plain_messages(self, messages: list[dict[str, Any]]) -> list[dict[str, str]]:
         """The conversation as plain role/content messages for a template without a tools section:
         calls and results written in the ToolFormat, a run of tool results as one message."""
         out: list[dict[str, str]] = []
@@ -347,12 +347,12 @@ class Agent:
         flush()
         return out
 
-    def _in_call(self, text: str) -> bool:
+    def in_call(self, text: str) -> bool:
         """Whether a turn's text is (the start of) tool calls rather than a text answer."""
         fmt = self.format
         return fmt.call_open.startswith(text) or text.startswith(fmt.call_open)
 
-    def _parse_calls(self, text: str) -> list[ToolCall] | None:
+    def parse_calls(self, text: str) -> list[ToolCall] | None:
         fmt = self.format
         if not (text.startswith(fmt.call_open) and text.endswith(fmt.call_close)):
             return None

@@ -278,7 +278,7 @@ class HostedTurns:
 
     def _constrained_params(self, plan: _Plan, budget: int, hole: HoleUsage) -> tuple[str, dict[str, Any]]:
         b = self.backend
-        plain = self.agent._plain(self.messages)
+        plain = self.agent.plain_messages(self.messages)
         params: dict[str, Any] = {"model": b.model, **self.sampling, "max_tokens": budget}
         if b.endpoint == "chat":
             kind = "chat"
@@ -342,13 +342,13 @@ class HostedTurns:
             return
         if valid:
             out.text = text
-            calls = agent._parse_calls(text)
+            calls = agent.parse_calls(text)
             out.calls = list(calls) if calls is not None else None
             return
         out.text = text
         opening, closing = fmt.call_open.strip(), fmt.call_close.strip()
         stripped = text.strip()
-        if stripped and (stripped.startswith(opening) or agent._in_call(text)):
+        if stripped and (stripped.startswith(opening) or agent.in_call(text)):
             if answer.finish == "length":
                 out.truncated = registry.truncated(text, budget)
                 return

@@ -32,8 +32,8 @@ class LocalTurns:
     def __init__(self, agent: Agent, backend: Any, messages: list[dict[str, Any]]):
         self.agent = agent
         self.backend = backend
-        self.seq, self.role = agent._start(messages)
-        self.chooser = agent._chooser()
+        self.seq, self.role = agent.start_sequence(messages)
+        self.chooser = agent.new_chooser()
 
     async def turn(
         self, turn: int, choice: Choice, budget: int, max_calls: int, out: TurnOutput
@@ -51,14 +51,14 @@ class LocalTurns:
             for name in gen.new_call_names():
                 yield AgentEvent("tool_call_started", turn, name=name)
         out.tokens = gen.count
-        if gen.error is not None and not agent._in_call(gen.text):
+        if gen.error is not None and not agent.in_call(gen.text):
             # A text answer cut by the budget inside a multi-byte character: keep the whole ones.
             gen.text, gen.error = gen.text.rstrip("\ufffd"), None
         if gen.error is not None:
             out.truncated = agent.registry.truncated(gen.text, budget)
             return
         out.text = gen.text
-        calls = agent._parse_calls(gen.text)
+        calls = agent.parse_calls(gen.text)
         out.calls = list(calls) if calls is not None else None
 
     def add_results(self, results: list[ToolResult]) -> None:
