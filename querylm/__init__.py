@@ -5,53 +5,7 @@ result = querylm.run('"Q: What is the capital of France?\\nA: [CITY]" where STOP
 result.variables["CITY"]
 """
 
-from .errors import (
-    BackendError,
-    ConstraintError,
-    ModelError,
-    QueryCompileError,
-    QueryError,
-    QueryInputError,
-    QueryRuntimeError,
-    QuerySyntaxError,
-    UnsupportedError,
-)
-from .mapping import amap, map
-from .query import F, QueryFunction, compile_source, query
-from .runtime.result import HoleRecord, QueryResult
-from .runtime.run import arun, run, run_many
-from .runtime.score import Score, score
-from .tools import Agent, AgentResult, Tool, ToolRegistry, ToolResult, tool
+from .api import *  # noqa: F403 - the face is gathered in api.py
+from .api import __all__ as __all__
 
 __version__ = "0.1.0"
-
-__all__ = [
-    "run",
-    "arun",
-    "run_many",
-    "map",
-    "amap",
-    "score",
-    "Score",
-    "query",
-    "F",
-    "QueryFunction",
-    "QueryResult",
-    "HoleRecord",
-    "compile_source",
-    "QueryError",
-    "QuerySyntaxError",
-    "QueryCompileError",
-    "QueryInputError",
-    "QueryRuntimeError",
-    "UnsupportedError",
-    "ConstraintError",
-    "ModelError",
-    "BackendError",
-    "tool",
-    "Tool",
-    "ToolRegistry",
-    "ToolResult",
-    "Agent",
-    "AgentResult",
-]

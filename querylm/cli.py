@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         if args.command == "check":
-            from .query import compile_source
+            from .language.check import compile_source
 
             plan = compile_source(args.file)
             q = plan.compiled.query

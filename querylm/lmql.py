@@ -18,7 +18,9 @@ from typing import Any
 from .backends.base import Backend
 from .backends.models import resolve
 from .query import F as _F
-from .query import QueryFunction, compile_source, defining_scope, nested_mode, returned_value
+from .language.check import compile_source
+from .query import QueryFunction, defining_scope, returned_value
+from .runtime.nested import in_nested_mode
 from .runtime.result import QueryResult
 from .runtime.run import run as _run
 from .runtime.score import score as _score
@@ -101,7 +103,7 @@ class LMQLQueryFunction(QueryFunction):
     ``decoder=`` and ``n=`` (where it has no parameter of that name)."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if nested_mode().get():
+        if in_nested_mode():
             return super().__call__(*args, **kwargs)
         params = self.signature.parameters
         options = {k: kwargs.pop(k) for k in CALL_OPTIONS if k in kwargs and k not in params}

@@ -1,158 +1,27 @@
-"""The ways a user writes a query: a string or ``.lmql`` file, a ``@query`` function whose docstring is
-the query, and ``F`` (a one-line query as a function). All compile through the same pipeline."""
+"""A query as a Python function: a ``@query`` function whose docstring is the query, and ``F`` (a one-line
+query as a function). They compile through the same pipeline as a string or ``.lmql`` file
+(language/source.py, language/check.py) and run on the runtime (runtime/run.py)."""
 
 from __future__ import annotations
 
 import ast
 import asyncio
-import contextvars
 import copy
 import functools
 import inspect
 import sys
 import textwrap
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from .errors import Position, QueryInputError, UnsupportedError
-from .language.compile import CompiledQuery, compile_query
-from .language.parse import parse
-from .runtime.plan import Plan, plan
+from .errors import Position, QueryInputError
+from .language.check import Plan, bind_inputs, compile_source, plan
+from .language.compile import compile_query
+from .language.source import docstring_source, parse_source
+from .runtime.nested import NestedCall, in_nested_mode, in_query_code
 from .runtime.result import QueryResult
+from .runtime.run import run_plan
 from .tools.tool import Tool, schema_from_signature
-
-_nested_mode: contextvars.ContextVar[bool] = contextvars.ContextVar("querylm_nested", default=False)
-_in_query_code: contextvars.ContextVar[bool] = contextvars.ContextVar("querylm_in_query", default=False)
-"""Set while a query's own code runs: an async query function called there runs to its value (LMQL),
-for the code can't await it."""
-
-
-@dataclass(frozen=True)
-class Source:
-    text: str
-    filename: str
-    file_lines: tuple[str, ...] | None = None
-    first_line: int = 1
-    first_col: int = 0
-    base_dir: Path | None = None
-    name: str = "query"
-
-
-def source_of(query: str | Path) -> Source:
-    """A query string, or the path of a ``.lmql`` file."""
-    if isinstance(query, Path) or ("\n" not in query and query.endswith(".lmql")):
-        path = Path(query)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as err:
-            raise QueryInputError(f"can't read query file {path}: {err.strerror}") from None
-        except UnicodeDecodeError as err:
-            raise QueryInputError(f"can't read query file {path}: not UTF-8 text ({err.reason})") from None
-        return Source(
-            text, str(path), tuple(text.split("\n")), base_dir=path.resolve().parent, name=path.stem
-        )
-    return Source(query, "<query>", base_dir=Path.cwd())
-
-
-@functools.lru_cache(maxsize=256)
-def _compile_cached(src: Source) -> Plan:
-    q = parse(
-        src.text,
-        filename=src.filename,
-        file_lines=list(src.file_lines) if src.file_lines else None,
-        first_line=src.first_line,
-        first_col=src.first_col,
-        name=src.name,
-    )
-    return plan(compile_query(q), base_dir=src.base_dir)
-
-
-def compile_source(query: str | Path) -> Plan:
-    """Parse, compile and check a query string or file (no model needed)."""
-    return _compile_cached(source_of(query))
-
-
-def bind_inputs(compiled: CompiledQuery, inputs: dict[str, Any]) -> dict[str, Any]:
-    """Check a string/file query's inputs: every name it reads must be given, nothing else may be."""
-    unknown = sorted(set(inputs) - set(compiled.inputs))
-    if unknown:
-        reads = ", ".join(compiled.inputs) or "no inputs"
-        raise QueryInputError(f"unknown input '{unknown[0]}' (the query reads: {reads})")
-    for name in compiled.inputs:
-        if name not in inputs:
-            node = compiled.free_names.get(name)
-            pos = _position_of(compiled, node)
-            raise QueryInputError(
-                f"missing input '{name}': pass it as {name}=... (CLI: --input {name}=VALUE)", pos
-            )
-    return inputs
-
-
-def _position_of(compiled: CompiledQuery, node: Any) -> Position | None:
-    """A free name's position: names inside {expr} were parsed on their own, so find their prompt."""
-    if node is None:
-        return None
-    for prompt in compiled.query.prompts:
-        for seg in prompt.segments:
-            expr = getattr(seg, "expr", None) or getattr(seg, "type_expr", None)
-            if expr is not None and any(n is node for n in ast.walk(expr)):
-                return seg.position  # type: ignore[union-attr]
-    return compiled.query.source_map.of(node)
-
-
-# -- function form ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class NestedCall:
-    """``[X: f(a, b)]``: a query function called as a nested query of the running one."""
-
-    function: QueryFunction
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
-
-
-def _docstring_source(fn: Callable[..., Any]) -> Source:
-    """The query in ``fn``'s docstring, read from the source file so that its escapes (``\\n``) reach
-    the query parser as written, with its place in the file for error positions."""
-    marker = "lmql"
-    filename = inspect.getsourcefile(fn) or "<query>"
-    try:
-        lines, start = inspect.getsourcelines(fn)
-    except (OSError, TypeError):
-        doc = inspect.getdoc(fn) or ""
-        return Source(doc.removeprefix(marker), filename, name=fn.__name__)
-    src = textwrap.dedent("".join(lines))
-    indent = len(lines[0]) - len(lines[0].lstrip())
-    tree = ast.parse(src)
-    fdef = next(n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)))
-    first = fdef.body[0] if fdef.body else None
-    if not (
-        isinstance(first, ast.Expr)
-        and isinstance(first.value, ast.Constant)
-        and isinstance(first.value.value, str)
-    ):
-        raise UnsupportedError(f"@query function {fn.__name__} has no docstring query ('''lmql ...''')")
-    node = first.value
-    seg_lines = src.split("\n")[node.lineno - 1 : node.end_lineno]
-    seg_lines[-1] = seg_lines[-1][: node.end_col_offset]
-    seg_lines[0] = seg_lines[0][node.col_offset :]
-    raw = "\n".join(seg_lines)
-    stripped = raw.lstrip("rRuU")
-    quote = stripped[:3] if stripped[:3] in ('"""', "'''") else stripped[:1]
-    col = node.col_offset + indent + (len(raw) - len(stripped)) + len(quote)
-    raw = stripped[len(quote) : -len(quote)]
-    if raw.startswith(marker):
-        raw = raw[len(marker) :]
-        col += len(marker)
-    file_lines = (
-        tuple(Path(filename).read_text(encoding="utf-8").split("\n")) if Path(filename).is_file() else None
-    )
-    return Source(
-        raw, filename, file_lines, start + node.lineno - 1, col, Path(filename).resolve().parent, fn.__name__
-    )
 
 
 class QueryFunction:
@@ -192,15 +61,8 @@ class QueryFunction:
 
     def plan(self) -> Plan:
         if "plan" not in self._plans:
-            src = _docstring_source(self.fn)
-            q = parse(
-                src.text,
-                filename=src.filename,
-                file_lines=list(src.file_lines) if src.file_lines else None,
-                first_line=src.first_line,
-                first_col=src.first_col,
-                name=src.name,
-            )
+            src = docstring_source(self.fn)
+            q = parse_source(src)
             params = list(self.signature.parameters)
             compiled = compile_query(q, params=params, globals_=self.fn.__globals__, scope=self.scope)
             names = {**self.fn.__globals__, **self.scope}
@@ -223,15 +85,16 @@ class QueryFunction:
             out[name] = _validate_input(self.name, name, param.annotation, out[name], where)
         return out
 
-    def nested_plan(
+    def __querylm_nested__(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], position: Position | None
     ) -> tuple[Plan, dict[str, Any]]:
+        """Called as a hole's type, the function is a nested query of the running one (runtime/nested.py)."""
         return self.plan(), self.inputs(args, kwargs, position)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if _nested_mode.get():
+        if in_nested_mode():
             return NestedCall(self, args, kwargs)
-        if self.is_async and not _in_query_code.get():
+        if self.is_async and not in_query_code().get():
             return self.acall(*args, **kwargs)
         return self._result(self.run(*args, **kwargs))
 
@@ -240,8 +103,6 @@ class QueryFunction:
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
         """Run and return the QueryResult (or a list of them when n > 1), whatever the query returns."""
-        from .runtime.run import run_plan
-
         p = self.plan()
         return run_plan(p, self.inputs(args, kwargs), model=self.model, decoder=self.decoder, **self.options)
 
@@ -355,14 +216,6 @@ def query(
     return QueryFunction(fn, model=model, decoder=decoder, scope=scope, **options)
 
 
-def nested_mode() -> contextvars.ContextVar[bool]:
-    return _nested_mode
-
-
-def in_query_code() -> contextvars.ContextVar[bool]:
-    return _in_query_code
-
-
 class F:
     """A one-line query as a function, like LMQL's ``lmql.F``::
 
@@ -385,8 +238,6 @@ class F:
         self.plan = compile_source(self.source)
 
     def __call__(self, **inputs: Any) -> Any:
-        from .runtime.run import run_plan
-
         result = run_plan(
             self.plan, bind_inputs(self.plan.compiled, inputs), model=self.model, decoder=self.decoder
         )

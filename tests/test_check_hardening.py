@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 import querylm
+from querylm import compile_source
 from querylm.cli import main
 from querylm.errors import QueryCompileError, QueryError
-from querylm.query import compile_source
 
 # Run through compile_source and `querylm check` by test_catalogue.py (class, fragment, line, column).
 CASES = [
@@ -50,7 +50,7 @@ def test_static_types_are_still_resolved() -> None:
     import typing
 
     from querylm.constraints.where import UNKNOWN
-    from querylm.runtime.plan import static_type
+    from querylm.language.check import static_type
 
     env = {"Literal": typing.Literal, "list": list, "typing": typing, "open": open}
 

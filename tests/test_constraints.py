@@ -28,7 +28,7 @@ from querylm.constraints.matcher import Matcher, accepts, fill_masks
 from querylm.constraints.types import typed_hole
 from querylm.constraints.where import HoleConstraint, build, conjuncts, names_in, resolve_grammar
 from querylm.errors import QueryCompileError
-from querylm.language.ir import SourceMap
+from querylm.positions import SourceMap
 
 BACKEND = resolve("random")
 TOK = BACKEND.ll_tokenizer

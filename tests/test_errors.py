@@ -411,7 +411,7 @@ def test_cli_other_failures_exit_1(write_query, capsys, monkeypatch) -> None:
     def broken(_query: object) -> None:
         raise RuntimeError("disk on fire")
 
-    # querylm.query is the decorator; the module is in sys.modules
-    monkeypatch.setattr(importlib.import_module("querylm.query"), "compile_source", broken)
+    # where the CLI's check finds it (the module, not the name querylm re-exports)
+    monkeypatch.setattr(importlib.import_module("querylm.language.check"), "compile_source", broken)
     assert main(["check", str(path)]) == 1
     assert capsys.readouterr().err.strip() == "querylm: error: RuntimeError: disk on fire"

@@ -15,10 +15,10 @@ import pytest
 
 import querylm
 from querylm import UnsupportedError, compile_source
+from querylm.language import check as plan_module
 from querylm.language.compile import RETURNED, compile_query
 from querylm.language.ir import Hole, Interpolation, Role, Text
 from querylm.language.parse import parse
-from querylm.runtime import plan as plan_module
 
 # -- helpers ----------------------------------------------------------------------------------------
 

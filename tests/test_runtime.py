@@ -137,6 +137,18 @@ def test_sample_n_is_reproducible_and_returns_a_list():
     assert len({r.variables["F"] for r in a}) > 1
 
 
+def test_run_n_always_returns_the_list_run_returns():
+    sampled = 'sample(n=3, seed=7, temperature=1.2)\n    "Fruit: [F]" where len(TOKENS(F)) < 4'
+    many = querylm.run_n(sampled, model="random")
+    assert [r.variables for r in many] == [r.variables for r in querylm.run(sampled, model="random")]
+    assert len(many) == 3
+    one = querylm.run_n('"Fruit: [F]" where len(TOKENS(F)) < 4', model="random")
+    assert [type(r) for r in one] == [querylm.QueryResult]
+    assert one[0].variables == querylm.run('"Fruit: [F]" where len(TOKENS(F)) < 4', model="random").variables
+    again = asyncio.run(querylm.arun_n(sampled, model="random"))
+    assert [r.variables for r in again] == [r.variables for r in many]
+
+
 def test_function_form_sync_async_and_return():
     @querylm.query(model="random")
     def words(topic: str):

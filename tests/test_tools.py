@@ -692,7 +692,7 @@ def test_querylm_tool_out_to_langchain_and_back():
         """
         return value * (1.609 if unit == "mi" else 1.0)
 
-    st = convert.to_langchain()
+    st = ToolRegistry([convert], timeout=None).to_langchain()[0]
     assert isinstance(st, lc_tools.StructuredTool)
     assert st.name == "convert" and st.description.startswith("Convert a distance.")
     assert (

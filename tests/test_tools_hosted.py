@@ -22,7 +22,7 @@ from querylm.constraints import gbnf as G  # noqa: E402
 from querylm.errors import ModelError, UnsupportedError  # noqa: E402
 from querylm.tools import Agent, ToolRegistry, validate  # noqa: E402
 from querylm.tools.agent import Choice, ToolFormat, resolve_choice  # noqa: E402
-from querylm.tools.hosted import calls_schema, openai_tool_choice, server_grammar  # noqa: E402
+from querylm.tools.agent.hosted import calls_schema, openai_tool_choice, server_grammar  # noqa: E402
 
 KEY = "sk-test-Zq8v3K1mN0pL9rT2"
 

@@ -26,7 +26,7 @@ from typing import Any
 import llguidance
 
 from ..errors import Position, QueryCompileError, UnsupportedError
-from ..language.ir import SourceMap
+from ..positions import SourceMap
 from . import functions, regex, satisfiable
 from .lang import And, Grammar, Lang, NotExpressible, Or, Term, is_regular, to_grammar
 from .lang import Not as LNot

@@ -12,11 +12,13 @@ from __future__ import annotations
 import ast
 import io
 import tokenize
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import Position, QueryCompileError, QuerySyntaxError, UnsupportedError
+from ..positions import SourceMap
 from . import template
-from .ir import DECODER_ARGS, DECODERS, DecoderSpec, Distribution, Hole, Prompt, Query, Role, SourceMap
+from .ir import DECODER_ARGS, DECODERS, DecoderSpec, Distribution, Hole, Prompt, Query, Role
 
 CLAUSES = ("from", "where", "distribution")
 PROMPT_MARKER = "__prompt__"
@@ -287,30 +289,54 @@ def _parse_decoder(line: _Line, lines: list[str], smap: SourceMap) -> DecoderSpe
     except SyntaxError as err:
         raise _syntax_error(err, smap, "the decoder clause") from None
     assert isinstance(tree, ast.Expression)
-    node = tree.body
+    return _decoder_spec(tree.body, word, pos, smap.of)
+
+
+def parse_decoder(text: str) -> DecoderSpec:
+    """A decoder given apart from the query (``run(decoder=...)``, ``--decoder``): ``"argmax"`` or
+    ``"sample(n=2, temperature=0.7)"``, read as a decoder clause is. It has no place in a file."""
+    try:
+        node = ast.parse(text.strip(), mode="eval").body
+    except SyntaxError:
+        raise QuerySyntaxError(f"invalid decoder {text!r}") from None
+    name_node = node.func if isinstance(node, ast.Call) else node
+    if not isinstance(name_node, ast.Name) or name_node.id not in DECODERS:
+        raise QueryCompileError(f"unknown decoder {text!r} (known: {', '.join(sorted(set(DECODERS)))})")
+    return _decoder_spec(node, name_node.id, None, lambda _: None)
+
+
+def _decoder_spec(
+    node: ast.expr, name: str, pos: Position | None, position_of: Callable[[ast.AST], Position | None]
+) -> DecoderSpec:
+    """The decoder ``name`` with the arguments of ``node`` (a Name or a Call): given by name, known to
+    that decoder, literal values or expressions of the inputs (``argmax(n=n)``, evaluated when the query
+    runs). Their values are checked with the rest of the query (check.py)."""
     args: dict[str, object] = {}
     where: dict[str, Position] = {}
     exprs: dict[str, ast.Expression] = {}
     if isinstance(node, ast.Call):
         if node.args:
             raise QuerySyntaxError(
-                "decoder arguments must be given by name, e.g. sample(temperature=0.8)", smap.of(node.args[0])
+                "decoder arguments must be given by name, e.g. sample(temperature=0.8)",
+                position_of(node.args[0]),
             )
         for kw in node.keywords:
             if kw.arg is None:
-                raise QuerySyntaxError("decoder arguments must be given by name", smap.of(kw.value))
-            takes = DECODER_ARGS[DECODERS[word]]
+                raise QuerySyntaxError("decoder arguments must be given by name", position_of(kw.value))
+            takes = DECODER_ARGS[DECODERS[name]]
             if kw.arg not in takes:
                 raise QueryCompileError(
-                    f"{tok.string} has no argument '{kw.arg}' (it takes: {', '.join(sorted(takes))})",
-                    smap.of(kw),
+                    f"{name} has no argument '{kw.arg}' (it takes: {', '.join(sorted(takes))})",
+                    position_of(kw),
                 )
-            where[kw.arg] = smap.of(kw)
+            at = position_of(kw)
+            if at is not None:
+                where[kw.arg] = at
             try:
                 args[kw.arg] = ast.literal_eval(kw.value)
             except ValueError:  # `argmax(n=n)`: evaluated with the query's inputs when it runs
                 exprs[kw.arg] = ast.Expression(body=kw.value)
-    return DecoderSpec(DECODERS[word], args, pos, where, exprs)
+    return DecoderSpec(DECODERS[name], args, pos, where, exprs)
 
 
 def _parse_in_place(

@@ -8,7 +8,8 @@ import keyword
 import unicodedata
 
 from ..errors import Position, QuerySyntaxError
-from .ir import ROLES, Hole, Interpolation, Role, Segment, SourceMap, Text
+from ..positions import SourceMap
+from .ir import ROLES, Hole, Interpolation, Role, Segment, Text
 
 
 def _locate(needle: str, raw: str, node: ast.expr, smap: SourceMap, hint: int = 0) -> Position:

@@ -40,9 +40,10 @@ from ..errors import (
     QueryRuntimeError,
     UnsupportedError,
 )
+from ..language.check import Plan
 from ..language.compile import RETURNED
 from ..language.ir import Hole
-from .plan import Plan
+from .nested import NestedCall, evaluate_type, in_query_code, nested_call
 from .result import HoleRecord, QueryResult
 
 StreamFn = Callable[[str], None]
@@ -144,7 +145,6 @@ class Execution:
 
     def advance(self) -> PendingHole | None:
         """Run the program to its next hole (returned) or to its end (None; ``finished`` is set)."""
-        from ..query import in_query_code
 
         gen = self._program()
         plan = self.plan
@@ -220,13 +220,7 @@ class Execution:
 
     def hole_type(self, thunk: Callable[[], Any], hole: Hole) -> Any:
         """Evaluate ``[X: type]``; a query function called there is a nested query, not a run."""
-        from ..query import nested_mode
-
-        token = nested_mode().set(True)
-        try:
-            return self.call_user(thunk, hole.position)
-        finally:
-            nested_mode().reset(token)
+        return evaluate_type(lambda: self.call_user(thunk, hole.position))
 
     def user_error(self, err: Exception, plan: Plan) -> QueryRuntimeError:
         """Place an exception raised by the query's own code at the query line that raised it."""
@@ -291,10 +285,9 @@ class Execution:
     # -- holes --------------------------------------------------------------------------------------
 
     def hole(self, hole: Hole, tp: Any, gen: Generator[Any, Any, Any], plan: Plan) -> PendingHole | None:
-        from ..query import NestedCall, QueryFunction
-
-        if isinstance(tp, (QueryFunction, NestedCall)):
-            self.bind(hole, self.nested(hole, tp))
+        call = nested_call(tp)
+        if call is not None:
+            self.bind(hole, self.nested(hole, call))
             return None
         frame = getattr(gen, "gi_frame", None)  # the query's variables, for constants in its constraints
         env = dict(frame.f_locals) if frame is not None else {}
@@ -482,15 +475,12 @@ class Execution:
 
     # -- nested queries -----------------------------------------------------------------------------
 
-    def nested(self, hole: Hole, tp: Any) -> Any:
-        """LMQL's nested queries: the callee's prompt is decoded in place, then unwound; only its return
-        value (or, without a return, the text it generated) stays in the prompt."""
-        from ..query import NestedCall
-
+    def nested(self, hole: Hole, call: NestedCall) -> Any:
+        """LMQL's nested queries (runtime/nested.py): the callee's prompt is decoded in place, then
+        unwound; only its return value (or, without a return, the text it generated) stays in the prompt."""
         if self.decode_nested is None:
             raise UnsupportedError("nested queries are not supported with beam decoders yet", hole.position)
-        call = tp if isinstance(tp, NestedCall) else NestedCall(tp, (), {})
-        plan, inputs = call.function.nested_plan(call.args, call.kwargs, hole.position)
+        plan, inputs = call.function.__querylm_nested__(call.args, call.kwargs, hole.position)
         self.before_hole()
         mark = len(self.seq.ids)
         inner = Execution(

@@ -18,48 +18,15 @@ from ..backends.base import Backend
 from ..backends.models import resolve
 from ..decoding.choose import Argmax, Chooser, Sample
 from ..decoding.hole import HoleOutput, decode_hole
-from ..errors import (
-    ModelError,
-    QueryCompileError,
-    QueryInputError,
-    QueryRuntimeError,
-    QuerySyntaxError,
-    UnsupportedError,
-)
-from ..language.ir import DECODERS, DecoderSpec
+from ..errors import ModelError, QueryCompileError, QueryInputError, QueryRuntimeError, UnsupportedError
+from ..language.check import Plan, bind_inputs, check_decoder, compile_source
+from ..language.ir import DecoderSpec
+from ..language.parse import parse_decoder
 from .beams import beam_search
 from .execute import Decode, Execution, PendingHole, StreamFn
-from .plan import DECODER_ARGS, IMPLEMENTED, Plan, check_decoder_args
 from .result import QueryResult
 from .samples import sample_batch
 from .trace import Tracer
-
-
-def parse_decoder(text: str) -> DecoderSpec:
-    """``"argmax"`` or ``"sample(n=2, temperature=0.7)"``, as in a decoder clause."""
-    try:
-        node = ast.parse(text.strip(), mode="eval").body
-    except SyntaxError:
-        raise QuerySyntaxError(f"invalid decoder {text!r}") from None
-    name_node = node.func if isinstance(node, ast.Call) else node
-    if not isinstance(name_node, ast.Name) or name_node.id not in DECODERS:
-        raise QueryCompileError(f"unknown decoder {text!r} (known: {', '.join(sorted(set(DECODERS)))})")
-    args = {}
-    if isinstance(node, ast.Call):
-        try:
-            args = {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords if kw.arg}
-        except ValueError:
-            raise QuerySyntaxError(f"decoder arguments must be literal values: {text!r}") from None
-    spec = DecoderSpec(DECODERS[name_node.id], args)
-    check_decoder_args(spec.name, args, None)
-    extra = set(args) - DECODER_ARGS[spec.name]
-    if extra:
-        raise QueryCompileError(f"{spec.name} has no argument '{sorted(extra)[0]}'")
-    if spec.name not in IMPLEMENTED:
-        raise UnsupportedError(
-            f"the {spec.name} decoder is parsed but not supported yet: use argmax or sample(n=...)"
-        )
-    return spec
 
 
 def make_rng(seed: int | None, index: int) -> np.random.Generator:
@@ -93,7 +60,7 @@ def run_plan(
     trace: bool = False,
 ) -> QueryResult | list[QueryResult]:
     query = plan.compiled.query
-    spec = parse_decoder(decoder) if decoder else query.decoder
+    spec = check_decoder(parse_decoder(decoder)) if decoder else query.decoder
     if spec.arg_exprs:
         spec = _evaluated(spec, plan, inputs)
     n = int(spec.args.get("n", 1))
@@ -184,8 +151,8 @@ def _evaluated(spec: DecoderSpec, plan: Plan, inputs: dict[str, Any]) -> Decoder
     args = dict(spec.args)
     for name, expr in spec.arg_exprs.items():
         args[name] = _evaluate(expr, plan, inputs, spec.position)
-    check_decoder_args(spec.name, args, spec.position)
-    return DecoderSpec(spec.name, args, spec.position)
+    check_decoder(spec, args)
+    return DecoderSpec(spec.name, args, spec.position, spec.arg_positions)
 
 
 def _evaluate(expr: ast.Expression, plan: Plan, inputs: dict[str, Any], position: Any) -> Any:
@@ -238,11 +205,10 @@ def run(
 
     ``model`` overrides the query's ``from`` clause (default: the embedded SmolLM2-135M-Instruct);
     ``decoder`` its decoder clause (``"argmax"``, ``"sample(n=2, temperature=0.7)"``). Returns a
-    QueryResult, or a list of them when the decoder asks for n > 1. ``trace=True`` records each generated
+    QueryResult, or a list of them when the decoder asks for n > 1 (that list form is kept for this
+    release; ``run_n`` always returns the list). ``trace=True`` records each generated
     token's probability, the top alternatives, the entropy and the mass the constraints removed, in
     ``result.trace`` (argmax and sample)."""
-    from ..query import bind_inputs, compile_source
-
     plan = compile_source(query)
     return run_plan(
         plan,
@@ -256,6 +222,18 @@ def run(
         dtype=dtype,
         trace=trace,
     )
+
+
+def run_n(query: str | Path, **kwargs: Any) -> list[QueryResult]:
+    """``run``, always returning a list: the n results of the decoder (best first for beams, in the
+    order drawn for samples), one for argmax. Code that handles any n reads one shape."""
+    result = run(query, **kwargs)
+    return result if isinstance(result, list) else [result]
+
+
+async def arun_n(query: str | Path, **kwargs: Any) -> list[QueryResult]:
+    """``run_n`` for async code (see ``arun``)."""
+    return await asyncio.to_thread(lambda: run_n(query, **kwargs))
 
 
 @dataclass(frozen=True)

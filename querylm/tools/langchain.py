@@ -11,10 +11,19 @@ error ToolMessage through ``handle_tool_error=True``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
-from .registry import ToolRegistry, new_call_id, run_sync
+from .calls import new_call_id
 from .tool import Tool, ToolError, strip_titles
+
+
+class Dispatcher(Protocol):
+    """What an exported tool calls through: a ToolRegistry (this module sits below the registry, which
+    registers LangChain tools with ``from_langchain``)."""
+
+    def dispatch(self, call: Any) -> Any: ...
+
+    async def adispatch(self, call: Any) -> Any: ...
 
 
 class LangChainToolError(Exception):
@@ -80,11 +89,11 @@ def from_langchain(
     return t
 
 
-def to_langchain(tool: Tool) -> Any:
-    """A LangChain StructuredTool that runs ``tool`` through querylm's dispatch. Its ``args_schema`` is
-    the tool's JSON Schema (a dict): querylm validates, LangChain passes the arguments on."""
+def to_langchain(tool: Tool, registry: Dispatcher) -> Any:
+    """A LangChain StructuredTool that runs ``tool`` through ``registry``'s dispatch
+    (``ToolRegistry.to_langchain``). Its ``args_schema`` is the tool's JSON Schema (a dict): querylm
+    validates, LangChain passes the arguments on."""
     lc_tools = _require()
-    registry = ToolRegistry([tool], timeout=None)
 
     def unwrap(result: Any) -> Any:
         if not result.ok:
@@ -95,7 +104,7 @@ def to_langchain(tool: Tool) -> Any:
         return unwrap(await registry.adispatch({"name": tool.name, "arguments": kwargs}))
 
     def call(**kwargs: Any) -> Any:
-        return unwrap(run_sync(lambda: registry.adispatch({"name": tool.name, "arguments": kwargs})))
+        return unwrap(registry.dispatch({"name": tool.name, "arguments": kwargs}))
 
     return lc_tools.StructuredTool.from_function(
         func=call,

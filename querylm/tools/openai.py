@@ -14,15 +14,15 @@ the tool's full schema runs on every call either way, so nothing the server can'
 5. keywords that change a schema's shape (``allOf``, ``not``, ``if``/``then``/``else``,
    ``patternProperties``, ``dependentSchemas``, ``propertyNames``, ``contains``, ...) make the tool
    non-strict: it is sent unchanged with ``strict: false``.
+
+This is schema work only: it imports nothing of the tools package, and ``Tool.to_openai`` /
+``ToolRegistry.to_openai`` call it.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from .tool import Tool
+from typing import Any
 
 SHAPE_KEYWORDS = {
     "allOf", "not", "if", "then", "else", "dependentRequired", "dependentSchemas", "patternProperties",
@@ -92,20 +92,20 @@ def _allows_null(s: Any) -> bool:
     return any(_allows_null(b) for b in s.get("anyOf", []))
 
 
-def openai_tool(tool: Tool, *, strict: bool | None = None) -> dict[str, Any]:
+def openai_tool(
+    name: str, description: str, parameters: dict[str, Any], *, strict: bool | None = None
+) -> dict[str, Any]:
     """``{"type": "function", "function": {name, description, parameters, strict}}``. ``strict=None``:
-    strict when the schema allows it; True: strict or an error; False: the schema as it is."""
-    fn: dict[str, Any] = {"name": tool.name, "description": tool.description}
+    strict when the schema allows it; True: strict or NotStrict; False: the schema as it is."""
+    fn: dict[str, Any] = {"name": name, "description": description}
     if strict is False:
-        return {"type": "function", "function": {**fn, "parameters": tool.parameters, "strict": False}}
+        return {"type": "function", "function": {**fn, "parameters": parameters, "strict": False}}
     try:
-        params = strict_projection(tool.parameters)
-    except NotStrict as err:
+        params = strict_projection(parameters)
+    except NotStrict:
         if strict:
-            from .tool import ToolError
-
-            raise ToolError(f"tool {tool.name!r} can't be exported strict: its schema {err}") from None
-        return {"type": "function", "function": {**fn, "parameters": tool.parameters, "strict": False}}
+            raise
+        return {"type": "function", "function": {**fn, "parameters": parameters, "strict": False}}
     return {"type": "function", "function": {**fn, "parameters": params, "strict": True}}
 
 

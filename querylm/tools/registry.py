@@ -25,13 +25,15 @@ import sys
 import threading
 import time
 import traceback
-import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..constraints.schema import bound_node, compact
+from .calls import ToolCall, new_call_id
+from .langchain import from_langchain, to_langchain
+from .openai import strict_call_arguments
 from .tool import Tool, ToolError, tool, walk_schema
 from .validate import SchemaIssue
 
@@ -75,30 +77,6 @@ class _Raised(Exception):
     def __init__(self, err: BaseException):
         super().__init__()
         self.err = err
-
-
-def new_call_id() -> str:
-    return "call_" + uuid.uuid4().hex[:12]
-
-
-@dataclass
-class ToolCall:
-    """A request to run ``name`` with ``arguments`` (a JSON object)."""
-
-    name: str
-    arguments: dict[str, Any] = field(default_factory=dict)
-    id: str = field(default_factory=new_call_id)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "arguments": self.arguments}
-
-    def to_openai(self) -> dict[str, Any]:
-        """As an entry of an assistant message's ``tool_calls``."""
-        return {
-            "id": self.id,
-            "type": "function",
-            "function": {"name": self.name, "arguments": json.dumps(self.arguments)},
-        }
 
 
 @dataclass
@@ -200,8 +178,6 @@ class ToolRegistry:
         if self._allowed is not None:
             raise ToolError("register tools on the registry itself, not on a narrowed view")
         if _is_langchain_tool(obj):
-            from .langchain import from_langchain
-
             t = from_langchain(obj, **options)
         elif isinstance(obj, Tool):
             t = obj
@@ -343,7 +319,9 @@ class ToolRegistry:
         return [t.to_openai(strict=strict) for t in self]
 
     def to_langchain(self) -> list[Any]:
-        return [t.to_langchain() for t in self]
+        """Each tool as a LangChain StructuredTool dispatched through a registry of its own (see
+        langchain.py): validated, structured errors, no timeout but the tool's."""
+        return [to_langchain(t, ToolRegistry([t], timeout=None)) for t in self]
 
     def to_json(self) -> list[dict[str, Any]]:
         """The tool list as shown to a model: name, description, parameters."""
@@ -462,8 +440,6 @@ class ToolRegistry:
     def parse_openai(self, tool_call: Any) -> ToolCall | ToolResult:
         """A call a server sent for a tool exported strict: nulls standing for omitted optional
         arguments (openai.py, rule 2) are dropped, so defaults apply."""
-        from .openai import strict_call_arguments
-
         call = self.parse_call(tool_call)
         if isinstance(call, ToolCall) and call.name in self:
             call.arguments = strict_call_arguments(self[call.name].parameters, call.arguments)

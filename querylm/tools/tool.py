@@ -13,10 +13,11 @@ import inspect
 import json
 import re
 import typing
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import QueryError
+from .openai import NotStrict, openai_tool
 from .validate import InvalidSchema, SchemaIssue, check_schema, validate
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -93,23 +94,15 @@ class Tool:
             out[key] = adapter.validate_python(value) if adapter is not None else value
         return out
 
-    def invoke(self, arguments: dict[str, Any]) -> Any | Awaitable[Any]:
-        """Call the function with already-validated JSON arguments (an awaitable for async tools)."""
-        return self.fn(**self.bind(arguments))
-
     # -- export --------------------------------------------------------------------------------------
 
     def to_openai(self, *, strict: bool | None = None) -> dict[str, Any]:
-        """This tool as an entry of OpenAI's ``tools`` list (see ``openai.py`` for the strict projection)."""
-        from .openai import openai_tool
-
-        return openai_tool(self, strict=strict)
-
-    def to_langchain(self) -> Any:
-        """This tool as a LangChain ``StructuredTool`` (needs langchain-core)."""
-        from .langchain import to_langchain
-
-        return to_langchain(self)
+        """This tool as an entry of OpenAI's ``tools`` list (see ``openai.py`` for the strict projection).
+        LangChain: ``ToolRegistry([tool]).to_langchain()``."""
+        try:
+            return openai_tool(self.name, self.description, self.parameters, strict=strict)
+        except NotStrict as err:
+            raise ToolError(f"tool {self.name!r} can't be exported strict: its schema {err}") from None
 
     def to_json(self) -> dict[str, Any]:
         """The tool as listed to a model: name, description, parameters."""

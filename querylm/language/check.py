@@ -1,10 +1,12 @@
 """What a compiled query needs checked before it runs, and which where-clause conjuncts apply to which
-hole. Checking needs no model: ``querylm check`` stops here."""
+hole. Checking needs no model: ``querylm check`` stops here, and ``compile_source`` is the whole way from a
+query string or file to its checked Plan (source, parse, compile, check)."""
 
 from __future__ import annotations
 
 import ast
 import builtins
+import functools
 import inspect
 import typing
 from dataclasses import dataclass, field
@@ -13,9 +15,10 @@ from typing import Any
 
 from ..constraints.types import TypeNotSupported, typed_hole
 from ..constraints.where import UNKNOWN, build, conjuncts, names_in
-from ..errors import Position, QueryCompileError, UnsupportedError
-from ..language.compile import CompiledQuery
-from ..language.ir import DECODER_ARGS, Hole
+from ..errors import Position, QueryCompileError, QueryInputError, UnsupportedError
+from .compile import CompiledQuery, compile_query
+from .ir import DecoderSpec, Hole
+from .source import Source, parse_source, source_of
 
 IMPLEMENTED = {"argmax", "sample", "beam", "beam_sample", "best_k"}
 
@@ -48,16 +51,7 @@ def plan(
     smap = query.source_map
     p = Plan(compiled, base_dir, hole_names={h.name for h in query.holes})
 
-    dec = query.decoder
-    extra = set(dec.args) - DECODER_ARGS[dec.name]
-    if extra:
-        raise QueryCompileError(f"{dec.name} has no argument '{sorted(extra)[0]}'", dec.position)
-    check_decoder_args(dec.name, dec.args, dec.position, dec.arg_positions)
-    if dec.name not in IMPLEMENTED:
-        raise UnsupportedError(
-            f"the {dec.name} decoder is parsed but not supported yet: use argmax or sample(n=...)",
-            dec.position,
-        )
+    check_decoder(query.decoder)
     if query.distribution is not None and query.distribution.variable not in p.hole_names:
         raise QueryCompileError(
             f"distribution variable '{query.distribution.variable}' is not a hole of the query",
@@ -75,7 +69,7 @@ def plan(
         typed = None
         if hole.type_expr is not None:
             tp = static_type(hole.type_expr.body, static_env)
-            if tp is not UNKNOWN and not _is_query_function(tp):
+            if tp is not UNKNOWN and not is_query_function(tp):
                 try:
                     typed = typed_hole(tp, static_env)
                 except TypeNotSupported as err:
@@ -98,29 +92,32 @@ def plan(
 _WHOLE_MIN = {"n": 1, "max_len": 1, "top_k": 1, "seed": 0, "budget": 1}
 
 
-def check_decoder_args(
-    decoder: str,
-    args: dict[str, Any],
-    position: Position | None,
-    arg_positions: dict[str, Position] | None = None,
-) -> None:
-    """Decoder arguments are checked once, here, before any model runs: whole numbers (not bools) at
-    or above their minimum, a temperature >= 0 (0 is greedy) and a top_p in (0, 1]. An error points at
-    the argument where the query wrote it (``arg_positions``), else at ``position``."""
-    for name, value in args.items():
-        at = (arg_positions or {}).get(name, position)
+def check_decoder(spec: DecoderSpec, args: dict[str, Any] | None = None) -> DecoderSpec:
+    """A decoder's argument values are checked once, here, before any model runs (the parser has read
+    their names): whole numbers (not bools) at or above their minimum, a temperature >= 0 (0 is greedy),
+    a top_p in (0, 1]; and the decoder must be one that runs. ``args``: the values to check when they are
+    not the spec's own (arguments written as expressions, evaluated with the inputs). An error points at
+    the argument where the query wrote it, else at the decoder."""
+    for name, value in (spec.args if args is None else args).items():
+        at = spec.arg_positions.get(name, spec.position)
         if name in _WHOLE_MIN:
             low = _WHOLE_MIN[name]
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise QueryCompileError(
-                    f"{decoder}: {name} must be a whole number >= {low}, not {value!r}", at
+                    f"{spec.name}: {name} must be a whole number >= {low}, not {value!r}", at
                 )
         elif name in ("temperature", "top_p"):
             number = isinstance(value, (int, float)) and not isinstance(value, bool)
             low_ok = number and (value > 0 if name == "top_p" else value >= 0)
             if not low_ok or (name == "top_p" and value > 1):
                 bound = "in (0, 1]" if name == "top_p" else "a number >= 0"
-                raise QueryCompileError(f"{decoder}: {name} must be {bound}, not {value!r}", at)
+                raise QueryCompileError(f"{spec.name}: {name} must be {bound}, not {value!r}", at)
+    if spec.name not in IMPLEMENTED:
+        raise UnsupportedError(
+            f"the {spec.name} decoder is parsed but not supported yet: use argmax or sample(n=...)",
+            spec.position,
+        )
+    return spec
 
 
 def static_type(node: ast.expr, env: dict[str, Any]) -> Any:
@@ -171,7 +168,48 @@ def _static_value(node: ast.expr) -> Any:
         return UNKNOWN
 
 
-def _is_query_function(tp: Any) -> bool:
-    from ..query import NestedCall, QueryFunction
+def is_query_function(tp: Any) -> bool:
+    """A query function (``@query``) used as a hole's type is a nested query, not a type: it says so by
+    a method ``__querylm_nested__(args, kwargs, position) -> (Plan, inputs)`` (see runtime/nested.py)."""
+    return not isinstance(tp, type) and callable(getattr(tp, "__querylm_nested__", None))
 
-    return isinstance(tp, (QueryFunction, NestedCall))
+
+# -- from a query string or file to its Plan -------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=256)
+def _compile_cached(src: Source) -> Plan:
+    return plan(compile_query(parse_source(src)), base_dir=src.base_dir)
+
+
+def compile_source(query: str | Path) -> Plan:
+    """Parse, compile and check a query string or file (no model needed)."""
+    return _compile_cached(source_of(query))
+
+
+def bind_inputs(compiled: CompiledQuery, inputs: dict[str, Any]) -> dict[str, Any]:
+    """Check a string/file query's inputs: every name it reads must be given, nothing else may be."""
+    unknown = sorted(set(inputs) - set(compiled.inputs))
+    if unknown:
+        reads = ", ".join(compiled.inputs) or "no inputs"
+        raise QueryInputError(f"unknown input '{unknown[0]}' (the query reads: {reads})")
+    for name in compiled.inputs:
+        if name not in inputs:
+            node = compiled.free_names.get(name)
+            pos = _position_of(compiled, node)
+            raise QueryInputError(
+                f"missing input '{name}': pass it as {name}=... (CLI: --input {name}=VALUE)", pos
+            )
+    return inputs
+
+
+def _position_of(compiled: CompiledQuery, node: Any) -> Position | None:
+    """A free name's position: names inside {expr} were parsed on their own, so find their prompt."""
+    if node is None:
+        return None
+    for prompt in compiled.query.prompts:
+        for seg in prompt.segments:
+            expr = getattr(seg, "expr", None) or getattr(seg, "type_expr", None)
+            if expr is not None and any(n is node for n in ast.walk(expr)):
+                return seg.position  # type: ignore[union-attr]
+    return compiled.query.source_map.of(node)

@@ -3,7 +3,7 @@ concurrently, their results (errors included) go back to the model, until it ans
 the run. Every call is validated with the registry (jsonschema) before it runs; one that fails becomes
 an error result the model reads, never an exception.
 
-Backends (one ``_Turns`` driver each):
+Backends (one turns driver each: ``local.py``, ``hosted.py``; what they share is ``turns.py``):
 
 - local models: each turn is generated under one grammar (``turn_grammar``), so calls are valid by
   construction. The model's chat template is used for the roles; the tools section, which small models'
@@ -17,7 +17,7 @@ Backends (one ``_Turns`` driver each):
   ``vllm``, ``sglang``) the turn is generated under the same union grammar as on local models, sent as
   GBNF in the server's grammar parameter; where it can't be written as GBNF (or on ``ollama``) the
   server gets a JSON Schema of ``{"answer": ...}`` or ``{"tool_calls": [...]}`` instead. Either way the
-  answer is checked again with the local matcher. See ``querylm/tools/hosted.py``.
+  answer is checked again with the local matcher. See ``hosted.py`` here.
 
 tool_choice is a constraint on the grammar, not a request: "auto" (answer or call), "required" (a call),
 "none" (an answer), a tool's name (a call of that tool), a list of names (answer or a call of those), or
@@ -38,303 +38,41 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import AsyncGenerator, Iterator
+from typing import Any
 
-from ..constraints import regex
-from ..constraints.lang import Grammar
-from ..constraints.where import HoleConstraint
-from ..decoding.choose import Argmax, Chooser, Sample
-from ..decoding.hole import decode_hole
-from ..errors import ConstraintError, ModelError
-from .registry import Approve, ToolCall, ToolRegistry, ToolResult, run_sync
-from .tool import ToolError
-
-if TYPE_CHECKING:
-    from ..backends.openai import Usage
-
-TEXT_TURN_TOKENS = 160
-"""A turn's budget when nothing bounds it (a text answer, or tools whose schemas are unbounded)."""
-
-EventType = Literal[
-    "token", "tool_call_started", "tool_arguments_complete", "tool_result", "turn_end", "final", "error"
-]  # fmt: skip
-ToolChoice = str | list[str] | tuple[str, ...] | dict[str, Any]
-StopReason = Literal["final", "max_turns", "max_tool_calls", "max_tokens", "truncated"]
-
-
-@dataclass
-class AgentEvent:
-    """One step of a streamed run. ``token``: ``text`` is the new text; ``tool_call_started``: ``name``
-    (the call's arguments are being generated); ``tool_arguments_complete``: ``call``; ``tool_result``:
-    ``result``; ``turn_end``: ``text`` is the turn's text; ``final``: ``result`` is the AgentResult;
-    ``error``: ``text`` says what ended the run early (a truncated call)."""
-
-    type: EventType
-    turn: int
-    text: str = ""
-    name: str | None = None
-    call: ToolCall | None = None
-    result: Any = None
-
-
-@dataclass
-class AgentResult:
-    output: str
-    """The final answer (empty when a budget ended the run before one)."""
-    messages: list[dict[str, Any]]
-    """The conversation in OpenAI's message format (pass as ``history=`` to continue it)."""
-    tool_results: list[ToolResult] = field(default_factory=list)
-    turns: int = 0
-    tokens: int = 0
-    """Tokens generated in all turns."""
-    stopped_by: StopReason = "final"
-    usage: Usage | None = None
-    """Hosted models: requests, retries and billed tokens of the run (one ``holes`` entry per turn,
-    with the mechanism that constrained it); None on local models."""
-
-    @property
-    def tool_calls(self) -> list[ToolCall]:
-        return [r.call for r in self.tool_results if r.call is not None]
-
-
-# -- how tools are written into the chat -------------------------------------------------------------------
-
-SMOLLM2_SYSTEM = """You are an expert in composing functions. You are given a question and a set of possible functions.
-Based on the question, you will need to make one or more function/tool calls to achieve the purpose.
-If none of the functions can be used, point it out and refuse to answer.
-If the given question lacks the parameters required by the function, also point it out.
-You have access to the following tools:
-<tools>{tools}</tools>
-The output MUST strictly adhere to the following format, and NO other text MUST be included.
-The example format is as follows. Please make sure the parameter type is correct. If no function call is needed, answer in plain text.
-<tool_call>[
-{{"name": "func_name1", "arguments": {{"argument1": "value1", "argument2": "value2"}}}},
-(more tool calls as required)
-]</tool_call>"""
-
-_PY_TYPES = {
-    "string": "str",
-    "number": "float",
-    "integer": "int",
-    "boolean": "bool",
-    "array": "list",
-    "object": "dict",
-}
-
-
-def apigen_listing(registry: ToolRegistry) -> str:
-    """Tools as in the APIGen data SmolLM2 was tuned on: ``{"name", "description", "parameters":
-    {arg: {"description", "type": "str", "default"}}}``, shorter than full JSON Schemas (the grammar
-    carries the exact schema; the listing only has to tell the model what each tool is for)."""
-    out = []
-    for t in registry:
-        params = {}
-        for name, sub in t.parameters.get("properties", {}).items():
-            entry: dict[str, Any] = {"description": sub.get("description", "")}
-            kind = sub.get("type")
-            if isinstance(kind, str):
-                entry["type"] = _PY_TYPES.get(kind, kind)
-            elif "enum" in sub:
-                entry["type"] = "str"
-                entry["description"] = (
-                    entry["description"] + " One of: " + ", ".join(map(str, sub["enum"]))
-                ).strip()
-            if "default" in sub:
-                entry["default"] = sub["default"]
-            params[name] = entry
-        out.append({"name": t.name, "description": t.description, "parameters": params})
-    return json.dumps(out, ensure_ascii=False)
-
-
-@dataclass
-class ToolFormat:
-    """How tools, calls and results are written for a model whose chat template has no tools section."""
-
-    system: str = SMOLLM2_SYSTEM
-    """The system prompt's tools part; ``{tools}`` is replaced by ``listing(registry)``."""
-    listing: Callable[[ToolRegistry], str] = apigen_listing
-    reserved: tuple[str, ...] = ("<",)
-    """A text answer may not start with these, after any whitespace: "answer" and "call" are told apart
-    by the first character, and a small model can't answer by imitating a tool's result in made-up
-    tags (``<tool_response>...``, ``<user_response>...``)."""
-    call_open: str = "<tool_call>[\n"
-    call_sep: str = ",\n"
-    call_close: str = "\n]</tool_call>"
-    result_role: str = "user"
-    result_open: str = "<tool_response>\n"
-    result_close: str = "\n</tool_response>"
-
-    def system_prompt(self, registry: ToolRegistry, instructions: str) -> str:
-        text = self.system.replace("{tools}", self.listing(registry)).replace("{{", "{").replace("}}", "}")
-        return f"{text}\n\n{instructions}".strip() if instructions else text
-
-    def calls_text(self, calls: list[ToolCall]) -> str:
-        body = self.call_sep.join(json.dumps(c.to_json(), ensure_ascii=False) for c in calls)
-        return self.call_open + body + self.call_close
-
-    def results_text(self, results: list[ToolResult]) -> str:
-        if len(results) == 1:
-            body = results[0].content
-        else:
-            body = json.dumps([{"name": r.name, "content": r.content} for r in results], ensure_ascii=False)
-        return self.result_open + body + self.result_close
-
-
-# -- tool_choice ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Choice:
-    """A resolved tool_choice: may the turn answer in text, and which tools may it call."""
-
-    text: bool
-    tools: tuple[str, ...]
-
-
-def _forces_call(choice: Choice) -> bool:
-    return not choice.text and bool(choice.tools)
-
-
-def resolve_choice(choice: ToolChoice, registry: ToolRegistry) -> Choice:
-    names = tuple(registry.names)
-    if isinstance(choice, dict) and choice.get("type") == "function":  # OpenAI's named form
-        return Choice(False, _known([(choice.get("function") or {}).get("name")], registry))
-    if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
-        inner = choice.get("allowed_tools") or {}
-        listed = [(t.get("function") or {}).get("name") for t in inner.get("tools", [])]
-        choice = {"mode": inner.get("mode", "auto"), "tools": listed}
-    if isinstance(choice, dict):
-        mode = choice.get("mode", "auto")
-        tools = choice.get("tools", names)
-        if not isinstance(tools, (list, tuple)) or mode not in ("auto", "required"):
-            raise ValueError('tool_choice dict: {"mode": "auto" | "required", "tools": [names]}')
-        return Choice(mode == "auto", _known(tools, registry))
-    if isinstance(choice, (list, tuple)):
-        return Choice(True, _known(choice, registry))
-    if choice == "auto":
-        return Choice(True, names)
-    if choice == "required":
-        return Choice(False, names)
-    if choice == "none":
-        return Choice(True, ())
-    if isinstance(choice, str):
-        return Choice(False, _known([choice], registry))
-    raise ValueError(f"unknown tool_choice {choice!r}")
-
-
-def _known(names: Any, registry: ToolRegistry) -> tuple[str, ...]:
-    for n in names:
-        if n not in registry:
-            raise ValueError(f"tool_choice names an unknown tool {n!r} (known: {', '.join(registry.names)})")
-    return tuple(names)
-
-
-def turn_grammar(registry: ToolRegistry, choice: Choice, fmt: ToolFormat, max_calls: int) -> str:
-    """The Lark grammar of one assistant turn: a text answer that does not start a call, or
-    ``call_open call (call_sep call)* call_close`` with at most ``max_calls`` calls of ``choice.tools``."""
-    lines = []
-    alts = []
-    if choice.tools:
-        lines.append(f"call: %json {json.dumps(registry.call_schema(choice.tools))}")
-        body = "call"
-        for _ in range(max(1, max_calls) - 1):
-            body = f"call (SEP {body})?"
-        lines += [
-            f"OPEN: /{regex.literal(fmt.call_open)}/",
-            f"SEP: /{regex.literal(fmt.call_sep)}/",
-            f"CLOSE: /{regex.literal(fmt.call_close)}/",
-            f"calls: OPEN {body} CLOSE",
-        ]
-        alts.append("calls")
-    if choice.text:
-        lines += [
-            "SOME: /(?s:.+)/",
-            f"STARTS_CALL: /{regex.WS}*{regex.alternation(list(fmt.reserved) or [fmt.call_open])}(?s:.*)/",
-            "TEXT: SOME & ~STARTS_CALL",
-        ]
-        alts.append("TEXT")
-    return "start: " + " | ".join(alts) + "\n" + "\n".join(lines) + "\n"
-
-
-# -- one turn, per backend -------------------------------------------------------------------------------
-
-
-@dataclass
-class TurnOutput:
-    """What a driver's turn produced: a text answer (``calls`` None), calls (a ToolCall each, or the
-    error result of one the model got wrong), or a call cut by the budget (``truncated``)."""
-
-    text: str = ""
-    calls: list[ToolCall | ToolResult] | None = None
-    tokens: int = 0
-    truncated: ToolResult | None = None
-    message: dict[str, Any] | None = None
-    """The assistant message to record, when the driver has its own (a hosted model's tool_calls)."""
-
-
-class _LocalTurns:
-    """Turns of a local model: generated token by token under ``turn_grammar`` on one KV-cached
-    sequence that the tool results are appended to."""
-
-    usage = None
-
-    @staticmethod
-    def system_prompt(agent: Agent) -> str:
-        return agent.format.system_prompt(agent.registry, agent.instructions)
-
-    def __init__(self, agent: Agent, backend: Any, messages: list[dict[str, Any]]):
-        self.agent = agent
-        self.backend = backend
-        self.seq, self.role = agent._start(messages)
-        self.chooser = agent._chooser()
-
-    async def turn(
-        self, turn: int, choice: Choice, budget: int, max_calls: int, out: TurnOutput
-    ) -> AsyncIterator[AgentEvent]:
-        agent, backend, seq = self.agent, self.backend, self.seq
-        grammar = turn_grammar(agent.registry, choice, agent.format, max_calls)
-        seq.append(backend.encode(backend.chat_transition(self.role, "assistant"), special=True))
-        self.role = "assistant"
-        turn_chooser: Chooser | NameScoringChooser = self.chooser
-        if agent.score_tool_names and len(choice.tools) > 1:
-            turn_chooser = NameScoringChooser(self.chooser, backend, seq, choice.tools)
-        gen = _Generation(backend, seq, grammar, budget, turn_chooser)
-        async for piece in gen.tokens():
-            yield AgentEvent("token", turn, text=piece)
-            for name in gen.new_call_names():
-                yield AgentEvent("tool_call_started", turn, name=name)
-        out.tokens = gen.count
-        if gen.error is not None and not agent._in_call(gen.text):
-            # A text answer cut by the budget inside a multi-byte character: keep the whole ones.
-            gen.text, gen.error = gen.text.rstrip("\ufffd"), None
-        if gen.error is not None:
-            out.truncated = agent.registry.truncated(gen.text, budget)
-            return
-        out.text = gen.text
-        calls = agent._parse_calls(gen.text)
-        out.calls = list(calls) if calls is not None else None
-
-    def add_results(self, results: list[ToolResult]) -> None:
-        fmt, backend = self.agent.format, self.backend
-        self.seq.append(backend.encode(backend.chat_transition(self.role, fmt.result_role), special=True))
-        self.seq.append(backend.encode(fmt.results_text(results)))
-        self.role = fmt.result_role
+from ...decoding.choose import Argmax, Chooser, Sample
+from ...errors import ModelError
+from ..registry import Approve, ToolCall, ToolRegistry, ToolResult, run_sync
+from ..tool import ToolError
+from .local import LocalTurns
+from .turns import (
+    TEXT_TURN_TOKENS,
+    AgentEvent,
+    AgentResult,
+    Choice,
+    StopReason,
+    ToolChoice,
+    ToolFormat,
+    TurnOutput,
+    forces_call,
+    resolve_choice,
+    turn_grammar,
+)
 
 
 def _driver_type(backend: Any) -> Any:
-    from ..backends.openai import OpenAIBackend
+    from ...backends.openai import OpenAIBackend
 
     if isinstance(backend, OpenAIBackend):
         from .hosted import HostedTurns
 
         return HostedTurns
-    return _LocalTurns
+    return LocalTurns
 
 
 # -- the agent ------------------------------------------------------------------------------------------
+
 
 
 class Agent:
@@ -403,7 +141,7 @@ class Agent:
         self._prefix: tuple[str, Any] | None = None
 
     def _check_choice(self, choice: Choice) -> None:
-        if self.answer_last_turn and self.max_turns == 1 and _forces_call(choice):
+        if self.answer_last_turn and self.max_turns == 1 and forces_call(choice):
             raise ToolError(
                 "tool_choice forces a call on the first turn, but answer_last_turn=True makes the one turn "
                 "(max_turns=1) answer in text: leave answer_last_turn unset, or allow more turns"
@@ -412,8 +150,8 @@ class Agent:
     @property
     def backend(self) -> Any:
         if self._backend is None:
-            from ..backends.base import Backend
-            from ..backends.models import resolve
+            from ...backends.base import Backend
+            from ...backends.models import resolve
 
             self._backend = (
                 self.model if isinstance(self.model, Backend) else resolve(self.model, device=self.device)
@@ -495,7 +233,7 @@ class Agent:
             last = turn == self.max_turns or calls_left <= 0
             # A first turn that must call keeps that obligation on the last turn too (unless the
             # caller asked for the answer explicitly, which _check_choice refused for one turn).
-            obliged = turn == 1 and _forces_call(choice) and self.answer_last_turn is None
+            obliged = turn == 1 and forces_call(choice) and self.answer_last_turn is None
             if calls_left <= 0 or (last and self.answer_last_turn is not False and not obliged):
                 choice = Choice(True, ())
             max_calls = min(self.parallel_tool_calls, max(calls_left, 1))
@@ -566,14 +304,14 @@ class Agent:
 
     # -- helpers ----------------------------------------------------------------------------------------
 
-    def _chooser(self) -> Chooser:
+    def new_chooser(self) -> Chooser:
         if self.temperature <= 0:
             return Argmax()
         import numpy as np
 
         return Sample(np.random.default_rng(self.seed), temperature=self.temperature)
 
-    def _start(self, messages: list[dict[str, Any]]) -> tuple[Any, str | None]:
+    def start_sequence(self, messages: list[dict[str, Any]]) -> tuple[Any, str | None]:
         """The sequence of ``messages``, the system message's part forked from a cached copy: the tools
         section is the longest part of every prompt, and the same in every run of this agent."""
         backend = self.backend
@@ -594,13 +332,13 @@ class Agent:
         """Encode the conversation so far: role transitions from the chat template (special tokens),
         contents as user text (never special tokens), tool calls and results in the ToolFormat."""
         backend = self.backend
-        for m in self._plain(messages):
+        for m in self.plain_messages(messages):
             seq.append(backend.encode(backend.chat_transition(role, m["role"]), special=True))
             seq.append(backend.encode(m["content"]))
             role = m["role"]
         return role
 
-    def _plain(self, messages: list[dict[str, Any]]) -> list[dict[str, str]]:
+    def plain_messages(self, messages: list[dict[str, Any]]) -> list[dict[str, str]]:
         """The conversation as plain role/content messages for a template without a tools section:
         calls and results written in the ToolFormat, a run of tool results as one message."""
         out: list[dict[str, str]] = []
@@ -625,12 +363,12 @@ class Agent:
         flush()
         return out
 
-    def _in_call(self, text: str) -> bool:
+    def in_call(self, text: str) -> bool:
         """Whether a turn's text is (the start of) tool calls rather than a text answer."""
         fmt = self.format
         return fmt.call_open.startswith(text) or text.startswith(fmt.call_open)
 
-    def _parse_calls(self, text: str) -> list[ToolCall] | None:
+    def parse_calls(self, text: str) -> list[ToolCall] | None:
         fmt = self.format
         if not (text.startswith(fmt.call_open) and text.endswith(fmt.call_close)):
             return None
@@ -648,116 +386,5 @@ class Agent:
         return calls
 
 
-_CALL_START = re.compile(r'\{"name": "([A-Za-z0-9_-]+)", "arguments": ')
 
-
-class NameScoringChooser:
-    """Picks a call's tool by scoring every allowed name, then decodes the rest with ``inner``.
-
-    Greedy decoding commits to a tool on the first token where names differ, seeing only that token;
-    at the start of a call's name this scores each allowed name in full (the sum of its tokens' log
-    probabilities, with the closing quote so that a name must end there) and spells out the best.
-    Costs one forward pass per name token, once per call."""
-
-    def __init__(self, inner: Chooser, backend: Any, seq: Any, names: tuple[str, ...]):
-        self.inner = inner
-        self.backend = backend
-        self.seq = seq
-        self.names = names
-        self.start = len(seq.ids)
-        self.plan: list[int] = []
-        self.plan_at = 0  # where in the sequence the plan starts
-        self.scores: dict[str, float] = {}
-
-    def choose(self, logits: Any, allowed: Any, end: float | None = None) -> int:
-        # The decoder does not ask about forced tokens, so the plan is followed by position: the tokens
-        # since it began must be its prefix.
-        done = self.seq.ids[self.plan_at :]
-        if self.plan and len(done) < len(self.plan) and self.plan[: len(done)] == done:
-            token = self.plan[len(done)]
-            if int(token) in allowed:
-                return int(token)
-        self.plan = []
-        if len(self.names) > 1:
-            text = self.backend.decode(self.seq.ids[self.start :])
-            if text.endswith('{"name": "'):
-                best = self._best_name()
-                self.plan, self.plan_at = self.backend.encode(best + '"'), len(self.seq.ids)
-                if int(self.plan[0]) in allowed:
-                    return int(self.plan[0])
-                self.plan = []
-        return self.inner.choose(logits, allowed, end)
-
-    def _best_name(self) -> str:
-        import numpy as np
-
-        scores = {}
-        for name in self.names:
-            total = 0.0
-            branch = self.seq.fork()
-            for token in self.backend.encode(name + '"'):
-                row = branch.logits().astype(np.float64)
-                top = row.max()
-                total += float(row[token] - top - np.log(np.exp(row - top).sum()))
-                branch.append([token])
-            scores[name] = total
-        self.scores = scores
-        return max(scores, key=scores.__getitem__)
-
-
-class _Generation:
-    """One assistant turn decoded in a worker thread (the model and the mask engine are blocking), its
-    tokens handed to the event loop as they come."""
-
-    def __init__(self, backend: Any, seq: Any, grammar: str, budget: int, chooser: Any):
-        self.backend = backend
-        self.seq = seq
-        self.hc = HoleConstraint("turn", cfgs=[Grammar("lark", grammar, "assistant turn")], max_tokens=budget)
-        self.chooser = chooser
-        self.text = ""
-        self.streamed = ""
-        self.count = 0
-        self.error: ConstraintError | None = None
-        self._seen_calls = 0
-
-    async def tokens(self) -> AsyncIterator[str]:
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[str | None] = asyncio.Queue()
-        start = len(self.seq.ids)
-
-        def on_token(piece: str) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, piece)
-
-        def work() -> None:
-            try:
-                out = decode_hole(
-                    self.backend,
-                    self.seq,
-                    self.hc,
-                    self.chooser,
-                    max_len=1 << 30,
-                    position=None,
-                    on_token=on_token,
-                )
-                self.text = out.text
-            except ConstraintError as err:  # the budget ran out inside a call: never a half call
-                self.error = err
-                self.text = self.backend.decode(self.seq.ids[start:])
-            finally:
-                self.count = len(self.seq.ids) - start
-                loop.call_soon_threadsafe(queue.put_nowait, None)
-
-        task = asyncio.ensure_future(asyncio.to_thread(work))
-        while True:
-            piece = await queue.get()
-            if piece is None:
-                break
-            self.streamed += piece
-            yield piece
-        await task
-
-    def new_call_names(self) -> list[str]:
-        found = _CALL_START.findall(self.streamed)
-        new = found[self._seen_calls :]
-        self._seen_calls = len(found)
-        return new
+__all__ = ["Agent", "AgentEvent", "AgentResult", "Choice", "ToolChoice", "ToolFormat", "TurnOutput", "resolve_choice", "turn_grammar"]

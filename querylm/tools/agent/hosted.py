@@ -7,7 +7,7 @@ request per turn, through the backend's client, retries and usage accounting.
   (bad JSON, no name) becomes an error result, and the rest are validated by the registry before they
   run, like every call. Results go back as ``role: "tool"`` messages with their ``tool_call_id``.
 - Grammar servers (``llamacpp``, ``vllm``, ``sglang``): the turn is generated under the union grammar the
-  local path uses (``agent.turn_grammar``: a text answer or ``<tool_call>[...]</tool_call>`` honouring
+  local path uses (``turns.turn_grammar``: a text answer or ``<tool_call>[...]</tool_call>`` honouring
   tool_choice), written as GBNF (``server_grammar``) and sent in the server's grammar parameter
   (llama.cpp ``grammar``, vLLM ``structured_outputs.grammar``, SGLang ``ebnf``). The conversation is
   written in the agent's ToolFormat, as for a local model whose template has no tools section.
@@ -25,23 +25,25 @@ Turns are not streamed: a turn's text arrives as one ``token`` event.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..backends.hosted.client import HoleUsage, Usage
-from ..backends.openai import OpenAIBackend
-from ..constraints import automata, gbnf, regex
-from ..constraints.lang import And, Grammar, Not, Term, to_grammar
-from ..constraints.matcher import PrefixMatcher
-from ..constraints.schema import closed_object, for_server
-from ..errors import ModelError, UnsupportedError
-from .registry import ToolCall, ToolRegistry, ToolResult, json_fault, new_call_id
+from ...backends.hosted.client import HoleUsage, Usage
+from ...backends.openai import OpenAIBackend
+from ...constraints import automata, gbnf, regex
+from ...constraints.lang import And, Grammar, Not, Term, to_grammar
+from ...constraints.matcher import PrefixMatcher
+from ...constraints.schema import closed_object, for_server
+from ...errors import ModelError, UnsupportedError
+from ..registry import ToolCall, ToolRegistry, ToolResult, json_fault, new_call_id
+from .turns import CALL_START, AgentEvent, Choice, ToolFormat, TurnOutput, turn_grammar
 
 if TYPE_CHECKING:
-    from .agent import Agent, AgentEvent, Choice, ToolFormat, TurnOutput
+    from . import Agent
 
 log = logging.getLogger("querylm.agent")
 
@@ -157,10 +159,6 @@ class HostedTurns:
     async def turn(
         self, turn: int, choice: Choice, budget: int, max_calls: int, out: TurnOutput
     ) -> AsyncIterator[AgentEvent]:
-        import asyncio
-
-        from .agent import _CALL_START, AgentEvent
-
         b = self.backend
         hole = HoleUsage(f"turn {turn}")
         self.usage.holes.append(hole)
@@ -181,7 +179,7 @@ class HostedTurns:
         if out.calls is not None and self.native:
             names = [c.name if isinstance(c, ToolCall) else (c.name or "") for c in out.calls]
         else:
-            names = _CALL_START.findall(out.text)
+            names = CALL_START.findall(out.text)
         for name in names:
             yield AgentEvent("tool_call_started", turn, name=name)
 
@@ -240,8 +238,6 @@ class HostedTurns:
         key = (choice, max_calls)
         if key in self._plans:
             return self._plans[key]
-        from .agent import turn_grammar
-
         agent, b = self.agent, self.backend
         local = [
             to_grammar(
@@ -280,7 +276,7 @@ class HostedTurns:
 
     def _constrained_params(self, plan: _Plan, budget: int, hole: HoleUsage) -> tuple[str, dict[str, Any]]:
         b = self.backend
-        plain = self.agent._plain(self.messages)
+        plain = self.agent.plain_messages(self.messages)
         params: dict[str, Any] = {"model": b.model, **self.sampling, "max_tokens": budget}
         if b.endpoint == "chat":
             kind = "chat"
@@ -330,13 +326,13 @@ class HostedTurns:
             return
         if valid:
             out.text = text
-            calls = agent._parse_calls(text)
+            calls = agent.parse_calls(text)
             out.calls = list(calls) if calls is not None else None
             return
         out.text = text
         opening, closing = fmt.call_open.strip(), fmt.call_close.strip()
         stripped = text.strip()
-        if stripped and (stripped.startswith(opening) or agent._in_call(text)):
+        if stripped and (stripped.startswith(opening) or agent.in_call(text)):
             if answer.finish == "length":
                 out.truncated = registry.truncated(text, budget)
                 return
