@@ -17,8 +17,8 @@ from typing import Any
 
 from .backends.base import Backend
 from .backends.models import resolve
-from .query import F as _F
 from .language.check import compile_source
+from .query import F as _F
 from .query import QueryFunction, defining_scope, returned_value
 from .runtime.nested import in_nested_mode
 from .runtime.result import QueryResult

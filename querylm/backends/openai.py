@@ -2,7 +2,7 @@
 llama.cpp, Ollama).
 
 A hosted API returns whole texts, not next-token logits, so a hosted model has its own hole decoder
-(``querylm.decoding.hosted``, made by ``make_decode``): each hole is one request carrying the strongest constraint the server honours (a
+(``querylm.decoding.hosted``, which the runtime picks for this backend): each hole is one request carrying the strongest constraint the server honours (a
 grammar, a JSON Schema, ``logit_bias`` over a small choice set, ``stop`` phrases, ``max_tokens``), and the
 answer is always validated with the same llguidance matcher the local backend masks with. An invalid
 answer is cut to its longest valid prefix and continued (a bounded number of requests); a value that
@@ -295,14 +295,11 @@ class OpenAIBackend(Backend):
         """The usage of the last run this thread made."""
         return getattr(self._local, "usage", None)
 
-    def make_decode(self, spec: Any, index: int) -> Any:
-        """The hole decoder of one run (the runtime's hook for a backend that writes whole values)."""
-        from ..decoding.hosted import HostedDecode
-
+    def begin_run(self, usage: Usage) -> None:
+        """A run starts on this thread: a cancel of an earlier run no longer applies, and ``last_usage``
+        is ``usage`` (which the run's hole decoder fills)."""
         self.client.cancelled.clear()
-        decode = HostedDecode(self, spec, index)
-        self._local.usage = decode.usage
-        return decode
+        self._local.usage = usage
 
 
 __all__ = ["OpenAIBackend", "Usage", "load", "FLAVOURS", "MECHANISMS"]

@@ -131,24 +131,6 @@ class HostedDecode:
         if args.get("seed") is not None:
             self.sampling["seed"] = int(args["seed"]) + index
 
-    def __call__(self, ex: Any, pending: Any) -> HoleOutput:
-        """The runtime's hook (``Backend.make_decode``): the hole of ``ex`` (an execution) as a request;
-        the value goes back into its sequence and score. Only this adapter reads the execution."""
-        req = HoleRequest(
-            hc=pending.hc,
-            position=pending.hole.position,
-            prompt_ids=list(ex.seq.ids[: pending.start]),
-            used=len(ex.seq.ids),
-            max_len=ex.max_len,
-            messages=[dict(m) for m in ex.messages],
-            prompt="".join(ex.prompt),
-            emit=ex.emit,
-        )
-        value = self.fill(req)
-        ex.score += value.logprob
-        ex.seq.append(value.output.tokens)
-        return value.output
-
     @scrubbing
     def fill(self, req: HoleRequest) -> HostedValue:
         """One hole: request, validate, cut to the valid prefix, continue (or start over where the API

@@ -16,8 +16,10 @@ import numpy as np
 
 from ..backends.base import Backend
 from ..backends.models import resolve
+from ..backends.openai import OpenAIBackend
 from ..decoding.choose import Argmax, Chooser, Sample
 from ..decoding.hole import HoleOutput, decode_hole
+from ..decoding.hosted import HoleRequest, HostedDecode
 from ..errors import ModelError, QueryCompileError, QueryInputError, QueryRuntimeError, UnsupportedError
 from ..language.check import Plan, bind_inputs, check_decoder, compile_source
 from ..language.ir import DecoderSpec
@@ -95,8 +97,8 @@ def run_plan(
             if stream is not None:
                 stream(f"\n--- score {r.score:.3f} ---\n{r.prompt}\n")
         return beams
-    custom = getattr(backend, "make_decode", None)
-    if n > 1 and custom is None and spec.name == "sample":
+    custom = isinstance(backend, OpenAIBackend)  # it writes whole values: the hosted hole decoder
+    if n > 1 and not custom and spec.name == "sample":
         batch = backend.new_batch(1, [])
         root = Execution(plan, backend, batch.row(0), max_len=limit, chat=chat)
         root.start(inputs)
@@ -110,9 +112,9 @@ def run_plan(
             stream(f"\n--- sample {i + 1} of {n} ---\n")
         ex = Execution(plan, backend, backend.new_sequence(), max_len=limit, chat=chat, stream=stream)
         # A backend that generates whole values itself (a hosted API) brings its own hole decoder.
-        tracer = Tracer(_chooser(spec, i), backend) if trace and custom is None else None
-        if custom is not None:
-            decode = custom(spec, i)
+        tracer = Tracer(_chooser(spec, i), backend) if trace and not custom else None
+        if isinstance(backend, OpenAIBackend):
+            decode: Decode = HostedHoles(backend, spec, i)
         else:
             decode = sequential(tracer if tracer is not None else _chooser(spec, i), tracer)  # type: ignore[arg-type]
         result = ex.run(inputs, decode)
@@ -124,6 +126,37 @@ def run_plan(
     for r in results:
         r.decoder = spec.name
     return results if n > 1 else results[0]
+
+
+class HostedHoles:
+    """The holes of one hosted run (one sample): each pending hole becomes a HoleRequest for the hosted
+    decoder (``decoding/hosted.py``, which never sees an execution), and its value goes back into the
+    execution's sequence and score. ``usage`` is what the run cost."""
+
+    def __init__(self, backend: OpenAIBackend, spec: DecoderSpec, index: int):
+        self.decoder = HOSTED_DECODERS.get(type(backend), HostedDecode)(backend, spec, index)
+        self.usage = self.decoder.usage
+        backend.begin_run(self.usage)
+
+    def __call__(self, ex: Execution, pending: PendingHole) -> HoleOutput:
+        req = HoleRequest(
+            hc=pending.hc,
+            position=pending.hole.position,
+            prompt_ids=list(ex.seq.ids[: pending.start]),
+            used=len(ex.seq.ids),
+            max_len=ex.max_len,
+            messages=[dict(m) for m in ex.messages],
+            prompt="".join(ex.prompt),
+            emit=ex.emit,
+        )
+        value = self.decoder.fill(req)
+        ex.score += value.logprob
+        ex.seq.append(value.output.tokens)
+        return value.output
+
+
+HOSTED_DECODERS: dict[type, type[HostedDecode]] = {}
+"""A hosted backend class whose holes another decoder fills (the naive arm of benchmarks/hosted.py)."""
 
 
 def sequential(chooser: Chooser, tracer: Tracer | None = None) -> Decode:
