@@ -16,7 +16,7 @@ HERE = Path(__file__).resolve().parent
 
 def main(rows: int | None = None, model: str | None = None) -> list[dict]:
     if not ray.is_initialized():
-        ray.init(num_cpus=2)
+        ray.init(num_cpus=4)  # logical CPUs: two actors hold one each, and reading the rows needs one
     ds = ray.data.read_json(str(HERE / "reviews.jsonl"))  # columns: id, review, gold
     if rows is not None:
         ds = ds.limit(rows)

@@ -275,13 +275,14 @@ def test_query_runner_on_a_batch_reports_a_null_input_as_missing() -> None:
 
 @pytest.mark.model
 def test_the_ray_example_labels_rows_on_a_local_ray(monkeypatch: pytest.MonkeyPatch) -> None:
-    """examples/ray_map.py on a real local Ray (2 CPUs, 2 actors), on the default model."""
+    """examples/ray_map.py on a real local Ray (2 actors; 4 logical CPUs, so that reading the rows
+    finds one free beside the actors), on the default model."""
     import runpy
 
     import ray
 
     monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the actors import this checkout's querylm
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(num_cpus=4, include_dashboard=False)
     try:
         example = runpy.run_path(str(EXAMPLES / "ray_map.py"))
         out = example["main"](rows=4)
