@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import QueryInputError
-from .query import QueryFunction, compile_source
+from .language.check import Plan, compile_source
+from .query import QueryFunction
 from .runtime.dataset import Progress, Row, is_jsonl_path, read_rows
-from .runtime.plan import Plan
 from .runtime.result import QueryResult
 from .runtime.run import Job, iter_many
 
