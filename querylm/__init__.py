@@ -17,8 +17,9 @@ from .errors import (
     UnsupportedError,
 )
 from .query import F, QueryFunction, compile_source, query
+from .runtime.engine import run_many
 from .runtime.result import HoleRecord, QueryResult
-from .runtime.run import arun, run, run_many
+from .runtime.run import arun, run
 from .runtime.score import Score, score
 from .tools import Agent, AgentResult, Tool, ToolRegistry, ToolResult, tool
 

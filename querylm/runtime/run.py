@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import ast
 import asyncio
-from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +55,8 @@ def make_rng(seed: int | None, index: int) -> np.random.Generator:
     return np.random.default_rng(None if seed is None else [seed, index])
 
 
-def _chooser(spec: DecoderSpec, index: int) -> Chooser:
+def chooser_for(spec: DecoderSpec, index: int) -> Chooser:
+    """Sample ``index``'s chooser (argmax: the same for all)."""
     if spec.name == "argmax":
         return Argmax()
     a = spec.args
@@ -67,6 +66,33 @@ def _chooser(spec: DecoderSpec, index: int) -> Chooser:
         top_k=a.get("top_k"),
         top_p=a.get("top_p"),
     )
+
+
+def prepare(
+    plan: Plan,
+    *,
+    model: str | Backend | None = None,
+    decoder: str | None = None,
+    max_len: int | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+) -> tuple[DecoderSpec, int, int, Backend]:
+    """A run's decoder, its n, its max_len and its backend, checked: what ``run_plan`` and the batch
+    engine both need before decoding."""
+    query = plan.compiled.query
+    spec = parse_decoder(decoder) if decoder else query.decoder
+    n = int(spec.args.get("n", 1))
+    if n < 1:
+        raise QueryCompileError(f"{spec.name}: n must be at least 1", spec.position)
+    if max_len is not None and (isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1):
+        raise QueryInputError(f"max_len must be a whole number >= 1, not {max_len!r}")
+    limit = max_len if max_len is not None else int(spec.args.get("max_len", 2048))
+    backend = backend_for(model, plan, spec, device=device, dtype=dtype)
+    if spec.name in ("beam", "beam_sample", "best_k") and not backend.supports_beams:
+        raise UnsupportedError(
+            f"{spec.name} needs next-token log-probabilities: {backend.name} has none", spec.position
+        )
+    return spec, n, limit, backend
 
 
 def run_plan(
@@ -82,19 +108,9 @@ def run_plan(
     dtype: str | None = None,
     trace: bool = False,
 ) -> QueryResult | list[QueryResult]:
-    query = plan.compiled.query
-    spec = parse_decoder(decoder) if decoder else query.decoder
-    n = int(spec.args.get("n", 1))
-    if n < 1:
-        raise QueryCompileError(f"{spec.name}: n must be at least 1", spec.position)
-    if max_len is not None and (isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1):
-        raise QueryInputError(f"max_len must be a whole number >= 1, not {max_len!r}")
-    limit = max_len if max_len is not None else int(spec.args.get("max_len", 2048))
-    backend = _backend(model, plan, spec, device=device, dtype=dtype)
-    if spec.name in ("beam", "beam_sample", "best_k") and not backend.supports_beams:
-        raise UnsupportedError(
-            f"{spec.name} needs next-token log-probabilities: {backend.name} has none", spec.position
-        )
+    spec, n, limit, backend = prepare(
+        plan, model=model, decoder=decoder, max_len=max_len, device=device, dtype=dtype
+    )
     if spec.name in ("beam", "beam_sample", "best_k"):
         batch = backend.new_batch(1, [])
         root = Execution(plan, backend, batch.row(0), max_len=limit, chat=chat)
@@ -119,7 +135,7 @@ def run_plan(
         batch = backend.new_batch(1, [])
         root = Execution(plan, backend, batch.row(0), max_len=limit, chat=chat)
         root.start(inputs)
-        samples = [ex.result() for ex in sample_batch(root, batch, [_chooser(spec, i) for i in range(n)])]
+        samples = [ex.result() for ex in sample_batch(root, batch, [chooser_for(spec, i) for i in range(n)])]
         for r in samples:
             r.decoder = spec.name
         return samples
@@ -129,11 +145,11 @@ def run_plan(
             stream(f"\n--- sample {i + 1} of {n} ---\n")
         ex = Execution(plan, backend, backend.new_sequence(), max_len=limit, chat=chat, stream=stream)
         # A backend that generates whole values itself (a hosted API) brings its own hole decoder.
-        tracer = Tracer(_chooser(spec, i), backend) if trace and custom is None else None
+        tracer = Tracer(chooser_for(spec, i), backend) if trace and custom is None else None
         if custom is not None:
             decode = custom(spec, i)
         else:
-            decode = sequential(tracer if tracer is not None else _chooser(spec, i), tracer)  # type: ignore[arg-type]
+            decode = sequential(tracer if tracer is not None else chooser_for(spec, i), tracer)  # type: ignore[arg-type]
         result = ex.run(inputs, decode)
         result.trace = tracer.steps if tracer is not None else None
         usage = getattr(decode, "usage", None)
@@ -165,7 +181,7 @@ def sequential(chooser: Chooser, tracer: Tracer | None = None) -> Decode:
     return decode
 
 
-def _backend(
+def backend_for(
     model: str | Backend | None, plan: Plan, spec: DecoderSpec, *, device: str | None, dtype: str | None
 ) -> Backend:
     if isinstance(model, Backend):
@@ -217,25 +233,6 @@ def run(
         dtype=dtype,
         trace=trace,
     )
-
-
-def run_many(queries: Iterable[Any], *, concurrency: int = 8, **common: Any) -> list[Any]:
-    """Run queries concurrently on threads (a hosted backend waits on the network, not the CPU). Each
-    item is a query (its text or path) or a dict of ``run`` arguments with the query under ``"query"``;
-    ``common`` arguments apply to all. Results come back in order; a failed query's slot holds its
-    exception. Hosted results carry their ``usage``."""
-    items = [q if isinstance(q, dict) else {"query": q} for q in queries]
-
-    def one(item: dict[str, Any]) -> Any:
-        kwargs = {**common, **item}
-        query = kwargs.pop("query")
-        try:
-            return run(query, **kwargs)
-        except Exception as err:  # noqa: BLE001 - reported in the result list
-            return err
-
-    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-        return list(pool.map(one, items))
 
 
 async def arun(query: str | Path, **kwargs: Any) -> QueryResult | list[QueryResult]:

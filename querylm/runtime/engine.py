@@ -1,0 +1,304 @@
+"""The batch engine: many executions of queries on one local model, stepped together.
+
+Every running execution (any query, inputs, constraints, argmax or sample) is a row of one ragged
+batch (``backends/ragged.py``). A step is one forward pass over every row; then each row makes its
+choice from its own logits under its own mask, and its moves that need no choice (forced tokens, the
+end of a value, the prompt text up to its next hole), exactly as ``decode_hole`` does for one query
+alone (both drive ``decoding.hole.HoleStep``), so a row's result does not depend on what runs beside it.
+A row that finishes leaves and the next query joins (at most ``batch_size`` rows, and the KV bound);
+one that fails yields its error and the others go on. Rows that join start from the prefix cache.
+
+Masks: on the CPU the forward pass keeps both cores busy, so there is nothing to overlap and each
+row's mask is computed right after the pass (measured: llguidance's thread pool did not beat filling
+the masks one after another on 2 cores, DESIGN.md); on a GPU the next pass is launched first
+(``Ragged.prefetch``) and the masks are computed while it runs.
+
+Not batched (run one at a time through ``run_plan`` when their turn comes): beam decoders and
+``sample(n)`` with n > 1, whose rows would need forking inside the batch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..backends.base import Backend
+from ..backends.prefix_cache import PrefixCache
+from ..backends.ragged import Ragged
+from ..decoding.hole import HoleStep
+from ..language.ir import DecoderSpec
+from .execute import Execution, PendingHole
+from .plan import Plan
+from .result import QueryResult
+from .run import chooser_for, prepare, run_plan, sequential
+from .trace import Tracer
+
+RUN_OPTIONS = ("model", "decoder", "stream", "chat", "max_len", "device", "dtype", "trace")
+"""The keyword arguments of ``run`` that are options, not the query's inputs."""
+
+
+@dataclass
+class Job:
+    """One item of a batch run, compiled and checked; ``error`` when that already failed."""
+
+    index: int
+    plan: Plan | None = None
+    inputs: dict[str, Any] = field(default_factory=dict)
+    spec: DecoderSpec | None = None
+    n: int = 1
+    max_len: int = 2048
+    backend: Backend | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    error: Exception | None = None
+
+    @property
+    def batchable(self) -> bool:
+        """Whether it runs as one row: argmax or one sample, on a backend with a ragged batch."""
+        return (
+            self.error is None
+            and self.spec is not None
+            and self.spec.name in ("argmax", "sample")
+            and self.n == 1
+            and getattr(self.backend, "ragged", None) is not None
+            and getattr(self.backend, "make_decode", None) is None
+        )
+
+    def run_alone(self) -> QueryResult | list[QueryResult]:
+        """The one-at-a-time path (``run_plan``), for what the engine does not batch."""
+        if self.error is not None:
+            raise self.error
+        assert self.plan is not None
+        opts = {k: v for k, v in self.options.items() if k not in ("model", "max_len")}
+        return run_plan(self.plan, self.inputs, model=self.backend, max_len=self.max_len, **opts)
+
+
+def prepare_job(index: int, item: Any, common: dict[str, Any]) -> Job:
+    """``item`` as ``run_many`` takes it (a query, or a dict of ``run`` arguments with ``"query"``):
+    compiled, its inputs bound, its decoder and backend chosen. A failure is kept in ``error``."""
+    from ..query import bind_inputs, compile_source
+
+    kwargs = {**common, **(item if isinstance(item, dict) else {"query": item})}
+    job = Job(index)
+    try:
+        query: str | Path = kwargs.pop("query")
+        job.options = {k: kwargs.pop(k) for k in RUN_OPTIONS if k in kwargs}
+        job.plan = compile_source(query)
+        job.inputs = bind_inputs(job.plan.compiled, kwargs)
+        o = job.options
+        job.spec, job.n, job.max_len, job.backend = prepare(
+            job.plan,
+            model=o.get("model"),
+            decoder=o.get("decoder"),
+            max_len=o.get("max_len"),
+            device=o.get("device"),
+            dtype=o.get("dtype"),
+        )
+    except Exception as err:  # noqa: BLE001 - the item's result is its error
+        job.error = err
+    return job
+
+
+class _Row:
+    """One execution in the batch: its program, the hole it is in, and that hole's token loop."""
+
+    def __init__(self, job: Job, ragged: Ragged):
+        assert job.plan is not None and job.backend is not None and job.spec is not None
+        self.job = job
+        self.seq = ragged.add()
+        chat, stream = job.options.get("chat"), job.options.get("stream")
+        self.ex = Execution(job.plan, job.backend, self.seq, max_len=job.max_len, chat=chat, stream=stream)
+        chooser = chooser_for(job.spec, 0)
+        self.tracer = Tracer(chooser, job.backend) if job.options.get("trace") else None
+        self.chooser = self.tracer if self.tracer is not None else chooser
+        self.ex.decode_nested = sequential(self.chooser, self.tracer)  # a nested query decodes in place
+        self.ex.start(job.inputs)
+        self.pending: PendingHole | None = None
+        self.step: HoleStep | None = None
+
+    def advance(self) -> bool:
+        """Run on to the next choice: True when the row needs its logits, False when the query is done."""
+        while True:
+            if self.step is None:
+                self.pending = self.ex.advance()
+                if self.pending is None:
+                    return False
+                if self.tracer is not None:
+                    self.tracer.hole = self.pending.hole.name
+                self.step = HoleStep(
+                    self.ex.backend,
+                    self.seq,
+                    self.pending.hc,
+                    self.chooser,  # type: ignore[arg-type]
+                    max_len=self.ex.max_len,
+                    position=self.pending.hole.position,
+                    on_token=self.ex.emit,
+                    skip_forced=self.tracer is None,
+                )
+            if self.step.ready():
+                return True
+            self.close()
+
+    def take(self, logits: Any) -> None:
+        assert self.step is not None
+        if not self.step.take(logits):
+            self.close()
+
+    def close(self) -> None:
+        assert self.step is not None and self.pending is not None
+        self.ex.finish(self.pending, self.step.output())
+        self.step = None
+
+    def result(self) -> QueryResult:
+        result = self.ex.result()
+        result.trace = self.tracer.steps if self.tracer is not None else None
+        assert self.job.spec is not None
+        result.decoder = self.job.spec.name
+        return result
+
+
+class Engine:
+    """Steps many queries on ``backend`` (a local model, or ``random``) together.
+
+    ``batch_size``: the most rows at once; ``kv_tokens``: the bound on the batch's KV cache, in rows
+    times columns; ``prefix_tokens``: the prefix cache's capacity in tokens (0: none)."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        batch_size: int = 16,
+        kv_tokens: int = 1 << 16,
+        prefix_tokens: int = 4096,
+        prefix_block: int = 16,
+    ):
+        make = getattr(backend, "ragged", None)
+        if make is None:
+            raise ValueError(f"{backend.name} has no batch engine (a hosted backend runs on threads)")
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self.backend = backend
+        self.batch_size = batch_size
+        self.prefix = PrefixCache(prefix_tokens, prefix_block) if prefix_tokens > 0 else None
+        self.ragged: Ragged = make(kv_tokens=kv_tokens, prefix_cache=self.prefix)
+        self.counts = {"rows": 0, "steps": 0, "row_steps": 0, "seconds": 0.0}
+
+    def stats(self) -> dict[str, Any]:
+        """Rows run, steps (forward passes of the batch), mean rows per step, the KV batch's counts and
+        the prefix cache's hit rate."""
+        steps = self.counts["steps"]
+        mean = self.counts["row_steps"] / steps if steps else 0.0
+        return {**self.counts, "mean_rows": round(mean, 2), **self.ragged.stats()}
+
+    def stream(
+        self, jobs: Iterable[Job]
+    ) -> Iterator[tuple[int, QueryResult | list[QueryResult] | Exception]]:
+        """Run ``jobs``; yields (index, result or error) as each finishes."""
+        t0 = time.perf_counter()
+        queue = deque(jobs)
+        active: list[_Row] = []
+        ragged = self.ragged
+        try:
+            while queue or active:
+                while queue and len(active) < self.batch_size and ragged.room(0):
+                    job = queue.popleft()
+                    if not job.batchable or job.backend is not self.backend:
+                        yield job.index, _outcome(job.run_alone)
+                        continue
+                    self.counts["rows"] += 1
+                    row: _Row | None = None
+                    try:
+                        row = _Row(job, ragged)
+                        if row.advance():
+                            active.append(row)
+                            continue
+                        out: QueryResult | Exception = row.result()
+                    except Exception as err:  # noqa: BLE001 - this row's result is its error
+                        out = err
+                    if row is not None:
+                        ragged.remove(row.seq)
+                    yield job.index, out
+                if not active:
+                    continue
+                self.counts["steps"] += 1
+                self.counts["row_steps"] += len(active)
+                try:
+                    logits = ragged.logits([r.seq for r in active])
+                except Exception as err:  # noqa: BLE001 - the model failed: every running row fails
+                    for r in active:
+                        ragged.remove(r.seq)
+                        yield r.job.index, err
+                    active = []
+                    continue
+                taken = []
+                for r, row_logits in zip(active, logits, strict=True):
+                    try:
+                        r.take(row_logits)
+                        taken.append(r)
+                    except Exception as err:  # noqa: BLE001 - this row's result is its error
+                        ragged.remove(r.seq)
+                        yield r.job.index, err
+                ragged.prefetch()  # a GPU computes the next pass while the masks below are computed
+                active = []
+                for r in taken:
+                    try:
+                        if r.advance():
+                            active.append(r)
+                            continue
+                        out = r.result()
+                    except Exception as err:  # noqa: BLE001 - this row's result is its error
+                        out = err
+                    ragged.remove(r.seq)
+                    yield r.job.index, out
+        finally:
+            self.counts["seconds"] += time.perf_counter() - t0
+
+
+def _outcome(fn: Any) -> Any:
+    try:
+        return fn()
+    except Exception as err:  # noqa: BLE001 - the item's result is its error
+        return err
+
+
+def stream(
+    items: Iterable[Any], *, batch_size: int = 16, engine: Engine | None = None, **common: Any
+) -> Iterator[tuple[int, QueryResult | list[QueryResult] | Exception]]:
+    """Run ``items`` (as ``run_many`` takes them) and yield (index, result or error) in the order they
+    finish. Items on the first local backend among them are batched by one engine (or ``engine``); the
+    others (hosted, beams, sample(n > 1)) run one at a time as their turn comes."""
+    jobs = [prepare_job(i, item, common) for i, item in enumerate(items)]
+    if engine is None:
+        backend = next((j.backend for j in jobs if j.batchable), None)
+        if backend is None:
+            for job in jobs:
+                yield job.index, _outcome(job.run_alone)
+            return
+        engine = Engine(backend, batch_size=batch_size)
+    yield from engine.stream(jobs)
+
+
+def run_many(
+    queries: Iterable[Any], *, concurrency: int = 8, batch_size: int = 16, **common: Any
+) -> list[Any]:
+    """Run many queries. Each item is a query (its text or path) or a dict of ``run`` arguments with
+    the query under ``"query"``; ``common`` arguments apply to all. Results come back in order; a failed
+    query's slot holds its exception.
+
+    When every item runs on one local model, they are batched by the engine (``batch_size`` rows at
+    once); otherwise they run on ``concurrency`` threads (a hosted backend waits on the network, not
+    the CPU), and hosted results carry their ``usage``."""
+    jobs = [prepare_job(i, q, common) for i, q in enumerate(queries)]
+    backends = {id(j.backend): j for j in jobs if j.error is None}
+    batchable = [j for j in jobs if j.batchable]
+    if batchable and len(backends) == 1:
+        results: list[Any] = [None] * len(jobs)
+        for i, out in Engine(batchable[0].backend, batch_size=batch_size).stream(jobs):  # type: ignore[arg-type]
+            results[i] = out
+        return results
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        return list(pool.map(lambda j: _outcome(j.run_alone), jobs))
