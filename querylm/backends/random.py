@@ -55,6 +55,11 @@ class RandomBackend(Backend):
     def new_batch(self, rows: int, prefix: list[int]) -> RandomBatch:
         return RandomBatch(self, rows, prefix)
 
+    @property
+    def batch_key(self) -> tuple[Any, ...]:
+        """Clones over one tokenizer with one seed give the same logits: one engine batches them all."""
+        return ("random", id(self.tokenizer), self.seed, self.scale)
+
     def ragged(self, **options: Any) -> RandomRagged:
         """The batch engine's rows (``options``, the KV bounds of a real model, mean nothing here)."""
         return RandomRagged(self)

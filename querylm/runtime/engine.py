@@ -206,7 +206,7 @@ class Engine:
             while queue or active:
                 while queue and len(active) < self.batch_size and ragged.room(0):
                     job = queue.popleft()
-                    if not job.batchable or job.backend is not self.backend:
+                    if not job.batchable or batch_key(job.backend) != batch_key(self.backend):
                         yield job.index, _outcome(job.run_alone)
                         continue
                     self.counts["rows"] += 1
@@ -258,6 +258,11 @@ class Engine:
             self.counts["seconds"] += time.perf_counter() - t0
 
 
+def batch_key(backend: Backend | None) -> Any:
+    """Backends one engine can batch together: the same one, or clones that give the same logits."""
+    return getattr(backend, "batch_key", None) or id(backend)
+
+
 def _outcome(fn: Any) -> Any:
     try:
         return fn()
@@ -293,7 +298,7 @@ def run_many(
     once); otherwise they run on ``concurrency`` threads (a hosted backend waits on the network, not
     the CPU), and hosted results carry their ``usage``."""
     jobs = [prepare_job(i, q, common) for i, q in enumerate(queries)]
-    backends = {id(j.backend): j for j in jobs if j.error is None}
+    backends = {batch_key(j.backend) for j in jobs if j.error is None}
     batchable = [j for j in jobs if j.batchable]
     if batchable and len(backends) == 1:
         results: list[Any] = [None] * len(jobs)
