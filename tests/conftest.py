@@ -43,3 +43,30 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         pytest.skip(f"llama.cpp server did not start: {err}: {log.read_text()[-2000:]}")
     yield srv
     srv.stop()
+
+
+def tiny_llama(seed: int, *, kv_heads: int = 2, sharpen: float = 1.0) -> Any:
+    """A random-weight 2-layer Llama over SmolLM2's real tokenizer: real KV caches, fast. ``sharpen``
+    scales the output layer (sharper logits: values end rather than run to their budgets)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from querylm.backends.local import LocalBackend
+    from querylm.backends.models import resolve
+
+    tok = resolve("random").tokenizer
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=kv_heads,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
+    model = LlamaForCausalLM(cfg).eval()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(sharpen)
+    return LocalBackend("tiny", model, tok)

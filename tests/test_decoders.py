@@ -8,6 +8,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_llama
 from counting import CountingModel
 
 import querylm
@@ -19,21 +20,7 @@ from querylm.backends.models import resolve
 def tiny() -> LocalBackend:
     """A random-weight 2-layer Llama over SmolLM2's real tokenizer: fast, and its choices are arbitrary
     enough that a wrong search order shows."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    tok = resolve("random").tokenizer
-    torch.manual_seed(1)
-    cfg = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-    )
-    return LocalBackend("tiny", LlamaForCausalLM(cfg).eval(), tok)
+    return tiny_llama(1)  # type: ignore[no-any-return]
 
 
 def logprob(backend: LocalBackend, prefix: list[int], cont: list[int]) -> float:

@@ -15,6 +15,8 @@ import numpy as np
 
 from ..errors import ModelError
 from .base import Backend, Batch, Sequence
+from .prefix_cache import PrefixCache
+from .ragged import LocalRagged
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -122,6 +124,10 @@ class LocalBackend(Backend):
 
     def new_batch(self, rows: int, prefix: list[int]) -> LocalBatch:
         return LocalBatch(self, rows, prefix)
+
+    def ragged(self, *, kv_tokens: int = 1 << 20, prefix_cache: PrefixCache | None = None) -> LocalRagged:
+        """The batch engine's rows: they join and leave while the others decode."""
+        return LocalRagged(self, kv_tokens=kv_tokens, prefix_cache=prefix_cache)
 
     def score(self, prefix: list[int], continuations: list[list[int]]) -> list[np.ndarray]:
         """Two forward passes whatever the number of continuations: the prefix once, then every

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from .base import Backend, Batch, Sequence
+from .ragged import Ragged, RaggedRow
 
 
 def _logits(backend: RandomBackend, ids: list[int]) -> np.ndarray:
@@ -54,6 +55,15 @@ class RandomBackend(Backend):
     def new_batch(self, rows: int, prefix: list[int]) -> RandomBatch:
         return RandomBatch(self, rows, prefix)
 
+    @property
+    def batch_key(self) -> tuple[Any, ...]:
+        """Clones over one tokenizer with one seed give the same logits: one engine batches them all."""
+        return ("random", id(self.tokenizer), self.seed, self.scale)
+
+    def ragged(self, **options: Any) -> RandomRagged:
+        """The batch engine's rows (``options``, the KV bounds of a real model, mean nothing here)."""
+        return RandomRagged(self)
+
     def score(self, prefix: list[int], continuations: list[list[int]]) -> list[np.ndarray]:
         out = []
         for cont in continuations:
@@ -87,3 +97,13 @@ class RandomBatch(Batch):
 
     def select(self, indices: list[int]) -> None:
         self.rows = [list(self.rows[i]) for i in indices]
+
+
+class RandomRagged(Ragged):
+    def __init__(self, backend: RandomBackend):
+        self.backend = backend
+
+    def logits(self, rows: list[RaggedRow]) -> np.ndarray:
+        for r in rows:
+            r.fed = len(r.ids)
+        return np.stack([_logits(self.backend, r.ids) for r in rows])

@@ -58,72 +58,124 @@ def decode_hole(
     forward pass (mask, EOS and end handling, choosing, consuming): what the constraints cost.
     ``skip_forced=False`` asks the chooser about forced tokens too (a trace records every token's
     probability, so it needs the logits of each); the result is the same either way."""
-    grammars = hc.grammars(staged=True) or [FREE_TEXT]
-    matcher = Matcher(backend.ll_tokenizer, grammars)
-    staged = hc.stop_after > 0  # still under the grammar without its stop phrases
-    eos = backend.eos_ids
-    ending = end_table(backend)
-    clock = time.perf_counter if timings is not None else float  # float() is 0.0: no timing
-    tokens: list[int] = []
-    emitted = 0
-    ended_by = "eos"
-    while True:
-        t0 = clock()
-        if staged and len(tokens) >= hc.stop_after:
-            matcher = restage(backend, hc, tokens, position)
-            staged = False
-        allowed = matcher.next_tokens()
-        complete = allowed.discard(eos)  # EOS was allowed: the value may end here; the rest go on
-        reason = must_end(
-            hc,
-            matcher,
-            allowed,
-            complete,
-            made=len(tokens),
-            length=len(seq.ids),
-            max_len=max_len,
-            position=position,
-            so_far=lambda: backend.decode(tokens),
-        )
-        if reason is not None:
-            ended_by = reason
-            break
-        room = forced_room(hc, len(tokens), max_len - len(seq.ids))
-        if staged:  # the stop phrases start to count at a token of their own
-            room = min(room, hc.stop_after - len(tokens))
-        run = forced_run(matcher, allowed, room) if skip_forced and not complete else []
-        if run:  # no choice to make: no logits needed
-            seq.append(run)
-            tokens.extend(run)
-            if timings is not None:
-                timings.extend([(clock() - t0) / len(run)] * len(run))
-            emitted = _emit(backend, tokens, emitted, on_token)
-            continue
-        last = is_last(hc, len(tokens))
-        t1 = clock()
-        logits = seq.logits()
-        t2 = clock()
-        may_end = complete and len(tokens) >= hc.min_tokens
-        end = ending.tokens(allowed) if may_end else None  # what can't continue the value: from all allowed
-        if last:
-            allowed = completing(matcher, allowed, logits)  # the last token must leave a whole value
-            if not allowed.any() and not may_end:
-                raise over_budget(hc, backend.decode(tokens), position)
-        token = chooser.choose(logits, allowed, end)
-        if token == END:
-            break
-        matcher.consume(token)
-        seq.append([token])
-        tokens.append(token)
+    step = HoleStep(
+        backend,
+        seq,
+        hc,
+        chooser,
+        max_len=max_len,
+        position=position,
+        on_token=on_token,
+        timings=timings,
+        skip_forced=skip_forced,
+    )
+    while step.ready() and step.take(seq.logits()):
         if backend.overlap:  # the device computes the next logits while the next mask is computed
             seq.prefetch()
-        if timings is not None:
-            timings.append(clock() - t2 + t1 - t0)
-        emitted = _emit(backend, tokens, emitted, on_token)
-    text = backend.decode(tokens)
-    if on_token is not None and len(text) > emitted:
-        on_token(text[emitted:])
-    return HoleOutput(tokens, text, ended_by)
+    return step.output()
+
+
+class HoleStep:
+    """The token loop of one hole, one step at a time: ``ready()`` makes the moves that need no logits
+    (forced tokens, ending the value) and says whether a choice is due; ``take(logits)`` makes it.
+    ``decode_hole`` drives it with one sequence's logits; the batch engine drives many, each with its
+    row of one forward pass, so a row decodes exactly as it would alone."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        seq: Sequence,
+        hc: HoleConstraint,
+        chooser: Chooser,
+        *,
+        max_len: int,
+        position: Position | None,
+        on_token: Callable[[str], None] | None = None,
+        timings: list[float] | None = None,
+        skip_forced: bool = True,
+    ):
+        self.backend, self.seq, self.hc, self.chooser = backend, seq, hc, chooser
+        self.max_len, self.position, self.on_token = max_len, position, on_token
+        self.timings, self.skip_forced = timings, skip_forced
+        self.matcher = Matcher(backend.ll_tokenizer, hc.grammars(staged=True) or [FREE_TEXT])
+        self.staged = hc.stop_after > 0  # still under the grammar without its stop phrases
+        self.ending = end_table(backend)
+        self.clock = time.perf_counter if timings is not None else float  # float() is 0.0: no timing
+        self.tokens: list[int] = []
+        self.emitted = 0
+        self.ended_by = "eos"
+        self.allowed: TokenSet | None = None
+        self.complete = False
+        self.t0 = self.t1 = 0.0
+
+    def ready(self) -> bool:
+        """Make the moves that need no choice; True when the next token must be chosen from the logits
+        of ``seq``, False when the value has ended (``output()``). A dead end raises ConstraintError."""
+        hc, matcher, seq, tokens = self.hc, self.matcher, self.seq, self.tokens
+        while True:
+            self.t0 = t0 = self.clock()
+            if self.staged and len(tokens) >= hc.stop_after:
+                self.matcher = matcher = restage(self.backend, hc, tokens, self.position)
+                self.staged = False
+            allowed = matcher.next_tokens()
+            complete = allowed.discard(self.backend.eos_ids)  # EOS allowed: the value may end here
+            reason = must_end(
+                hc,
+                matcher,
+                allowed,
+                complete,
+                made=len(tokens),
+                length=len(seq.ids),
+                max_len=self.max_len,
+                position=self.position,
+                so_far=lambda: self.backend.decode(tokens),
+            )
+            if reason is not None:
+                self.ended_by = reason
+                return False
+            room = forced_room(hc, len(tokens), self.max_len - len(seq.ids))
+            if self.staged:  # the stop phrases start to count at a token of their own
+                room = min(room, hc.stop_after - len(tokens))
+            run = forced_run(matcher, allowed, room) if self.skip_forced and not complete else []
+            if not run:
+                self.allowed, self.complete = allowed, complete
+                self.t1 = self.clock()
+                return True
+            seq.append(run)  # no choice to make: no logits needed
+            tokens.extend(run)
+            if self.timings is not None:
+                self.timings.extend([(self.clock() - t0) / len(run)] * len(run))
+            self.emitted = _emit(self.backend, tokens, self.emitted, self.on_token)
+
+    def take(self, logits: np.ndarray) -> bool:
+        """Choose the next token from ``logits`` (the model's row after ``seq``) and append it; False
+        when ending the value won instead."""
+        hc, matcher, tokens, allowed = self.hc, self.matcher, self.tokens, self.allowed
+        assert allowed is not None, "take() follows a ready() that returned True"
+        t2 = self.clock()
+        may_end = self.complete and len(tokens) >= hc.min_tokens
+        end = self.ending.tokens(allowed) if may_end else None  # what can't continue: from all allowed
+        if is_last(hc, len(tokens)):
+            allowed = completing(matcher, allowed, logits)  # the last token must leave a whole value
+            if not allowed.any() and not may_end:
+                raise over_budget(hc, self.backend.decode(tokens), self.position)
+        token = self.chooser.choose(logits, allowed, end)
+        self.allowed = None
+        if token == END:
+            return False
+        matcher.consume(token)
+        self.seq.append([token])
+        tokens.append(token)
+        if self.timings is not None:
+            self.timings.append(self.clock() - t2 + self.t1 - self.t0)
+        self.emitted = _emit(self.backend, tokens, self.emitted, self.on_token)
+        return True
+
+    def output(self) -> HoleOutput:
+        text = self.backend.decode(self.tokens)
+        if self.on_token is not None and len(text) > self.emitted:
+            self.on_token(text[self.emitted :])
+        return HoleOutput(self.tokens, text, self.ended_by)
 
 
 def restage(backend: Backend, hc: HoleConstraint, tokens: list[int], position: Position | None) -> Matcher:

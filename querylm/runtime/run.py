@@ -36,7 +36,8 @@ def make_rng(seed: int | None, index: int) -> np.random.Generator:
     return np.random.default_rng(None if seed is None else [seed, index])
 
 
-def _chooser(spec: DecoderSpec, index: int) -> Chooser:
+def chooser_for(spec: DecoderSpec, index: int) -> Chooser:
+    """Sample ``index``'s chooser (argmax: the same for all)."""
     if spec.name == "argmax":
         return Argmax()
     a = spec.args
@@ -46,6 +47,39 @@ def _chooser(spec: DecoderSpec, index: int) -> Chooser:
         top_k=a.get("top_k"),
         top_p=a.get("top_p"),
     )
+
+
+def prepare(
+    plan: Plan,
+    inputs: dict[str, Any],
+    *,
+    model: str | Backend | None = None,
+    decoder: str | None = None,
+    max_len: int | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+) -> tuple[DecoderSpec, int, int, Backend]:
+    """A run's decoder, its n, its max_len and its backend, checked (decoder arguments and a ``from``
+    written as expressions evaluated with the inputs): what ``run_plan`` and the batch engine both need
+    before decoding."""
+    query = plan.compiled.query
+    spec = check_decoder(parse_decoder(decoder)) if decoder else query.decoder
+    if spec.arg_exprs:
+        spec = _evaluated(spec, plan, inputs)
+    n = int(spec.args.get("n", 1))
+    if n < 1:
+        raise QueryCompileError(f"{spec.name}: n must be at least 1", spec.position)
+    if max_len is not None and (isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1):
+        raise QueryInputError(f"max_len must be a whole number >= 1, not {max_len!r}")
+    limit = max_len if max_len is not None else int(spec.args.get("max_len", 2048))
+    if model is None and query.model_expr is not None:
+        model = _model_of(plan, inputs)
+    backend = backend_for(model, plan, spec, device=device, dtype=dtype)
+    if spec.name in ("beam", "beam_sample", "best_k") and not backend.supports_beams:
+        raise UnsupportedError(
+            f"{spec.name} needs next-token log-probabilities: {backend.name} has none", spec.position
+        )
+    return spec, n, limit, backend
 
 
 def run_plan(
@@ -61,23 +95,9 @@ def run_plan(
     dtype: str | None = None,
     trace: bool = False,
 ) -> QueryResult | list[QueryResult]:
-    query = plan.compiled.query
-    spec = check_decoder(parse_decoder(decoder)) if decoder else query.decoder
-    if spec.arg_exprs:
-        spec = _evaluated(spec, plan, inputs)
-    n = int(spec.args.get("n", 1))
-    if n < 1:
-        raise QueryCompileError(f"{spec.name}: n must be at least 1", spec.position)
-    if max_len is not None and (isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1):
-        raise QueryInputError(f"max_len must be a whole number >= 1, not {max_len!r}")
-    limit = max_len if max_len is not None else int(spec.args.get("max_len", 2048))
-    if model is None and query.model_expr is not None:
-        model = _model_of(plan, inputs)
-    backend = _backend(model, plan, spec, device=device, dtype=dtype)
-    if spec.name in ("beam", "beam_sample", "best_k") and not backend.supports_beams:
-        raise UnsupportedError(
-            f"{spec.name} needs next-token log-probabilities: {backend.name} has none", spec.position
-        )
+    spec, n, limit, backend = prepare(
+        plan, inputs, model=model, decoder=decoder, max_len=max_len, device=device, dtype=dtype
+    )
     if spec.name in ("beam", "beam_sample", "best_k"):
         batch = backend.new_batch(1, [])
         root = Execution(plan, backend, batch.row(0), max_len=limit, chat=chat)
@@ -102,7 +122,7 @@ def run_plan(
         batch = backend.new_batch(1, [])
         root = Execution(plan, backend, batch.row(0), max_len=limit, chat=chat)
         root.start(inputs)
-        samples = [ex.result() for ex in sample_batch(root, batch, [_chooser(spec, i) for i in range(n)])]
+        samples = [ex.result() for ex in sample_batch(root, batch, [chooser_for(spec, i) for i in range(n)])]
         for r in samples:
             r.decoder = spec.name
         return samples
@@ -112,11 +132,11 @@ def run_plan(
             stream(f"\n--- sample {i + 1} of {n} ---\n")
         ex = Execution(plan, backend, backend.new_sequence(), max_len=limit, chat=chat, stream=stream)
         # A backend that generates whole values itself (a hosted API) brings its own hole decoder.
-        tracer = Tracer(_chooser(spec, i), backend) if trace and not custom else None
+        tracer = Tracer(chooser_for(spec, i), backend) if trace and not custom else None
         if isinstance(backend, OpenAIBackend):
             decode: Decode = HostedHoles(backend, spec, i)
         else:
-            decode = sequential(tracer if tracer is not None else _chooser(spec, i), tracer)  # type: ignore[arg-type]
+            decode = sequential(tracer if tracer is not None else chooser_for(spec, i), tracer)  # type: ignore[arg-type]
         result = ex.run(inputs, decode)
         result.trace = tracer.steps if tracer is not None else None
         usage = getattr(decode, "usage", None)
@@ -204,7 +224,7 @@ def _model_of(plan: Plan, inputs: dict[str, Any]) -> Any:
     return _evaluate(query.model_expr, plan, inputs, query.model_position)
 
 
-def _backend(
+def backend_for(
     model: str | Backend | None, plan: Plan, spec: DecoderSpec, *, device: str | None, dtype: str | None
 ) -> Backend:
     if isinstance(model, Backend):
@@ -303,11 +323,11 @@ def run_job(job: Job) -> QueryResult | list[QueryResult]:
     return run(job.query, **job.options, **job.inputs)
 
 
-def iter_many(
+def iter_threads(
     items: Iterable[Any], *, batch_size: int = 16, concurrency: int = 8, **common: Any
 ) -> Iterator[tuple[int, QueryResult | list[QueryResult] | Exception]]:
-    """Run ``run_many``'s items, yielding ``(index, result)`` as each finishes (a failed item's result
-    is its exception). Items are read lazily, at most ``max(batch_size, concurrency)`` ahead of the
+    """Run ``run_many``'s items on threads, yielding ``(index, result)`` as each finishes (a failed
+    item's result is its exception): the path of hosted models (``engine.iter_many``). Items are read lazily, at most ``max(batch_size, concurrency)`` ahead of the
     results, so a long iterable of rows is never held whole; ``concurrency`` threads run them."""
 
     def one(job: Job) -> QueryResult | list[QueryResult] | Exception:
@@ -331,15 +351,6 @@ def iter_many(
                     running[pool.submit(one, job)] = index
     finally:  # a consumer that stops early (Ctrl-C, an error) drops the items not yet started
         pool.shutdown(wait=False, cancel_futures=True)
-
-
-def run_many(queries: Iterable[Any], *, concurrency: int = 8, **common: Any) -> list[Any]:
-    """Run queries concurrently on threads (a hosted backend waits on the network, not the CPU). Each
-    item is a query (its text or path), a dict of ``run`` arguments with the query under ``"query"``,
-    or a Job; ``common`` arguments apply to all. Results come back in order; a failed query's slot holds
-    its exception. Hosted results carry their ``usage``."""
-    results: dict[int, Any] = dict(iter_many(queries, concurrency=concurrency, **common))
-    return [results[i] for i in range(len(results))]
 
 
 async def arun(query: str | Path, **kwargs: Any) -> QueryResult | list[QueryResult]:

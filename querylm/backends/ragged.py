@@ -1,0 +1,324 @@
+"""A ragged batch: rows that join and leave while the others decode, one forward pass per step.
+
+The batch engine (``runtime/engine.py``) keeps one row per running execution. Each row is a
+``Sequence`` its execution writes into (prompt text, chosen and forced tokens); ``logits(rows)`` feeds
+every row's new tokens and returns the requested rows' next-token logits.
+
+``LocalRagged`` keeps every row's KV in one transformers ``DynamicCache`` of shape [slots, heads,
+columns, dim] with a [slots, columns] attention mask: a row's tokens sit in the columns its mask marks,
+and position ids count the row's own tokens, so where a row's columns are (and what padding lies
+between them) changes nothing in its attention or its RoPE positions. A step feeds each row's few new
+tokens (a chosen token, a short forced run) right-aligned in one [slots, width] input. A row that joins,
+or has many new tokens (the prompt text after a hole), is first computed alone on its own KV (its prompt
+start taken from the prefix cache) and then placed right-aligned in a free slot: a long prompt never
+makes every other row compute padding. A row that leaves frees its slot for the next; the cache is
+compacted when most slots are free or most columns are padding.
+
+Why not transformers' continuous batching (``generate_batch`` / paged cache): its requests are a
+prompt then a generation, sampled inside its runner with one set of logits processors; a query row
+needs its own mask from its own matcher at every step, text appended between holes, and truncation
+(a dropped stop phrase), none of which it exposes.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+
+from .base import Sequence
+from .prefix_cache import PrefixCache
+
+SOLO = 24
+"""A row with more new tokens than this is computed alone, then placed back (see the module doc)."""
+
+
+class RaggedRow(Sequence):
+    """One row of a ragged batch, as a Sequence."""
+
+    def __init__(self, batch: Ragged):
+        super().__init__()
+        self.batch = batch
+        self.fed = 0  # how many of ids the batch has computed
+        self.slot: int | None = None  # its row in the KV cache (local models)
+        self.last: np.ndarray | None = None  # the logits after ids[:fed], when fed == len(ids)
+
+    def logits(self) -> np.ndarray:
+        """This row alone (a nested query decoded in place asks so); the engine asks for all rows."""
+        return self.batch.logits([self])[0]
+
+    def truncate(self, n: int) -> None:
+        self.batch.truncate(self, n)
+
+    def fork(self) -> Sequence:
+        raise NotImplementedError("a ragged row is not forked: the engine opens a new row")
+
+
+class Ragged(ABC):
+    """What the batch engine needs of a backend: rows that join (``add``) and leave (``remove``)."""
+
+    def add(self) -> RaggedRow:
+        return RaggedRow(self)
+
+    @abstractmethod
+    def logits(self, rows: list[RaggedRow]) -> np.ndarray:
+        """[len(rows), vocab] float32: each row's next-token logits after all its ids."""
+
+    def truncate(self, row: RaggedRow, n: int) -> None:
+        del row.ids[n:]
+        row.fed = min(row.fed, n)
+        row.last = None
+
+    def remove(self, row: RaggedRow) -> None:
+        return None
+
+    def room(self, tokens: int) -> bool:
+        """Whether a row with ``tokens`` more tokens fits the KV memory bound."""
+        return True
+
+    def prefetch(self) -> None:
+        """Launch the next forward pass (an asynchronous device); ``logits`` waits for it."""
+        return None
+
+    def stats(self) -> dict[str, Any]:
+        return {}
+
+
+class LocalRagged(Ragged):
+    """The ragged batch of a transformers model (see the module doc)."""
+
+    def __init__(self, backend: Any, *, kv_tokens: int, prefix_cache: PrefixCache | None):
+        # backend: the LocalBackend that made it (local.py imports this module, not the reverse)
+        self.backend = backend
+        self.torch = backend.torch
+        self.kv_tokens = kv_tokens  # bound on slots * columns of the KV cache
+        self.prefix = prefix_cache
+        self.slots: list[RaggedRow | None] = []
+        self.cache: Any = None
+        self.mask = self.torch.zeros((0, 0), dtype=self.torch.long, device=backend.device)
+        self._launched: tuple[Any, list[RaggedRow]] | None = None
+        self.counts = {"forwards": 0, "solo": 0, "compactions": 0, "fed_tokens": 0, "max_slots": 0}
+
+    # -- rows ---------------------------------------------------------------------------------------
+
+    def remove(self, row: RaggedRow) -> None:
+        with self.torch.inference_mode():  # the cache and mask are inference tensors
+            self._remove(row)
+
+    def _remove(self, row: RaggedRow) -> None:
+        self._sync()
+        if row.slot is not None:
+            self.slots[row.slot] = None
+            self.mask[row.slot] = 0
+            row.slot = None
+
+    def truncate(self, row: RaggedRow, n: int) -> None:
+        if n >= len(row.ids):
+            return
+        del row.ids[n:]
+        if row.fed >= n:  # the logits after ids[:n] are gone: feed its last token again
+            with self.torch.inference_mode():
+                self._sync()
+                self._unfeed(row, max(n - 1, 0))
+
+    def _unfeed(self, row: RaggedRow, n: int) -> None:
+        if row.slot is not None:
+            cols = self.mask[row.slot].nonzero()[:, 0]
+            self.mask[row.slot, cols[n:]] = 0
+        row.fed = n
+        row.last = None
+
+    def room(self, tokens: int) -> bool:
+        live = sum(s is not None for s in self.slots)
+        return live == 0 or (live + 1) * max(self.mask.shape[1], tokens) <= self.kv_tokens
+
+    def stats(self) -> dict[str, Any]:
+        out: dict[str, Any] = dict(self.counts)
+        if self.prefix is not None:
+            out["prefix_cache"] = self.prefix.stats.to_json()
+        return out
+
+    # -- forward passes -----------------------------------------------------------------------------
+
+    def logits(self, rows: list[RaggedRow]) -> np.ndarray:
+        with self.torch.inference_mode():
+            return self._logits(rows)
+
+    def _logits(self, rows: list[RaggedRow]) -> np.ndarray:
+        self._sync()
+        for r in rows:
+            if r.fed == len(r.ids) and r.last is None:
+                self._unfeed(r, len(r.ids) - 1)
+        for r in rows:
+            if r.fed < len(r.ids) and (r.slot is None or len(r.ids) - r.fed > SOLO):
+                self._solo(r)
+        self._launch()
+        self._sync()
+        return np.stack([r.last for r in rows])  # type: ignore[misc]
+
+    def prefetch(self) -> None:
+        if self.backend.overlap:  # on the CPU the pass would run now: nothing to overlap it with
+            with self.torch.inference_mode():
+                self._sync()
+                self._launch()
+
+    def _sync(self) -> None:
+        if self._launched is not None:
+            dev, rows = self._launched
+            self._launched = None
+            arr = dev.float().cpu().numpy()
+            for i, r in enumerate(rows):
+                r.last = arr[i]
+
+    def _launch(self) -> None:
+        """One forward pass over every placed row's new tokens (right-aligned, padding masked)."""
+        torch = self.torch
+        todo = [(s, r) for s, r in enumerate(self.slots) if r is not None and r.fed < len(r.ids)]
+        if not todo:
+            return
+        self._compact()
+        todo = [(s, r) for s, r in enumerate(self.slots) if r is not None and r.fed < len(r.ids)]
+        width = max(len(r.ids) - r.fed for _, r in todo)
+        b = len(self.slots)
+        inp = torch.zeros((b, width), dtype=torch.long)
+        new = torch.zeros((b, width), dtype=torch.long)
+        pos = torch.zeros((b, width), dtype=torch.long)
+        for s, r in todo:
+            p = r.ids[r.fed :]
+            inp[s, width - len(p) :] = torch.tensor(p)
+            new[s, width - len(p) :] = 1
+            pos[s, width - len(p) :] = torch.arange(r.fed, len(r.ids))
+        dev = self.backend.device
+        mask = torch.cat([self.mask, new.to(dev)], dim=1)
+        out = self.backend.forward(
+            1, input_ids=inp.to(dev), attention_mask=mask, position_ids=pos.to(dev), cache=self.cache
+        )
+        self.mask = mask
+        self.counts["forwards"] += 1
+        self.counts["fed_tokens"] += sum(len(r.ids) - r.fed for _, r in todo)
+        idx = torch.tensor([s for s, _ in todo], device=dev)
+        self._launched = (
+            out.logits[:, -1, : self.backend.vocab_size].index_select(0, idx),
+            [r for _, r in todo],
+        )
+        for _, r in todo:
+            r.fed = len(r.ids)
+            r.last = None
+
+    def _solo(self, row: RaggedRow) -> None:
+        """Compute ``row``'s new tokens alone, on its own KV (from its slot, or the prefix cache for a
+        row that joins), then place it in a slot."""
+        torch, backend = self.torch, self.backend
+        from transformers.cache_utils import DynamicCache
+
+        self.counts["solo"] += 1
+        start, layers = row.fed, None
+        if row.slot is not None:
+            cols = self.mask[row.slot].nonzero()[:, 0]
+            layers = [
+                (la.keys[row.slot : row.slot + 1][:, :, cols], la.values[row.slot : row.slot + 1][:, :, cols])
+                for la in self.cache.layers
+            ]
+            self._remove(row)
+        elif self.prefix is not None:
+            blocks = self.prefix.lookup(row.ids, len(row.ids) - 1)
+            if blocks:
+                start = len(blocks) * self.prefix.block
+                kv = torch.cat(blocks, dim=3)  # [layers, 2, heads, tokens, dim]
+                layers = [(kv[i, 0][None], kv[i, 1][None]) for i in range(kv.shape[0])]
+        cache = DynamicCache(ddp_cache_data=layers) if layers else None
+        new = row.ids[start:]
+        dev = backend.device
+        out = backend.forward(
+            1,
+            input_ids=torch.tensor([new], device=dev),
+            position_ids=torch.arange(start, len(row.ids), device=dev)[None],
+            cache=cache,
+        )
+        self.counts["fed_tokens"] += len(new)
+        cache = out.past_key_values if getattr(out, "cache", None) is None else out.cache
+        keys = [la.keys for la in cache.layers]
+        values = [la.values for la in cache.layers]
+        if self.prefix is not None and row.fed == 0:
+            self.prefix.insert(
+                row.ids,
+                lambda a, z: torch.stack(
+                    [torch.stack([k[0, :, a:z], v[0, :, a:z]]) for k, v in zip(keys, values, strict=True)]
+                ),
+            )
+        row.fed = len(row.ids)
+        row.last = out.logits[0, -1, : backend.vocab_size].float().cpu().numpy()
+        self._place(row, keys, values)
+
+    def _place(self, row: RaggedRow, keys: list[Any], values: list[Any]) -> None:
+        """Put a row's KV ([1, heads, n, dim] per layer) right-aligned into a free slot."""
+        torch = self.torch
+        n = keys[0].shape[2]
+        if self.cache is None:
+            from transformers.cache_utils import DynamicCache
+
+            self.cache = DynamicCache(ddp_cache_data=list(zip(keys, values, strict=True)))
+            self.mask = torch.ones((1, n), dtype=torch.long, device=self.backend.device)
+            self.slots = [row]
+            row.slot = 0
+            return
+        cols = self.mask.shape[1]
+        if n > cols:  # widen everyone on the left
+            for la in self.cache.layers:
+                la.keys = _pad(torch, la.keys, n - cols, dim=2)
+                la.values = _pad(torch, la.values, n - cols, dim=2)
+            self.mask = _pad(torch, self.mask, n - cols, dim=1)
+            cols = n
+        slot = next((s for s, r in enumerate(self.slots) if r is None), None)
+        if slot is None:
+            slot = len(self.slots)
+            self.slots.append(None)
+            for la in self.cache.layers:
+                la.keys = _pad(torch, la.keys, 1, dim=0, end=True)
+                la.values = _pad(torch, la.values, 1, dim=0, end=True)
+            self.mask = _pad(torch, self.mask, 1, dim=0, end=True)
+            self.counts["max_slots"] = max(self.counts["max_slots"], len(self.slots))
+        for la, k, v in zip(self.cache.layers, keys, values, strict=True):
+            la.keys[slot].zero_()  # a free slot may hold a dead row's garbage (even NaN): masked or not
+            la.values[slot].zero_()
+            la.keys[slot, :, cols - n :] = k[0]
+            la.values[slot, :, cols - n :] = v[0]
+        self.mask[slot] = 0
+        self.mask[slot, cols - n :] = 1
+        self.slots[slot] = row
+        row.slot = slot
+
+    def _compact(self) -> None:
+        """Drop free slots when they are most of the batch, and columns no row uses when they are a
+        quarter of the cache: both cost a copy of the cache, as one step's own growth does."""
+        torch = self.torch
+        live = [s for s, r in enumerate(self.slots) if r is not None]
+        used = self.mask[live].any(dim=0) if live else None
+        drop_slots = 2 * len(live) < len(self.slots)
+        drop_cols = used is not None and 4 * int((~used).sum()) > used.numel()
+        if not (drop_slots or drop_cols):
+            return
+        self.counts["compactions"] += 1
+        rows = torch.tensor(live if drop_slots else list(range(len(self.slots))), device=self.backend.device)
+        cols = used.nonzero()[:, 0] if drop_cols and used is not None else None
+        for la in self.cache.layers:
+            la.keys, la.values = _take(la.keys, rows, cols), _take(la.values, rows, cols)
+        self.mask = _take(self.mask, rows, cols, col_dim=1)
+        if drop_slots:
+            self.slots = [self.slots[s] for s in live]
+            for s, r in enumerate(self.slots):
+                assert r is not None
+                r.slot = s
+
+
+def _pad(torch: Any, x: Any, n: int, *, dim: int, end: bool = False) -> Any:
+    shape = list(x.shape)
+    shape[dim] = n
+    z = torch.zeros(shape, dtype=x.dtype, device=x.device)
+    return torch.cat([x, z] if end else [z, x], dim=dim)
+
+
+def _take(x: Any, rows: Any, cols: Any, col_dim: int = 2) -> Any:
+    x = x.index_select(0, rows)
+    return x.index_select(col_dim, cols) if cols is not None else x

@@ -1,0 +1,302 @@
+"""The batch engine: many executions of queries on one local model, stepped together.
+
+Every running execution (any query, inputs, constraints, argmax or sample) is a row of one ragged
+batch (``backends/ragged.py``). A step is one forward pass over every row; then each row makes its
+choice from its own logits under its own mask, and its moves that need no choice (forced tokens, the
+end of a value, the prompt text up to its next hole), exactly as ``decode_hole`` does for one query
+alone (both drive ``decoding.hole.HoleStep``), so a row's result does not depend on what runs beside it.
+A row that finishes leaves and the next query joins (at most ``batch_size`` rows, and the KV bound);
+one that fails yields its error and the others go on. Rows that join start from the prefix cache.
+
+Masks: on the CPU the forward pass keeps both cores busy, so there is nothing to overlap and each
+row's mask is computed right after the pass (measured: llguidance's thread pool did not beat filling
+the masks one after another on 2 cores, DESIGN.md); on a GPU the next pass is launched first
+(``Ragged.prefetch``) and the masks are computed while it runs.
+
+Not batched (run one at a time through ``run_plan`` when their turn comes): beam decoders and
+``sample(n)`` with n > 1, whose rows would need forking inside the batch.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..backends.base import Backend
+from ..backends.openai import OpenAIBackend
+from ..backends.prefix_cache import PrefixCache
+from ..backends.ragged import Ragged
+from ..decoding.hole import HoleStep
+from ..language.check import Plan, bind_inputs, compile_source
+from ..language.ir import DecoderSpec
+from .execute import Execution, PendingHole
+from .result import QueryResult
+from .run import Job, as_job, chooser_for, iter_threads, prepare, run_plan, sequential
+from .trace import Tracer
+
+
+@dataclass
+class BatchJob:
+    """One item of a batch run, compiled and checked; ``error`` when that already failed."""
+
+    index: int
+    plan: Plan | None = None
+    inputs: dict[str, Any] = field(default_factory=dict)
+    spec: DecoderSpec | None = None
+    n: int = 1
+    max_len: int = 2048
+    backend: Backend | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    error: Exception | None = None
+
+    @property
+    def batchable(self) -> bool:
+        """Whether it runs as one row: argmax or one sample, on a backend with a ragged batch."""
+        return (
+            self.error is None
+            and self.spec is not None
+            and self.spec.name in ("argmax", "sample")
+            and self.n == 1
+            and getattr(self.backend, "ragged", None) is not None
+            and not isinstance(self.backend, OpenAIBackend)
+        )
+
+    def run_alone(self) -> QueryResult | list[QueryResult]:
+        """The one-at-a-time path (``run_plan``), for what the engine does not batch."""
+        if self.error is not None:
+            raise self.error
+        assert self.plan is not None
+        opts = {k: v for k, v in self.options.items() if k not in ("model", "max_len")}
+        return run_plan(self.plan, self.inputs, model=self.backend, max_len=self.max_len, **opts)
+
+
+def prepare_job(index: int, job: Job) -> BatchJob:
+    """A ``run_many`` item as a Job (``run.as_job``), compiled, its inputs bound, its decoder and backend
+    chosen. A failure is kept in ``error``: it is the item's result."""
+    out = BatchJob(index, options=dict(job.options))
+    try:
+        out.plan = job.query if isinstance(job.query, Plan) else compile_source(job.query)
+        out.inputs = job.inputs if isinstance(job.query, Plan) else bind_inputs(out.plan.compiled, job.inputs)
+        o = out.options
+        out.spec, out.n, out.max_len, out.backend = prepare(
+            out.plan,
+            out.inputs,
+            model=o.get("model"),
+            decoder=o.get("decoder"),
+            max_len=o.get("max_len"),
+            device=o.get("device"),
+            dtype=o.get("dtype"),
+        )
+    except Exception as err:  # noqa: BLE001 - the item's result is its error
+        out.error = err
+    return out
+
+
+class _Row:
+    """One execution in the batch: its program, the hole it is in, and that hole's token loop."""
+
+    def __init__(self, job: BatchJob, ragged: Ragged):
+        assert job.plan is not None and job.backend is not None and job.spec is not None
+        self.job = job
+        self.seq = ragged.add()
+        chat, stream = job.options.get("chat"), job.options.get("stream")
+        self.ex = Execution(job.plan, job.backend, self.seq, max_len=job.max_len, chat=chat, stream=stream)
+        chooser = chooser_for(job.spec, 0)
+        self.tracer = Tracer(chooser, job.backend) if job.options.get("trace") else None
+        self.chooser = self.tracer if self.tracer is not None else chooser
+        self.ex.decode_nested = sequential(self.chooser, self.tracer)  # a nested query decodes in place
+        self.ex.start(job.inputs)
+        self.pending: PendingHole | None = None
+        self.step: HoleStep | None = None
+
+    def advance(self) -> bool:
+        """Run on to the next choice: True when the row needs its logits, False when the query is done."""
+        while True:
+            if self.step is None:
+                self.pending = self.ex.advance()
+                if self.pending is None:
+                    return False
+                if self.tracer is not None:
+                    self.tracer.hole = self.pending.hole.name
+                self.step = HoleStep(
+                    self.ex.backend,
+                    self.seq,
+                    self.pending.hc,
+                    self.chooser,  # type: ignore[arg-type]
+                    max_len=self.ex.max_len,
+                    position=self.pending.hole.position,
+                    on_token=self.ex.emit,
+                    skip_forced=self.tracer is None,
+                )
+            if self.step.ready():
+                return True
+            self.close()
+
+    def take(self, logits: Any) -> None:
+        assert self.step is not None
+        if not self.step.take(logits):
+            self.close()
+
+    def close(self) -> None:
+        assert self.step is not None and self.pending is not None
+        self.ex.finish(self.pending, self.step.output())
+        self.step = None
+
+    def result(self) -> QueryResult:
+        result = self.ex.result()
+        result.trace = self.tracer.steps if self.tracer is not None else None
+        assert self.job.spec is not None
+        result.decoder = self.job.spec.name
+        return result
+
+
+class Engine:
+    """Steps many queries on ``backend`` (a local model, or ``random``) together.
+
+    ``batch_size``: the most rows at once; ``kv_tokens``: the bound on the batch's KV cache, in rows
+    times columns; ``prefix_tokens``: the prefix cache's capacity in tokens (0: none)."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        batch_size: int = 16,
+        kv_tokens: int = 1 << 16,
+        prefix_tokens: int = 4096,
+        prefix_block: int = 16,
+    ):
+        make = getattr(backend, "ragged", None)
+        if make is None:
+            raise ValueError(f"{backend.name} has no batch engine (a hosted backend runs on threads)")
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self.backend = backend
+        self.batch_size = batch_size
+        self.prefix = PrefixCache(prefix_tokens, prefix_block) if prefix_tokens > 0 else None
+        self.ragged: Ragged = make(kv_tokens=kv_tokens, prefix_cache=self.prefix)
+        self.counts = {"rows": 0, "steps": 0, "row_steps": 0, "seconds": 0.0}
+
+    def stats(self) -> dict[str, Any]:
+        """Rows run, steps (forward passes of the batch), mean rows per step, the KV batch's counts and
+        the prefix cache's hit rate."""
+        steps = self.counts["steps"]
+        mean = self.counts["row_steps"] / steps if steps else 0.0
+        return {**self.counts, "mean_rows": round(mean, 2), **self.ragged.stats()}
+
+    def stream(
+        self, jobs: Iterable[BatchJob]
+    ) -> Iterator[tuple[int, QueryResult | list[QueryResult] | Exception]]:
+        """Run ``jobs``; yields (index, result or error) as each finishes."""
+        t0 = time.perf_counter()
+        waiting = iter(jobs)  # read as rows are admitted: a long iterable is never held whole
+        more = True
+        active: list[_Row] = []
+        ragged = self.ragged
+        try:
+            while more or active:
+                while more and len(active) < self.batch_size and ragged.room(0):
+                    job = next(waiting, None)
+                    if job is None:
+                        more = False
+                        break
+                    if not job.batchable or batch_key(job.backend) != batch_key(self.backend):
+                        yield job.index, _outcome(job.run_alone)
+                        continue
+                    self.counts["rows"] += 1
+                    row: _Row | None = None
+                    try:
+                        row = _Row(job, ragged)
+                        if row.advance():
+                            active.append(row)
+                            continue
+                        out: QueryResult | Exception = row.result()
+                    except Exception as err:  # noqa: BLE001 - this row's result is its error
+                        out = err
+                    if row is not None:
+                        ragged.remove(row.seq)
+                    yield job.index, out
+                if not active:
+                    continue
+                self.counts["steps"] += 1
+                self.counts["row_steps"] += len(active)
+                try:
+                    logits = ragged.logits([r.seq for r in active])
+                except Exception as err:  # noqa: BLE001 - the model failed: every running row fails
+                    for r in active:
+                        ragged.remove(r.seq)
+                        yield r.job.index, err
+                    active = []
+                    continue
+                taken = []
+                for r, row_logits in zip(active, logits, strict=True):
+                    try:
+                        r.take(row_logits)
+                        taken.append(r)
+                    except Exception as err:  # noqa: BLE001 - this row's result is its error
+                        ragged.remove(r.seq)
+                        yield r.job.index, err
+                ragged.prefetch()  # a GPU computes the next pass while the masks below are computed
+                active = []
+                for r in taken:
+                    try:
+                        if r.advance():
+                            active.append(r)
+                            continue
+                        out = r.result()
+                    except Exception as err:  # noqa: BLE001 - this row's result is its error
+                        out = err
+                    ragged.remove(r.seq)
+                    yield r.job.index, out
+        finally:
+            self.counts["seconds"] += time.perf_counter() - t0
+
+
+def batch_key(backend: Backend | None) -> Any:
+    """Backends one engine can batch together: the same one, or clones that give the same logits."""
+    return getattr(backend, "batch_key", None) or id(backend)
+
+
+def _outcome(fn: Any) -> Any:
+    try:
+        return fn()
+    except Exception as err:  # noqa: BLE001 - the item's result is its error
+        return err
+
+
+def iter_many(
+    items: Iterable[Any], *, batch_size: int = 16, concurrency: int = 8, **common: Any
+) -> Iterator[tuple[int, QueryResult | list[QueryResult] | Exception]]:
+    """Run ``run_many``'s items, yielding ``(index, result)`` as each finishes (a failed item's result
+    is its exception), reading the items lazily. When the first item runs on a local model (or
+    ``random``), one engine batches the items on that model, ``batch_size`` rows at once, and runs the
+    others (hosted, beams, sample(n > 1), another model) one at a time as their turn comes; otherwise
+    the items run on ``concurrency`` threads (a hosted backend waits on the network, not the CPU)."""
+    raw = iter(items)
+    first_item = next(raw, None)
+    if first_item is None:
+        return
+    first = prepare_job(0, as_job(first_item, common))
+    if not first.batchable:
+        yield from iter_threads(
+            itertools.chain([first_item], raw), batch_size=batch_size, concurrency=concurrency, **common
+        )
+        return
+    assert first.backend is not None
+    rest = (prepare_job(i, as_job(item, common)) for i, item in enumerate(raw, start=1))
+    yield from Engine(first.backend, batch_size=batch_size).stream(itertools.chain([first], rest))
+
+
+def run_many(
+    queries: Iterable[Any], *, concurrency: int = 8, batch_size: int = 16, **common: Any
+) -> list[Any]:
+    """Run many queries. Each item is a query (its text or path), a dict of ``run`` arguments with the
+    query under ``"query"``, or a Job; ``common`` arguments apply to all. Results come back in order; a
+    failed query's slot holds its exception. Batched on a local model, on threads on a hosted one
+    (``iter_many``); hosted results carry their ``usage``."""
+    results: dict[int, Any] = dict(
+        iter_many(queries, concurrency=concurrency, batch_size=batch_size, **common)
+    )
+    return [results[i] for i in range(len(results))]

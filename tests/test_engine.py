@@ -1,0 +1,211 @@
+"""The batch engine: batched runs equal one-at-a-time runs, rows join and leave, errors stay in their
+row, the prefix cache reuses and evicts, and every row keeps its constraints."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+from conftest import tiny_llama
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import querylm
+from querylm.backends.local import LocalBackend
+from querylm.backends.prefix_cache import PrefixCache
+from querylm.runtime.engine import Engine, iter_many, prepare_job
+from querylm.runtime.run import as_job
+
+CLASSIFY = 'argmax\n    "Review: {r}\\nSentiment: [S]"\nwhere S in ["positive", "negative", "neutral"]'
+INT_Q = 'argmax\n    "Q: how many legs has a {a}?\\nA: [N]"\nwhere INT(N) and len(TOKENS(N)) < 4'
+TEXT = 'argmax\n    "One sentence about {a}: [T]"\nwhere STOPS_AT(T, ".") and len(TOKENS(T)) < 12'
+TWO = (
+    'argmax\n    "Colour: [C]\\nNow a fruit, please, and be brief about it: [F]"\n'
+    'where STOPS_AT(C, "\\n") and len(TOKENS(C)) < 5 and len(TOKENS(F)) < 6'
+)
+JSON_Q = """from dataclasses import dataclass
+
+
+@dataclass
+class Reading:
+    level: int
+    ok: bool
+
+
+argmax
+    "Sensor {a} as JSON: [R: Reading]"
+    return R
+"""
+SAMPLE = 'sample(temperature=0.9, seed=7)\n    "Word about {a}: [W]"\nwhere STOPS_AT(W, " ") and len(TOKENS(W)) < 5'
+
+
+def mixed(model: Any) -> list[dict[str, Any]]:
+    """Queries of every kind and length, interleaved."""
+    out = []
+    for i, a in enumerate(["cat", "spider", "a very long and winding road through the hills", "fish"]):
+        out += [
+            {"query": CLASSIFY, "r": f"{a} was great" if i % 2 else f"{a} was awful, truly"},
+            {"query": INT_Q, "a": a},
+            {"query": TEXT, "a": a},
+            {"query": TWO},
+            {"query": JSON_Q, "a": a},
+        ]
+    return [{**item, "model": model} for item in out]
+
+
+def alone(item: dict[str, Any]) -> Any:
+    kwargs = dict(item)
+    try:
+        return querylm.run(kwargs.pop("query"), **kwargs)
+    except Exception as err:  # noqa: BLE001 - compared with the batched slot
+        return err
+
+
+def same(a: Any, b: Any) -> bool:
+    if isinstance(a, Exception) or isinstance(b, Exception):
+        return type(a) is type(b) and str(a) == str(b)
+    return (a.prompt, a.variables, a.return_value, [h.tokens for h in a.holes]) == (
+        b.prompt,
+        b.variables,
+        b.return_value,
+        [h.tokens for h in b.holes],
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny() -> LocalBackend:
+    """A tiny Llama with one KV head (as grouped-query models have) and sharp logits."""
+    return tiny_llama(3, kv_heads=1, sharpen=40.0)  # type: ignore[no-any-return]
+
+
+def test_batched_argmax_equals_one_at_a_time_on_random() -> None:
+    items = mixed("random")
+    batched = querylm.run_many(items, batch_size=3)  # 3 rows for 20 queries: rows join as others leave
+    assert all(same(a, b) for a, b in zip([alone(i) for i in items], batched, strict=True))
+    assert sum(isinstance(r, Exception) for r in batched) < len(items) // 2
+
+
+def test_batched_equals_one_at_a_time_on_a_real_kv_cache(tiny: LocalBackend) -> None:
+    """Ragged rows on one KV cache (slots reused, columns compacted, the prefix cache on): each row's
+    tokens are those it gets alone."""
+    items = mixed(tiny)
+    jobs = [prepare_job(i, as_job(item, {})) for i, item in enumerate(items)]
+    engine = Engine(tiny, batch_size=4, prefix_tokens=256, prefix_block=4)
+    got: dict[int, Any] = dict(engine.stream(jobs))
+    for i, item in enumerate(items):
+        assert same(alone(item), got[i]), item
+    stats = engine.stats()
+    assert stats["mean_rows"] > 2 and stats["max_slots"] <= 4
+    assert stats["prefix_cache"]["hit_tokens"] > 0
+
+
+def test_seeded_sampling_rows_equal_their_runs_alone(tiny: LocalBackend) -> None:
+    items = [{"query": SAMPLE, "a": a, "model": m} for a in ["rain", "snow", "sun"] for m in ("random", tiny)]
+    batched = querylm.run_many(items[::2], batch_size=2) + querylm.run_many(items[1::2], batch_size=2)
+    expected = [alone(i) for i in items[::2]] + [alone(i) for i in items[1::2]]
+    assert all(same(a, b) for a, b in zip(expected, batched, strict=True))
+
+
+def test_a_failing_row_yields_its_error_and_the_others_go_on() -> None:
+    bad_mid = 'argmax\n    "Number: [N]"\n    x = len(N) // 0\nwhere STOPS_AT(N, " ") and len(TOKENS(N)) < 3'
+    items = [
+        {"query": TEXT, "a": "owls"},
+        {"query": bad_mid},
+        {"query": "argmax\n    [oops"},  # does not compile
+        {"query": CLASSIFY},  # its input `r` is missing
+        {"query": INT_Q, "a": "dog"},
+    ]
+    out = dict(iter_many(items, batch_size=2, model="random"))
+    assert isinstance(out[1], querylm.QueryRuntimeError) and "ZeroDivisionError" in str(out[1])
+    assert isinstance(out[2], querylm.QueryError) and isinstance(out[3], querylm.QueryInputError)
+    assert same(out[0], alone({"query": TEXT, "a": "owls", "model": "random"}))
+    assert same(out[4], alone({"query": INT_Q, "a": "dog", "model": "random"}))
+
+
+def test_rows_finish_in_their_own_time_and_new_rows_join() -> None:
+    long = 'argmax\n    "Story: [S]"\nwhere len(TOKENS(S)) == 30'
+    short = 'argmax\n    "Yes or no: [A]"\nwhere A in ["yes", "no"]'
+    items = [{"query": long}] + [{"query": short}] * 6
+    order = [i for i, _ in iter_many(items, batch_size=2, model="random")]
+    assert order[-1] == 0  # the long row ran while the short ones came and went beside it
+    assert sorted(order) == list(range(7))
+
+
+def test_beams_and_samples_run_alone_beside_the_batch() -> None:
+    beam = 'beam(n=2)\n    "Pick: [X]"\nwhere X in ["a", "b", "c"]'
+    items = [
+        {"query": beam},
+        {"query": INT_Q, "a": "ant"},
+        {"query": SAMPLE, "a": "x", "decoder": "sample(n=2)"},
+    ]
+    out = querylm.run_many(items, model="random")
+    assert len(out[0]) == 2 and len(out[2]) == 2 and out[1].variables["N"] >= 0
+
+
+def test_prefix_cache_reuses_blocks_and_evicts_least_recently_used() -> None:
+    cache = PrefixCache(capacity=8, block=2)
+    made: list[tuple[int, int]] = []
+
+    def kv(a: int, z: int) -> str:
+        made.append((a, z))
+        return f"{a}:{z}"
+
+    cache.insert([1, 2, 3, 4, 5], kv)  # blocks [1,2] [3,4]; 5 is not a whole block
+    assert made == [(0, 2), (2, 4)]
+    assert cache.lookup([1, 2, 3, 4, 9], limit=4) == ["0:2", "2:4"]
+    assert cache.lookup([1, 2, 3, 4], limit=3) == ["0:2"]  # one token is always left to feed
+    assert cache.lookup([1, 3], limit=2) == []
+    cache.insert([1, 2, 7, 7], kv)  # shares [1,2]: only [7,7] is new
+    assert made[-1] == (2, 4) and cache.stats.stored_tokens == 6
+    cache.lookup([1, 2, 7, 7, 0], limit=4)  # [7,7] is now more recent than [3,4]
+    cache.insert([5, 5, 6, 6], kv)  # 10 tokens > 8: the least recently used leaf goes
+    assert cache.lookup([1, 2, 3, 4, 0], limit=4) == ["0:2"]
+    assert cache.lookup([1, 2, 7, 7, 0], limit=4) == ["0:2", "2:4"]
+    assert cache.stats.evicted_tokens == 2 and cache.stats.stored_tokens == 8
+    assert 0 < cache.stats.hit_rate < 1
+
+
+def test_a_shared_prompt_is_computed_once(tiny: LocalBackend) -> None:
+    shot = "Examples: the cat sat. the dog ran. the bird flew. the fish swam. " * 3
+    q = 'argmax\n    "{shot}Now {a}: [T]"\nwhere STOPS_AT(T, ".") and len(TOKENS(T)) < 6'
+    items = [
+        {"query": q, "shot": shot, "a": a, "model": tiny} for a in ["owls", "bees", "ants", "yaks", "eels"]
+    ]
+    runs = {}
+    for tokens in (0, 4096):
+        engine = Engine(tiny, batch_size=2, prefix_tokens=tokens)
+        runs[tokens] = dict(engine.stream([prepare_job(i, as_job(it, {})) for i, it in enumerate(items)]))
+        if tokens:
+            pc = engine.stats()["prefix_cache"]
+            shared = len(tiny.encode(shot))
+            assert pc["hit_tokens"] >= 4 * (shared - 16)  # every row after the first reuses it
+            assert pc["hit_rate"] > 0.5
+    assert all(same(runs[0][i], runs[4096][i]) for i in range(len(items)))
+
+
+LANGS = {
+    "in": ('X in ["red", "green", "blue"]', lambda v: v in ("red", "green", "blue")),
+    "int": ("INT(X) and len(TOKENS(X)) < 4", lambda v: isinstance(v, int)),
+    "regex": (r'REGEX(X, r"[a-c]{2}-[0-9]")', lambda v: re.fullmatch(r"[a-c]{2}-[0-9]", v) is not None),
+    "stop": ('STOPS_AT(X, ".") and len(TOKENS(X)) < 8', lambda v: "." not in v[:-1]),
+    "json": (
+        'REGEX(X, r"\\{\\"n\\": [0-9]\\}")',
+        lambda v: isinstance(json.loads(v)["n"], int),
+    ),
+}
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(sorted(LANGS)), st.text("abc xyz", max_size=12)), min_size=2, max_size=7
+    )
+)
+def test_every_row_keeps_its_constraint(tiny: LocalBackend, rows: list[tuple[str, str]]) -> None:
+    items = [{"query": f'argmax\n    "{{p}}: [X]"\nwhere {LANGS[k][0]}', "p": p or "go"} for k, p in rows]
+    for model in ("random", tiny):
+        for i, out in iter_many(items, batch_size=3, model=model):
+            assert not isinstance(out, Exception), out
+            assert LANGS[rows[i][0]][1](out.variables["X"]), (rows[i], out.variables)
