@@ -82,6 +82,10 @@ class HoleConstraint:
     labels: list[str] = field(default_factory=list)
     convert: str | None = None
     """"int" / "float" when INT(X) / FLOAT(X) is a conjunct: the query's code then sees a number."""
+    choices: list[str] | None = None
+    """A finite set the value must come from (``X in [...]``, a ``Literal`` or enum type), when one is
+    known: a superset of the hole's language (other conjuncts may rule some out), so that the value can
+    be decided by scoring each whole value (``decoding/choices.py``) rather than token by token."""
 
     @property
     def description(self) -> str:
@@ -182,6 +186,9 @@ class Classifier:
         except _NotMaskable:
             hc.checks.append(Check(node, text, self.smap.of(node), False))
             return
+        if hc.choices is None and self.choice_list(node):
+            assert isinstance(node, ast.Compare)
+            hc.choices = self.choices(self.value(node.comparators[0]), node.comparators[0])
         hc.checks.append(Check(_as_text_check(node, self.hole), text, self.smap.of(node), True))
         if lang is not None:
             hc.add_lang(lang)
@@ -241,6 +248,17 @@ class Classifier:
                 f"{ast.unparse(left)} must be compared with an integer, not {type(n).__name__}", right
             )
         return op, n
+
+    def choice_list(self, node: ast.expr) -> bool:
+        """Whether ``node`` is ``X in [known values]`` (a conjunct that makes the value one of them)."""
+        return (
+            isinstance(node, ast.Compare)
+            and len(node.ops) == 1
+            and isinstance(node.ops[0], ast.In)
+            and self.is_hole(node.left)
+            and self.hole not in names_in(node.comparators[0])
+            and self.value(node.comparators[0]) is not UNKNOWN
+        )
 
     def is_len(self, node: ast.expr, inner: str | None) -> bool:
         if not (self.call_of(node, "len") and len(node.args) == 1):  # type: ignore[attr-defined]
@@ -470,10 +488,11 @@ def build(
     *,
     typed: Lang | None = None,
     typed_label: str | None = None,
+    typed_choices: list[str] | None = None,
     base_dir: Path | None = None,
 ) -> HoleConstraint:
     """The constraint of ``hole`` from the conjuncts that apply to it (and its type, if typed)."""
-    hc = HoleConstraint(hole)
+    hc = HoleConstraint(hole, choices=typed_choices)
     if typed is not None:
         hc.labels.append(f"{hole}: {typed_label}")
         hc.add_lang(typed)

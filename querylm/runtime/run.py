@@ -13,6 +13,7 @@ import numpy as np
 
 from ..backends.base import Backend
 from ..backends.models import resolve
+from ..decoding.choices import MODES, decide_value
 from ..decoding.choose import Argmax, Chooser, Sample
 from ..decoding.hole import HoleOutput, decode_hole
 from ..errors import ModelError, QueryCompileError, QueryInputError, QuerySyntaxError, UnsupportedError
@@ -81,8 +82,12 @@ def run_plan(
     device: str | None = None,
     dtype: str | None = None,
     trace: bool = False,
+    choices: str = "values",
 ) -> QueryResult | list[QueryResult]:
     query = plan.compiled.query
+    if choices not in MODES:
+        raise QueryInputError(f"choices must be one of {', '.join(map(repr, MODES))}, not {choices!r}")
+    by_value = choices == "values"
     spec = parse_decoder(decoder) if decoder else query.decoder
     n = int(spec.args.get("n", 1))
     if n < 1:
@@ -119,7 +124,7 @@ def run_plan(
         batch = backend.new_batch(1, [])
         root = Execution(plan, backend, batch.row(0), max_len=limit, chat=chat)
         root.start(inputs)
-        samples = [ex.result() for ex in sample_batch(root, batch, [_chooser(spec, i) for i in range(n)])]
+        samples = [ex.result() for ex in sample_batch(root, batch, [_chooser(spec, i) for i in range(n)], by_value=by_value)]
         for r in samples:
             r.decoder = spec.name
         return samples
@@ -133,7 +138,8 @@ def run_plan(
         if custom is not None:
             decode = custom(spec, i)
         else:
-            decode = sequential(tracer if tracer is not None else _chooser(spec, i), tracer)  # type: ignore[arg-type]
+            chooser = tracer if tracer is not None else _chooser(spec, i)
+            decode = sequential(chooser, tracer, by_value=by_value and tracer is None)  # type: ignore[arg-type]
         result = ex.run(inputs, decode)
         result.trace = tracer.steps if tracer is not None else None
         usage = getattr(decode, "usage", None)
@@ -145,12 +151,18 @@ def run_plan(
     return results if n > 1 else results[0]
 
 
-def sequential(chooser: Chooser, tracer: Tracer | None = None) -> Decode:
-    """Fill holes one token at a time with ``chooser`` (argmax, or one sample's stream)."""
+def sequential(chooser: Chooser, tracer: Tracer | None = None, *, by_value: bool = False) -> Decode:
+    """Fill holes one token at a time with ``chooser`` (argmax, or one sample's stream); with
+    ``by_value``, a hole with a few possible values by their whole values (``decoding/choices.py``)."""
 
     def decode(ex: Execution, pending: PendingHole) -> HoleOutput:
         if tracer is not None:
             tracer.hole = pending.hole.name
+        if by_value:
+            out = decide_value(ex.backend, ex.seq, pending.hc, chooser, max_len=ex.max_len)
+            if out is not None:
+                ex.emit(out.text)
+                return out
         return decode_hole(
             ex.backend,
             ex.seq,
@@ -193,6 +205,7 @@ def run(
     device: str | None = None,
     dtype: str | None = None,
     trace: bool = False,
+    choices: str = "values",
     **inputs: Any,
 ) -> QueryResult | list[QueryResult]:
     """Run a query (its text, or the path of a ``.lmql`` file) with ``inputs`` for the names it reads.
@@ -201,7 +214,9 @@ def run(
     ``decoder`` its decoder clause (``"argmax"``, ``"sample(n=2, temperature=0.7)"``). Returns a
     QueryResult, or a list of them when the decoder asks for n > 1. ``trace=True`` records each generated
     token's probability, the top alternatives, the entropy and the mass the constraints removed, in
-    ``result.trace`` (argmax and sample)."""
+    ``result.trace`` (argmax and sample). ``choices``: "values" (default) decides a hole that must be
+    one of a few values (``X in [...]``, ``Literal``, enums) by each whole value's log-probability
+    under argmax and sample; "tokens" decodes it token by token like any other hole."""
     from ..query import bind_inputs, compile_source
 
     plan = compile_source(query)
@@ -216,6 +231,7 @@ def run(
         device=device,
         dtype=dtype,
         trace=trace,
+        choices=choices,
     )
 
 
