@@ -53,6 +53,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--no-chat", action="store_true", help="feed the prompt as raw text even to a chat model")
     r.add_argument(
+        "--choices",
+        choices=["values", "tokens"],
+        default="values",
+        help="decide a hole with a few possible values by whole values (default) or token by token",
+    )
+    r.add_argument(
         "--trace",
         type=Path,
         metavar="OUT",
@@ -143,6 +149,7 @@ def _run(args: argparse.Namespace) -> int:
         decoder=args.decoder,
         stream=None if args.json else stream,
         chat=False if args.no_chat else None,
+        choices=args.choices,
         device=args.device,
         dtype=args.dtype,
         trace=args.trace is not None,

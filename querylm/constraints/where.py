@@ -87,6 +87,10 @@ class HoleConstraint:
     constraints hold. The grammar sees every side condition but a token minimum: with
     ``len(TOKENS(X)) > n``, the value is decoded under ``grammars(staged=True)`` (no stop) for its first
     ``stop_after`` tokens, and then under ``grammars_after`` their text (a phrase may end it)."""
+    choices: list[str] | None = None
+    """A finite set the value must come from (``X in [...]``, a ``Literal`` or enum type), when one is
+    known: a superset of the hole's language (other conjuncts may rule some out), so that the value can
+    be decided by scoring each whole value (``decoding/choices.py``) rather than token by token."""
 
     @property
     def description(self) -> str:
@@ -220,6 +224,9 @@ class Classifier:
         except _NotMaskable:
             hc.checks.append(Check(node, text, self.smap.of(node), False))
             return
+        if hc.choices is None and self.choice_list(node):
+            assert isinstance(node, ast.Compare)
+            hc.choices = self.choices(self.value(node.comparators[0]), node.comparators[0])
         hc.checks.append(Check(_as_text_check(node, self.hole), text, self.smap.of(node), True))
         if lang is not None:
             hc.add_lang(lang)
@@ -279,6 +286,17 @@ class Classifier:
                 f"{ast.unparse(left)} must be compared with an integer, not {type(n).__name__}", right
             )
         return op, n
+
+    def choice_list(self, node: ast.expr) -> bool:
+        """Whether ``node`` is ``X in [known values]`` (a conjunct that makes the value one of them)."""
+        return (
+            isinstance(node, ast.Compare)
+            and len(node.ops) == 1
+            and isinstance(node.ops[0], ast.In)
+            and self.is_hole(node.left)
+            and self.hole not in names_in(node.comparators[0])
+            and self.value(node.comparators[0]) is not UNKNOWN
+        )
 
     def is_len(self, node: ast.expr, inner: str | None) -> bool:
         if not (self.call_of(node, "len") and len(node.args) == 1):  # type: ignore[attr-defined]
@@ -564,6 +582,7 @@ def build(
     *,
     typed: Lang | None = None,
     typed_label: str | None = None,
+    typed_choices: list[str] | None = None,
     base_dir: Path | None = None,
 ) -> HoleConstraint:
     """The constraint of ``hole`` from the conjuncts that apply to it (and its type, if typed). A
@@ -576,7 +595,9 @@ def build(
         return values[id(node)]
 
     def make(nodes: list[ast.expr], with_type: bool) -> HoleConstraint:
-        return _build(hole, nodes, smap, once, typed if with_type else None, typed_label, base_dir)
+        return _build(
+            hole, nodes, smap, once, typed if with_type else None, typed_label, typed_choices, base_dir
+        )
 
     hc = make(conjunct_nodes, True)
     # staged: without a stop phrase that waits for a token minimum; empty there is empty with it too
@@ -606,9 +627,10 @@ def _build(
     evaluate: Callable[[ast.expr], Any],
     typed: Lang | None,
     typed_label: str | None,
+    typed_choices: list[str] | None,
     base_dir: Path | None,
 ) -> HoleConstraint:
-    hc = HoleConstraint(hole)
+    hc = HoleConstraint(hole, choices=typed_choices)
     if typed is not None:
         hc.labels.append(f"{hole}: {typed_label}")
         hc.add_lang(typed)

@@ -29,6 +29,7 @@ from ..backends.base import Backend
 from ..backends.openai import OpenAIBackend
 from ..backends.prefix_cache import PrefixCache
 from ..backends.ragged import Ragged
+from ..decoding.choices import decide_value
 from ..decoding.hole import HoleStep
 from ..language.check import Plan, bind_inputs, compile_source
 from ..language.ir import DecoderSpec
@@ -107,7 +108,10 @@ class _Row:
         chooser = chooser_for(job.spec, 0)
         self.tracer = Tracer(chooser, job.backend) if job.options.get("trace") else None
         self.chooser = self.tracer if self.tracer is not None else chooser
-        self.ex.decode_nested = sequential(self.chooser, self.tracer)  # a nested query decodes in place
+        self.by_value = job.options.get("choices", "values") == "values"
+        self.ex.decode_nested = sequential(
+            self.chooser, self.tracer, by_value=self.by_value and self.tracer is None
+        )
         self.ex.start(job.inputs)
         self.pending: PendingHole | None = None
         self.step: HoleStep | None = None
@@ -121,6 +125,13 @@ class _Row:
                     return False
                 if self.tracer is not None:
                     self.tracer.hole = self.pending.hole.name
+                elif self.by_value:  # a hole with a few possible values, decided whole (as run does)
+                    out = decide_value(
+                        self.ex.backend, self.seq, self.pending.hc, self.chooser, max_len=self.ex.max_len
+                    )
+                    if out is not None:
+                        self.ex.finish(self.pending, out)
+                        continue
                 self.step = HoleStep(
                     self.ex.backend,
                     self.seq,

@@ -324,6 +324,7 @@ class Execution:
             evaluate,
             typed=typed.lang if typed else None,
             typed_label=typed.label if typed else None,
+            typed_choices=typed.choices if typed else None,
             base_dir=plan.base_dir,
         )
         self.before_hole()

@@ -17,6 +17,7 @@ import numpy as np
 from ..backends.base import Backend
 from ..backends.models import resolve
 from ..backends.openai import OpenAIBackend
+from ..decoding.choices import MODES, decide_value
 from ..decoding.choose import Argmax, Chooser, Sample
 from ..decoding.hole import HoleOutput, decode_hole
 from ..decoding.hosted import HoleRequest, HostedDecode
@@ -94,7 +95,11 @@ def run_plan(
     device: str | None = None,
     dtype: str | None = None,
     trace: bool = False,
+    choices: str = "values",
 ) -> QueryResult | list[QueryResult]:
+    if choices not in MODES:
+        raise QueryInputError(f"choices must be one of {', '.join(map(repr, MODES))}, not {choices!r}")
+    by_value = choices == "values"
     spec, n, limit, backend = prepare(
         plan, inputs, model=model, decoder=decoder, max_len=max_len, device=device, dtype=dtype
     )
@@ -122,7 +127,8 @@ def run_plan(
         batch = backend.new_batch(1, [])
         root = Execution(plan, backend, batch.row(0), max_len=limit, chat=chat)
         root.start(inputs)
-        samples = [ex.result() for ex in sample_batch(root, batch, [chooser_for(spec, i) for i in range(n)])]
+        choosers = [chooser_for(spec, i) for i in range(n)]
+        samples = [ex.result() for ex in sample_batch(root, batch, choosers, by_value=by_value)]
         for r in samples:
             r.decoder = spec.name
         return samples
@@ -136,7 +142,8 @@ def run_plan(
         if isinstance(backend, OpenAIBackend):
             decode: Decode = HostedHoles(backend, spec, i)
         else:
-            decode = sequential(tracer if tracer is not None else chooser_for(spec, i), tracer)  # type: ignore[arg-type]
+            chooser = tracer if tracer is not None else chooser_for(spec, i)
+            decode = sequential(chooser, tracer, by_value=by_value and tracer is None)  # type: ignore[arg-type]
         result = ex.run(inputs, decode)
         result.trace = tracer.steps if tracer is not None else None
         usage = getattr(decode, "usage", None)
@@ -179,12 +186,18 @@ HOSTED_DECODERS: dict[type, type[HostedDecode]] = {}
 """A hosted backend class whose holes another decoder fills (the naive arm of benchmarks/hosted.py)."""
 
 
-def sequential(chooser: Chooser, tracer: Tracer | None = None) -> Decode:
-    """Fill holes one token at a time with ``chooser`` (argmax, or one sample's stream)."""
+def sequential(chooser: Chooser, tracer: Tracer | None = None, *, by_value: bool = False) -> Decode:
+    """Fill holes one token at a time with ``chooser`` (argmax, or one sample's stream); with
+    ``by_value``, a hole with a few possible values by their whole values (``decoding/choices.py``)."""
 
     def decode(ex: Execution, pending: PendingHole) -> HoleOutput:
         if tracer is not None:
             tracer.hole = pending.hole.name
+        if by_value:
+            out = decide_value(ex.backend, ex.seq, pending.hc, chooser, max_len=ex.max_len)
+            if out is not None:
+                ex.emit(out.text)
+                return out
         return decode_hole(
             ex.backend,
             ex.seq,
@@ -252,6 +265,7 @@ def run(
     device: str | None = None,
     dtype: str | None = None,
     trace: bool = False,
+    choices: str = "values",
     **inputs: Any,
 ) -> QueryResult | list[QueryResult]:
     """Run a query (its text, or the path of a ``.lmql`` file) with ``inputs`` for the names it reads.
@@ -261,7 +275,9 @@ def run(
     QueryResult, or a list of them when the decoder asks for n > 1 (that list form is kept for this
     release; ``run_n`` always returns the list). ``trace=True`` records each generated
     token's probability, the top alternatives, the entropy and the mass the constraints removed, in
-    ``result.trace`` (argmax and sample)."""
+    ``result.trace`` (argmax and sample). ``choices``: "values" (default) decides a hole that must be
+    one of a few values (``X in [...]``, ``Literal``, enums) by each whole value's log-probability
+    under argmax and sample; "tokens" decodes it token by token like any other hole."""
     plan = compile_source(query)
     return run_plan(
         plan,
@@ -274,6 +290,7 @@ def run(
         device=device,
         dtype=dtype,
         trace=trace,
+        choices=choices,
     )
 
 

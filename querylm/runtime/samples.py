@@ -10,16 +10,20 @@ from __future__ import annotations
 from ..backends.base import Backend, Batch
 from ..constraints.matcher import fill_masks
 from ..decoding.beam import Choice, Value, settle
+from ..decoding.choices import decide_value
 from ..decoding.choose import END, Chooser
 from ..decoding.hole import end_logit
 from .beams import Beam, close, enter
 from .execute import Execution
 
 
-def sample_batch(root: Execution, batch: Batch, choosers: list[Chooser]) -> list[Execution]:
+def sample_batch(
+    root: Execution, batch: Batch, choosers: list[Chooser], *, by_value: bool = False
+) -> list[Execution]:
     """Run ``len(choosers)`` samples of the (started) execution ``root``, whose sequence is
     ``batch.row(0)`` of a one-row batch. The prompt up to the first hole is computed once, then the
-    row is copied for every sample."""
+    row is copied for every sample. With ``by_value``, a sample draws a hole with a few possible
+    values among the whole values (``decoding/choices.py``)."""
     backend = root.backend
     n = len(choosers)
     first = enter(root, backend)
@@ -38,7 +42,7 @@ def sample_batch(root: Execution, batch: Batch, choosers: list[Chooser]) -> list
         if backend.overlap:  # while the device runs the forward pass: every sample's mask at once
             fill_masks([b.value.matcher for b in active.values()])
         for i, beam in list(active.items()):
-            ready = _settle(beam, backend)
+            ready = _settle(beam, backend, choosers[i] if by_value else None)
             if ready is None:
                 del active[i]
             else:
@@ -66,11 +70,19 @@ def sample_batch(root: Execution, batch: Batch, choosers: list[Chooser]) -> list
     return roots
 
 
-def _settle(beam: Beam, backend: Backend) -> tuple[Beam, Choice] | None:
+def _settle(beam: Beam, backend: Backend, by_value: Chooser | None) -> tuple[Beam, Choice] | None:
     """The sample's moves that need no choice (``decoding.beam.settle``), running on to its next hole
-    when a value ends; None when the query finished. A dead end raises its ConstraintError."""
+    when a value ends; None when the query finished. A dead end raises its ConstraintError. With
+    ``by_value`` (the sample's chooser), a new hole with a few possible values is drawn whole."""
     current: Beam | None = beam
     while current is not None:
+        if by_value is not None and not current.value.tokens:
+            ex = current.ex
+            out = decide_value(backend, ex.seq, current.value.hc, by_value, max_len=ex.max_len)
+            if out is not None:
+                ex.finish(current.pending, out)
+                current = enter(ex, backend)
+                continue
         step = settle(current.value, current.ex.seq, backend, current.ex.max_len)
         if isinstance(step, Choice):
             return current, step

@@ -1,0 +1,63 @@
+"""Whole-value choices: a hole that must be one of a few values is decided by each value's total
+log-probability, not by its first token.
+
+Token by token, the first token decides: under ``X in [" positive", " negative"]`` a model that finds
+both " pos..." and " neg..." unlikely after a chat template's "assistant\\n" picks whichever first
+piece it dislikes least, and the rest of the value is forced. Scoring every whole value (as the
+``distribution`` clause and ``querylm.score`` do: one forward pass for the prefix, one batch for all
+values) asks the model about the values themselves. The chooser of the run decides among them: argmax
+takes the most likely, a sample draws by these probabilities (with its temperature, top-k and top-p,
+from its own seeded stream).
+
+Only values the hole's whole constraint accepts compete (the set is a superset: another conjunct may
+rule some out), and only those that fit the token budget and the sequence's ``max_len``. A value is
+scored in its own tokenization, which the mask engine accepts like any other. ``choices="tokens"``
+switches back to token-by-token decoding.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..backends.base import Backend, Sequence
+from ..constraints.matcher import accepts
+from ..constraints.where import HoleConstraint
+from .choose import END, Chooser
+from .hole import HoleOutput
+
+MODES = ("values", "tokens")
+"""``choices=`` of a run: "values" (the default) decides a small finite set by whole values, "tokens"
+decodes every hole token by token."""
+
+
+def candidates(backend: Backend, hc: HoleConstraint, *, room: int) -> list[tuple[str, list[int]]]:
+    """The values of ``hc.choices`` the hole's constraint accepts, each with its tokens, that fit its
+    token budget and ``room`` (tokens left in the sequence)."""
+    if not hc.choices:
+        return []
+    grammars = hc.grammars()
+    out = []
+    for text in dict.fromkeys(hc.choices):  # each value once, in the order given
+        ids = backend.encode(text)
+        fits = hc.min_tokens <= len(ids) <= min(room, hc.max_tokens if hc.max_tokens is not None else room)
+        if ids and fits and all(accepts(backend.ll_tokenizer, g, text) for g in grammars):
+            out.append((text, ids))
+    return out
+
+
+def decide_value(
+    backend: Backend, seq: Sequence, hc: HoleConstraint, chooser: Chooser, *, max_len: int
+) -> HoleOutput | None:
+    """Choose the hole's value among its ``choices`` by total log-probability and append its tokens to
+    ``seq``; None when the hole has no finite set of values to choose from (decode it token by token)."""
+    values = candidates(backend, hc, room=max_len - len(seq.ids))
+    if not values:
+        return None
+    if len(values) == 1:
+        text, ids = values[0]
+    else:
+        totals = np.array([lp.sum() for lp in backend.score(list(seq.ids), [ids for _, ids in values])])
+        pick = chooser.choose(totals, np.arange(len(values)))
+        text, ids = values[pick if pick != END else int(np.argmax(totals))]
+    seq.append(ids)
+    return HoleOutput(list(ids), text, "choice")
