@@ -537,7 +537,6 @@ def test_agent_continues_a_conversation_and_runs_in_an_event_loop():
 def test_an_object_without_properties_accepts_any_object():
     """``{"type": "object"}`` is any object (issue 14): generated open, exported non-strict; an object
     that names its properties stays closed."""
-    from querylm.tools.openai import openai_tool
 
     schema = {
         "type": "object",
@@ -556,7 +555,7 @@ def test_an_object_without_properties_accepts_any_object():
     assert accepts(tok, grammar, call.format("{}", "{}"))
     assert not accepts(tok, grammar, call.format("{}", '{"x": 1, "y": 2}'))
     assert reg.dispatch({"name": "configure", "arguments": {"options": {"depth": 3}, "point": {"x": 1}}}).ok
-    assert openai_tool(configure)["function"]["strict"] is False
+    assert configure.to_openai()["function"]["strict"] is False
 
 
 @pytest.mark.parametrize("choice", ["required", "read"])
