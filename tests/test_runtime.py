@@ -245,3 +245,21 @@ def test_nested_query_on_a_local_model_unwinds_the_cache(tiny: LocalBackend):
     # then " over the cropped cache instead of continuing after "Think: ...".
     after = [tiny.decode(ids) for ids in tiny.model.inputs]  # type: ignore[attr-defined]
     assert any(chunk.startswith("ok then") for chunk in after)
+
+
+def test_encoding_from_many_threads_keeps_special_tokens_apart():
+    """transformers applies split_special_tokens by setting it on the shared Rust tokenizer for the
+    call: threads encoding at once (run_many on threads, map, an MCP server) tokenized a chat template's
+    <|im_start|> as text, so a row's prompt and value changed. Each thread must get what it asked for."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    backend = resolve("random")
+    text = "<|im_start|>user\nSay fig:<|im_end|>\n"
+    special, plain = backend.encode(text, special=True), backend.encode(text)
+    assert special != plain and special[0] == backend.tokenizer.convert_tokens_to_ids("<|im_start|>")
+
+    def one(i: int) -> bool:
+        return backend.encode(text, special=i % 2 == 0) == (special if i % 2 == 0 else plain)
+
+    with ThreadPoolExecutor(8) as pool:
+        assert all(pool.map(one, range(4000)))

@@ -8,6 +8,7 @@ a dropped stop phrase or unwind a nested query) or forked.
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from functools import cached_property
 from typing import Any
@@ -17,6 +18,11 @@ import llguidance.hf
 import numpy as np
 
 from ..errors import ModelError
+
+_ENCODING = threading.Lock()
+"""transformers applies ``split_special_tokens`` by setting it on the shared Rust tokenizer for the call:
+two threads encoding at once (``run_many``/``map`` on threads, an MCP server) could tokenize a chat
+template's ``<|im_start|>`` as text, or user text as a special token. Encoding holds this lock."""
 
 
 class Sequence(ABC):
@@ -106,7 +112,8 @@ class Backend(ABC):
         ``<|im_start|>``); chat-template text (``special=True``) does."""
         if not text:
             return []
-        return list(self.tokenizer.encode(text, add_special_tokens=False, split_special_tokens=not special))
+        with _ENCODING:
+            return list(self.tokenizer.encode(text, add_special_tokens=False, split_special_tokens=not special))
 
     def decode(self, ids: list[int]) -> str:
         return self.ll_tokenizer.decode_bytes(ids).decode("utf-8", errors="replace")
