@@ -112,7 +112,7 @@ class LMQLQueryFunction(QueryFunction):
         call = _with_options(self, options)
         if self.is_async:
             return call.acall(*args, **kwargs)
-        return call._result(call.run(*args, **kwargs))
+        return returned_value(call.run(*args, **kwargs))
 
     async def aresult(self, *args: Any, **kwargs: Any) -> Any:
         return await asyncio.to_thread(self.__call__, *args, **kwargs)

@@ -413,13 +413,13 @@ class ToolRegistry:
             try:
                 obj = json.loads(obj)
             except (ValueError, RecursionError) as err:
-                return self._error(
+                return self.error_result(
                     None, "invalid_json", f"the call is not valid JSON: {json_fault(err)}", raw=raw
                 )
         if isinstance(obj, dict) and isinstance(obj.get("function"), dict):  # OpenAI's tool_calls entry
             obj = {**obj["function"], "id": obj.get("id")}
         if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
-            return self._error(
+            return self.error_result(
                 None, "invalid_call", 'a call is an object {"name": ..., "arguments": {...}}', raw=raw
             )
         args = obj.get("arguments", obj.get("args", {}))
@@ -429,12 +429,12 @@ class ToolRegistry:
             except (ValueError, RecursionError) as err:
                 call = ToolCall(obj["name"], {}, obj.get("id") or new_call_id())
                 why = json_fault(err)
-                return self._error(call, "invalid_json", f"the arguments are not valid JSON: {why}", raw=raw)
+                return self.error_result(call, "invalid_json", f"the arguments are not valid JSON: {why}", raw=raw)
         if args is None:
             args = {}
         call = ToolCall(obj["name"], args, obj.get("id") or new_call_id())
         if not isinstance(args, dict):
-            return self._error(call, "invalid_call", "the arguments must be a JSON object", raw=raw)
+            return self.error_result(call, "invalid_call", "the arguments must be a JSON object", raw=raw)
         return call
 
     def parse_openai(self, tool_call: Any) -> ToolCall | ToolResult:
@@ -457,44 +457,44 @@ class ToolRegistry:
         if t is None:
             avail = ", ".join(self.names) or "none"
             why = "is not available here" if parsed.name in self._tools else "does not exist"
-            return self._error(parsed, "unknown_tool", f"tool {parsed.name!r} {why} (available: {avail})")
+            return self.error_result(parsed, "unknown_tool", f"tool {parsed.name!r} {why} (available: {avail})")
         try:
             issues = t.validate(parsed.arguments)
         except RecursionError:
-            return self._error(
+            return self.error_result(
                 parsed, "invalid_arguments", f"the arguments of {t.name} are nested too deeply"
             )
         if issues:
             n = len(issues)
             msg = f"{n} argument error{'s' * (n > 1)} for {t.name}: " + "; ".join(map(str, issues))
-            return self._error(parsed, "invalid_arguments", msg, issues=issues)
+            return self.error_result(parsed, "invalid_arguments", msg, issues=issues)
         if approve is not None:
             denied = await _approval(approve, parsed, t)
             if denied is not None:
-                return self._error(parsed, "denied", denied)
+                return self.error_result(parsed, "denied", denied)
         start = time.perf_counter()
         timeout = t.timeout if t.timeout is not None else self.timeout
         try:
             try:
                 kwargs = t.bind(parsed.arguments)
             except Exception as err:  # pydantic's conversion refused what jsonschema accepted
-                return self._error(parsed, "invalid_arguments", f"{t.name}: {safe_str(err)}")
+                return self.error_result(parsed, "invalid_arguments", f"{t.name}: {safe_str(err)}")
             value = await asyncio.wait_for(_invoke(t, kwargs), timeout)
             elapsed = time.perf_counter() - start
             if timeout is not None and elapsed > timeout:  # the loop was blocked: wait_for could not fire
-                return self._error(
+                return self.error_result(
                     parsed, "timeout", f"{t.name} did not finish within {timeout:g} s: it blocked the "
                     f"event loop for {elapsed:.1f} s (an async tool must not call blocking functions; "
                     "use asyncio.sleep or asyncio.to_thread)", elapsed=elapsed,
                 )  # fmt: skip
         except _Raised as raised:
             exc = raised.err
-            return self._error(
+            return self.error_result(
                 parsed, "exception", f"{t.name} raised {type(exc).__name__}: {safe_str(exc)}",
                 elapsed=time.perf_counter() - start, trace=_trace(exc),
             )  # fmt: skip
         except (asyncio.TimeoutError, TimeoutError):
-            return self._error(
+            return self.error_result(
                 parsed,
                 "timeout",
                 f"{t.name} did not finish within {timeout:g} s",
@@ -503,7 +503,7 @@ class ToolRegistry:
         try:
             content = value_text(value)
         except Exception as err:  # a hostile value: a __str__ or model_dump_json that raises, a cycle
-            return self._error(
+            return self.error_result(
                 parsed, "exception", f"the result of {t.name} can't be written as text: "
                 f"{type(err).__name__}: {safe_str(err)}", elapsed=time.perf_counter() - start, trace=_trace(err),
             )  # fmt: skip
@@ -525,7 +525,7 @@ class ToolRegistry:
         calls = list(calls)
         return run_sync(lambda: self.adispatch_many(calls, **kwargs))
 
-    def _error(
+    def error_result(
         self,
         call: ToolCall | None,
         kind: ErrorKind,
@@ -536,6 +536,8 @@ class ToolRegistry:
         elapsed: float = 0.0,
         trace: str = "",
     ) -> ToolResult:
+        """A failed call as the structured error result the model reads (messages and issues bounded),
+        logged; public for the agent's drivers, which report malformed calls the same way."""
         short = [SchemaIssue(i.path, bounded(i.message, 500), i.keyword) for i in issues or []]
         r = ToolResult(call, False, None, kind, bounded(message), short, elapsed, raw=raw)
         if callable(self.error_detail):
@@ -555,7 +557,7 @@ class ToolRegistry:
 
     def truncated(self, text: str, budget: int) -> ToolResult:
         """The result of a call whose generation ran out of budget: never a half call."""
-        return self._error(
+        return self.error_result(
             None, "truncated", f"the call did not fit in {budget} tokens and was not run", raw=text
         )
 

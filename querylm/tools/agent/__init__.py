@@ -298,7 +298,7 @@ class Agent:
         for c in calls[limit:]:  # the grammar already caps the count; a hosted model may send more
             call = c if isinstance(c, ToolCall) else c.call
             results.append(
-                registry._error(call, "denied", "the turn's or the run's tool-call budget is spent")
+                registry.error_result(call, "denied", "the turn's or the run's tool-call budget is spent")
             )
         return results
 

@@ -340,7 +340,7 @@ class HostedTurns:
             if stripped.endswith(closing):
                 out.calls = _read_list(registry, "[" + stripped[len(opening) : -len(closing)] + "]", text)
             else:
-                out.calls = [registry._error(None, "invalid_call", "the tool calls are not closed", raw=text)]
+                out.calls = [registry.error_result(None, "invalid_call", "the tool calls are not closed", raw=text)]
             return
         if text.strip():
             reserved = ", ".join(repr(r) for r in fmt.reserved)
@@ -350,7 +350,7 @@ class HostedTurns:
         else:
             msg = "the answer was empty: answer in plain text, or call tools as instructed"
         out.message = {"role": "assistant", "content": text}
-        out.calls = [registry._error(None, "invalid_call", msg, raw=text)]
+        out.calls = [registry.error_result(None, "invalid_call", msg, raw=text)]
 
     def _read_json(self, text: str, finish: str | None, budget: int, out: TurnOutput) -> None:
         registry = self.agent.registry
@@ -363,7 +363,7 @@ class HostedTurns:
                 return
             out.message = {"role": "assistant", "content": text}
             out.calls = [
-                registry._error(
+                registry.error_result(
                     None, "invalid_json", f"the turn is not valid JSON: {json_fault(err)}", raw=text
                 )
             ]
@@ -379,7 +379,7 @@ class HostedTurns:
                 out.message = {"role": "assistant", "content": text}
             return
         out.calls = [
-            registry._error(
+            registry.error_result(
                 None, "invalid_call", 'expected {"answer": ...} or {"tool_calls": [...]}', raw=text
             )
         ]
@@ -390,7 +390,7 @@ def _read_list(registry: ToolRegistry, body: str, raw: str) -> list[ToolCall | T
         items = json.loads(body)
     except (ValueError, RecursionError) as err:
         why = json_fault(err)
-        return [registry._error(None, "invalid_json", f"the tool calls are not valid JSON: {why}", raw=raw)]
+        return [registry.error_result(None, "invalid_json", f"the tool calls are not valid JSON: {why}", raw=raw)]
     if not isinstance(items, list) or not items:
-        return [registry._error(None, "invalid_call", "expected a list of calls", raw=raw)]
+        return [registry.error_result(None, "invalid_call", "expected a list of calls", raw=raw)]
     return [registry.parse_call(c) for c in items]
