@@ -197,7 +197,9 @@ def test_forced_tokens_are_appended_without_a_choice(tiny: LocalBackend):
     and the same value as choosing every token (which a trace does)."""
     fast, fast_model = counting(tiny)
     slow, slow_model = counting(tiny)
-    a = querylm.run(LITERAL, model=fast, chat=False)
+    # choices="tokens": the value is decoded token by token (by default a choice of a few values is
+    # decided by scoring them whole), so the forced tokens of its text are what is measured
+    a = querylm.run(LITERAL, model=fast, chat=False, choices="tokens")
     b = querylm.run(LITERAL, model=slow, chat=False, trace=True)  # a trace asks about every token
     assert a.variables["M"] == b.variables["M"]
     assert a.variables["M"] in ("the quick brown fox jumps over the lazy dog", "the end")
