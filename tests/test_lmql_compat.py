@@ -225,6 +225,22 @@ def test_locals_of_the_enclosing_function() -> None:
     assert q.run().prompt.startswith("Value 42: ")
 
 
+def test_decoder_and_from_expressions_see_the_enclosing_function() -> None:
+    """The decoder's arguments and the from clause are evaluated with the names the body sees."""
+    model, n = "random", 2  # noqa: F841 - read by the query's text
+
+    @querylm.query
+    def q(word: str):
+        """lmql
+        sample(n=n)
+            "Say {word}: [X]" where len(TOKENS(X)) < 3
+        from model
+        """
+
+    rs = q.run("fig")
+    assert isinstance(rs, list) and len(rs) == 2 and rs[0].prompt.startswith("Say fig: ")
+
+
 def test_decoder_arguments_from_inputs_and_import_in_body() -> None:
     src = (
         'sample(n=k, temperature=t)\n    import math\n    "Q {math.floor(2.5)}: [X]" where len(TOKENS(X)) < 3'

@@ -122,8 +122,8 @@ def run_plan(
             if stream is not None:
                 stream(f"\n--- score {r.score:.3f} ---\n{r.prompt}\n")
         return beams
-    custom = isinstance(backend, OpenAIBackend)  # it writes whole values: the hosted hole decoder
-    if n > 1 and not custom and spec.name == "sample":
+    hosted = isinstance(backend, OpenAIBackend)  # it writes whole values: the hosted hole decoder
+    if n > 1 and not hosted and spec.name == "sample":
         batch = backend.new_batch(1, [])
         root = Execution(plan, backend, batch.row(0), max_len=limit, chat=chat)
         root.start(inputs)
@@ -137,9 +137,8 @@ def run_plan(
         if stream is not None and n > 1:
             stream(f"\n--- sample {i + 1} of {n} ---\n")
         ex = Execution(plan, backend, backend.new_sequence(), max_len=limit, chat=chat, stream=stream)
-        # A backend that generates whole values itself (a hosted API) brings its own hole decoder.
-        tracer = Tracer(chooser_for(spec, i), backend) if trace and not custom else None
-        if isinstance(backend, OpenAIBackend):
+        tracer = Tracer(chooser_for(spec, i), backend) if trace and not hosted else None
+        if isinstance(backend, OpenAIBackend):  # (hosted, spelled so for the type checker)
             decode: Decode = HostedHoles(backend, spec, i)
         else:
             chooser = tracer if tracer is not None else chooser_for(spec, i)
@@ -224,7 +223,9 @@ def _evaluated(spec: DecoderSpec, plan: Plan, inputs: dict[str, Any]) -> Decoder
 def _evaluate(expr: ast.Expression, plan: Plan, inputs: dict[str, Any], position: Any) -> Any:
     code = compile(expr, plan.compiled.code_filename, "eval")
     try:
-        return eval(code, plan.compiled.function.__globals__, dict(inputs))  # noqa: S307
+        # the names the query's body sees: its module, the function it was defined in, its inputs
+        names = {**plan.compiled.scope, **inputs}
+        return eval(code, plan.compiled.function.__globals__, names)  # noqa: S307
     except Exception as err:
         raise QueryRuntimeError(f"{type(err).__name__}: {err}", position) from err
 
