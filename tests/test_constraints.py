@@ -57,8 +57,7 @@ def hole_constraint(
         nodes,
         smap,
         evaluate,
-        typed=th.lang if th else None,
-        typed_label=th.label if th else None,
+        typed=th,
         base_dir=base_dir,
     )
 

@@ -30,6 +30,7 @@ from ..positions import SourceMap
 from . import functions, regex, satisfiable
 from .lang import And, Grammar, Lang, NotExpressible, Or, Term, is_regular, to_grammar
 from .lang import Not as LNot
+from .types import TypedHole
 
 UNKNOWN = object()
 """What a constant evaluates to when we check a query without running it."""
@@ -580,9 +581,7 @@ def build(
     smap: SourceMap,
     evaluate: Callable[[ast.expr], Any],
     *,
-    typed: Lang | None = None,
-    typed_label: str | None = None,
-    typed_choices: list[str] | None = None,
+    typed: TypedHole | None = None,
     base_dir: Path | None = None,
 ) -> HoleConstraint:
     """The constraint of ``hole`` from the conjuncts that apply to it (and its type, if typed). A
@@ -595,23 +594,21 @@ def build(
         return values[id(node)]
 
     def make(nodes: list[ast.expr], with_type: bool) -> HoleConstraint:
-        return _build(
-            hole, nodes, smap, once, typed if with_type else None, typed_label, typed_choices, base_dir
-        )
+        return _build(hole, nodes, smap, once, typed if with_type else None, base_dir)
 
     hc = make(conjunct_nodes, True)
     # staged: without a stop phrase that waits for a token minimum; empty there is empty with it too
     if not satisfiable.is_empty(tuple(hc.grammars(staged=True))):
         return hc
     # The conflict, made minimal: drop each part whose absence leaves the language still empty.
-    nodes, with_type = list(conjunct_nodes), typed is not None
+    nodes, with_type = list(conjunct_nodes), typed is not None and typed.lang is not None
     if with_type and satisfiable.is_empty(tuple(make(nodes, False).grammars(staged=True))):
         with_type = False
     for node in list(nodes):
         rest = [n for n in nodes if n is not node]
         if satisfiable.is_empty(tuple(make(rest, with_type).grammars(staged=True))):
             nodes = rest
-    names = ([f"the type {typed_label}"] if with_type else []) + [ast.unparse(n) for n in nodes]
+    names = ([f"the type {typed.label}"] if typed is not None and with_type else []) + [ast.unparse(n) for n in nodes]
     what = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
     together = "" if len(names) == 1 else " together"
     at = nodes[-1] if nodes else conjunct_nodes[0] if conjunct_nodes else None
@@ -625,15 +622,13 @@ def _build(
     conjunct_nodes: list[ast.expr],
     smap: SourceMap,
     evaluate: Callable[[ast.expr], Any],
-    typed: Lang | None,
-    typed_label: str | None,
-    typed_choices: list[str] | None,
+    typed: TypedHole | None,
     base_dir: Path | None,
 ) -> HoleConstraint:
-    hc = HoleConstraint(hole, choices=typed_choices)
-    if typed is not None:
-        hc.labels.append(f"{hole}: {typed_label}")
-        hc.add_lang(typed)
+    hc = HoleConstraint(hole, choices=typed.choices if typed else None)
+    if typed is not None and typed.lang is not None:
+        hc.labels.append(f"{hole}: {typed.label}")
+        hc.add_lang(typed.lang)
     classifier = Classifier(hole, smap, evaluate, base_dir)
     for node in conjunct_nodes:
         classifier.add(hc, node)

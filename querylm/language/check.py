@@ -82,8 +82,7 @@ def plan(
             nodes,
             smap,
             _static_value,
-            typed=typed.lang if typed else None,
-            typed_label=typed.label if typed else None,
+            typed=typed,
             base_dir=base_dir,
         )
     return p

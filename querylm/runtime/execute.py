@@ -322,9 +322,7 @@ class Execution:
             nodes,
             smap,
             evaluate,
-            typed=typed.lang if typed else None,
-            typed_label=typed.label if typed else None,
-            typed_choices=typed.choices if typed else None,
+            typed=typed,
             base_dir=plan.base_dir,
         )
         self.before_hole()
