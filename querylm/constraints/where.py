@@ -121,9 +121,10 @@ class HoleConstraint:
     def cut(self, text: str, last_token_start: int) -> str:
         """A side-conditioned value as LMQL cuts it: at the earliest phrase that ends inside the last
         token's text (kept for STOPS_AT, dropped for STOPS_BEFORE); a value that ended otherwise is
-        left as it is. ``'abc",'`` under STOPS_BEFORE ``'"'`` and ``','`` is ``'abc'``."""
+        left as it is. ``'abc",'`` under STOPS_BEFORE ``'"'`` and ``','`` is ``'abc'``. Phrases starting
+        at the same place: a STOPS_BEFORE one wins (it is dropped), as when the value merely ends in it."""
         best: tuple[int, int] | None = None  # (start, end of what is kept)
-        for phrases, keep in ((self.stops_at, True), (self.stops_before, False)):
+        for phrases, keep in ((self.stops_before, False), (self.stops_at, True)):
             for p in phrases:
                 i = text.find(p, max(0, last_token_start - len(p) + 1))
                 if i >= 0 and (best is None or i < best[0]):
