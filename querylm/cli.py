@@ -217,7 +217,9 @@ def _run_rows(args: argparse.Namespace) -> int:
                 bar.update(outcome)
                 if isinstance(outcome, Exception):
                     failed += 1
-                    bar.note(str(outcome) if isinstance(outcome, QueryError) else f"row {row.index}: {outcome}")
+                    bar.note(
+                        str(outcome) if isinstance(outcome, QueryError) else f"row {row.index}: {outcome}"
+                    )
                 else:
                     done += 1
         finally:

@@ -96,10 +96,10 @@ def test_bad_jsonl_rows_are_errors_at_their_line(tmp_path: Path) -> None:
 
 @querylm.query(model="random")
 def shout(word: str, times: int):
-    '''lmql
+    """lmql
     "{word.upper() * times}:[X]" where len(TOKENS(X)) < 3
     return X
-    '''
+    """
 
 
 def test_map_a_query_function_validates_rows_by_its_annotations() -> None:
@@ -183,7 +183,17 @@ def test_a_killed_run_resumes_and_every_row_is_done_exactly_once(
 ) -> None:
     query, rows, full = slow_job
     out = tmp_path / "out.jsonl"
-    cmd = [sys.executable, "-m", "querylm.cli", "run", str(query), "--inputs", str(rows), "--output", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "querylm.cli",
+        "run",
+        str(query),
+        "--inputs",
+        str(rows),
+        "--output",
+        str(out),
+    ]
     cmd += ["--concurrency", "1"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE)
@@ -247,8 +257,17 @@ def test_bad_rows_are_reported_with_their_line_and_written_as_error_records(
     assert f"{rows}:5:1: a row must be a JSON object of inputs, not str" in err
     assert "2 rows done, 3 failed" in err
     recs = records(out)
-    assert [(r["line"], "error" in r) for r in recs] == [(1, False), (2, True), (4, True), (5, True), (6, False)]
-    assert recs[2]["error"] == {"type": "QueryInputError", "message": "missing input 'word' (the row has: wrd)"}
+    assert [(r["line"], "error" in r) for r in recs] == [
+        (1, False),
+        (2, True),
+        (4, True),
+        (5, True),
+        (6, False),
+    ]
+    assert recs[2]["error"] == {
+        "type": "QueryInputError",
+        "message": "missing input 'word' (the row has: wrd)",
+    }
     assert cli(args) == 3  # a rerun runs nothing and still says rows failed
     assert "0 rows done, 0 failed, 5 already there (3 of them failed)" in capsys.readouterr().err
     assert len(records(out)) == 5

@@ -181,7 +181,9 @@ def fill(b: OpenAIBackend) -> BaseException:
     from querylm.backends.hosted.client import HoleUsage, Usage
 
     try:
-        b.client.send("completions", {"model": "m", "prompt": "Q:", "max_tokens": 4}, Usage(), HoleUsage("X"), "X")
+        b.client.send(
+            "completions", {"model": "m", "prompt": "Q:", "max_tokens": 4}, Usage(), HoleUsage("X"), "X"
+        )
     except QueryError as err:
         return err
     raise AssertionError("the hostile server's answer was accepted")

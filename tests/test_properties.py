@@ -37,6 +37,7 @@ def no_value(err: Exception) -> None:
     """A QueryCompileError is accepted as "no value" only when it says so."""
     assert not isinstance(err, QueryCompileError) or err.message.startswith("no value of X can satisfy"), err
 
+
 BASE = resolve("random")
 HF = BASE.tokenizer
 SPECIAL_IDS = set(HF.all_special_ids)
@@ -420,6 +421,15 @@ def test_budget_does_not_end_inside_a_character():
     character (seed 230 draws a character's first byte as its 9th token)."""
     r = run("len(TOKENS(X)) < 10", 230)
     assert len(r.ids) < 10 and "\ufffd" not in r.text
+
+
+def test_sample_n_budget_does_not_end_inside_a_character():
+    """The same under ``sample(n)``, whose samples step side by side outside the token loop (seed 32
+    once drew a character's first byte as a sample's 4th and last budgeted token, a ConstraintError)."""
+    q = 'sample(temperature=0.9, n=2, seed=45)\n    "Word: [W]"\nwhere STOPS_AT(W, " ") and len(TOKENS(W)) < 5'
+    for r in querylm.run(q, model="random"):
+        (hole,) = r.holes
+        assert hole.tokens < 5 and "\ufffd" not in hole.text and " " not in hole.text[:-1]
 
 
 # -- choice lists, with filters: the value is one of the choices that pass them -----------------------

@@ -201,7 +201,7 @@ def test_default_model_on_gpu():
     "query",
     [
         'beam(n=3)\n    "Q: Name a colour.\\nA: [C]" where len(TOKENS(C)) < 6 and STOPS_AT(C, ".")',
-        'argmax\n    "Give Paris as JSON: [J]" where REGEX(J, r"\\{\"city\": \"[A-Z][a-z]+\", \"country\": \"[A-Z][a-z]+\"\\}") and len(TOKENS(J)) < 40',
+        'argmax\n    "Give Paris as JSON: [J]" where REGEX(J, r"\\{"city": "[A-Z][a-z]+", "country": "[A-Z][a-z]+"\\}") and len(TOKENS(J)) < 40',
     ],
 )
 def test_gpu_forward_passes_overlapping_the_masks_change_nothing(query: str):
@@ -233,12 +233,14 @@ def test_local_sequence_truncation_keeps_the_cache_consistent(tiny: LocalBackend
 def test_nested_query_on_a_local_model_unwinds_the_cache(tiny: LocalBackend):
     @querylm.query
     def inner():
-        '''lmql
+        """lmql
         "Think: [T]" where len(TOKENS(T)) == 3
         return "ok"
-        '''
+        """
 
-    r = querylm.run('"Answer: [A: inner] then [B]" where len(TOKENS(B)) == 2', inner=inner, model=tiny, chat=False)
+    r = querylm.run(
+        '"Answer: [A: inner] then [B]" where len(TOKENS(B)) == 2', inner=inner, model=tiny, chat=False
+    )
     assert r.prompt.startswith("Answer: ok then ")
     assert "Think" not in r.prompt and [h.name for h in r.holes] == ["A", "B"]
     # The pass that fed the text after the nested query starts right after "Answer: ": it re-fed "ok

@@ -113,7 +113,9 @@ class Backend(ABC):
         if not text:
             return []
         with _ENCODING:
-            return list(self.tokenizer.encode(text, add_special_tokens=False, split_special_tokens=not special))
+            return list(
+                self.tokenizer.encode(text, add_special_tokens=False, split_special_tokens=not special)
+            )
 
     def decode(self, ids: list[int]) -> str:
         return self.ll_tokenizer.decode_bytes(ids).decode("utf-8", errors="replace")

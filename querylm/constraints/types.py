@@ -56,11 +56,15 @@ def typed_hole(tp: Any, names: dict[str, Any] | None = None) -> TypedHole:
     if typing.get_origin(tp) is typing.Literal:
         values = list(typing.get_args(tp))
         by_text = {str(v): v for v in values}
-        return TypedHole(Term(regex.alternation(list(by_text))), by_text.__getitem__, f"Literal{values!r}", list(by_text))
+        return TypedHole(
+            Term(regex.alternation(list(by_text))), by_text.__getitem__, f"Literal{values!r}", list(by_text)
+        )
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         members = {(m.value if isinstance(m.value, (str, int)) else m.name): m for m in tp}
         by_text = {str(k): m for k, m in members.items()}
-        return TypedHole(Term(regex.alternation(list(by_text))), by_text.__getitem__, tp.__name__, list(by_text))
+        return TypedHole(
+            Term(regex.alternation(list(by_text))), by_text.__getitem__, tp.__name__, list(by_text)
+        )
     return _json_hole(tp, names)
 
 

@@ -609,7 +609,9 @@ def build(
         rest = [n for n in nodes if n is not node]
         if satisfiable.is_empty(tuple(make(rest, with_type).grammars(staged=True))):
             nodes = rest
-    names = ([f"the type {typed.label}"] if typed is not None and with_type else []) + [ast.unparse(n) for n in nodes]
+    names = ([f"the type {typed.label}"] if typed is not None and with_type else []) + [
+        ast.unparse(n) for n in nodes
+    ]
     what = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
     together = "" if len(names) == 1 else " together"
     at = nodes[-1] if nodes else conjunct_nodes[0] if conjunct_nodes else None

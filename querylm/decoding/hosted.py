@@ -221,7 +221,9 @@ def _fill(b: OpenAIBackend, run: HostedDecode, req: HoleRequest) -> HostedValue:
         if asked:
             hole.continued += 1
         asked += 1
-        answer = b.client.send("chat" if "messages" in params else "completions", params, run.usage, hole, where)
+        answer = b.client.send(
+            "chat" if "messages" in params else "completions", params, run.usage, hole, where
+        )
         text = last = answer.text
         if answer.stop_phrase and answer.stop_phrase in (*hc.stops_at, *hc.stops_before):
             if not text.endswith(answer.stop_phrase):
@@ -406,7 +408,9 @@ def _request(
     elif lang.whole_grammar is not None and not so_far:
         grammar = lang.whole_grammar
     choices = (
-        automata.finite_strings(lang.dfa, state, limit=50) if lang.dfa is not None and state is not None else None
+        automata.finite_strings(lang.dfa, state, limit=50)
+        if lang.dfa is not None and state is not None
+        else None
     )
     if choices is not None:
         choices = [c for c in choices if c]
@@ -428,7 +432,14 @@ def _request(
         params.update(entries)
         extra.update(body)
         mech.append("json_schema")
-    elif srv.lark_tools and endpoint_chat and "grammar" in allowed and re.match(r"gpt-5", b.model) and not so_far and hc.grammars():
+    elif (
+        srv.lark_tools
+        and endpoint_chat
+        and "grammar" in allowed
+        and re.match(r"gpt-5", b.model)
+        and not so_far
+        and hc.grammars()
+    ):
         # GPT-5 custom tools take a Lark grammar (llguidance's dialect)
         lark = (
             json.loads(hc.grammars()[0])["grammars"][0].get("lark_grammar")

@@ -10,9 +10,10 @@ from __future__ import annotations
 from ..backends.base import Backend, Batch
 from ..constraints.matcher import fill_masks
 from ..decoding.beam import Choice, Value, settle
+from ..decoding.budget import is_last, over_budget
 from ..decoding.choices import decide_value
 from ..decoding.choose import END, Chooser
-from ..decoding.hole import end_logit
+from ..decoding.hole import completing, end_logit
 from .beams import Beam, close, enter
 from .execute import Execution
 
@@ -53,8 +54,14 @@ def sample_batch(
         for i, beam in list(active.items()):
             choice, value = choices[i], beam.value
             value.forced = []  # samples have no score to keep
-            end = end_logit(backend, logits[i], choice.allowed) if choice.may_end(value) else None
-            token = choosers[i].choose(logits[i], choice.allowed, end)
+            may_end = choice.may_end(value)
+            end = end_logit(backend, logits[i], choice.allowed) if may_end else None
+            allowed = choice.allowed
+            if is_last(value.hc, len(value.tokens)):  # the last budgeted token must leave a whole value
+                allowed = completing(value.matcher, allowed, logits[i])
+                if not allowed.any() and not may_end:
+                    raise over_budget(value.hc, backend.decode(value.tokens), value.position)
+            token = choosers[i].choose(logits[i], allowed, end)
             if token == END:
                 nxt = close(beam, backend, "eos")
                 if nxt is None:

@@ -49,7 +49,6 @@ Approve = Callable[["ToolCall", Tool], "bool | str | None | Awaitable[bool | str
 """Called with a valid call before its tool runs: True/None runs it, False or a reason (str) refuses it."""
 
 
-
 MAX_ERROR_TEXT = 2000
 """The most characters of one error message (and of each schema error) the model reads: a 10 MB bad
 argument must not send megabytes back (``…(truncated, N chars)`` says how much there was)."""
@@ -429,7 +428,9 @@ class ToolRegistry:
             except (ValueError, RecursionError) as err:
                 call = ToolCall(obj["name"], {}, obj.get("id") or new_call_id())
                 why = json_fault(err)
-                return self.error_result(call, "invalid_json", f"the arguments are not valid JSON: {why}", raw=raw)
+                return self.error_result(
+                    call, "invalid_json", f"the arguments are not valid JSON: {why}", raw=raw
+                )
         if args is None:
             args = {}
         call = ToolCall(obj["name"], args, obj.get("id") or new_call_id())
@@ -457,7 +458,9 @@ class ToolRegistry:
         if t is None:
             avail = ", ".join(self.names) or "none"
             why = "is not available here" if parsed.name in self._tools else "does not exist"
-            return self.error_result(parsed, "unknown_tool", f"tool {parsed.name!r} {why} (available: {avail})")
+            return self.error_result(
+                parsed, "unknown_tool", f"tool {parsed.name!r} {why} (available: {avail})"
+            )
         try:
             issues = t.validate(parsed.arguments)
         except RecursionError:

@@ -389,6 +389,7 @@ class HostedClient:
             list(calls),
         )
 
+
 def _token_logprobs(lp: Any) -> list[tuple[str, float]] | None:
     """The answer's (token, log-probability) pairs from either shape a server may send, on either
     endpoint: ``content[]`` (chat, and llama.cpp's native server on completions; items as objects or

@@ -67,7 +67,9 @@ class Server:
 
     def json_params(self, schema: dict, name: str, chat: bool) -> tuple[dict[str, Any], dict[str, Any]]:
         """The request parameters and the ``extra_body`` entries of a JSON Schema."""
-        return {"response_format": {"type": "json_schema", "json_schema": {"name": name, "schema": schema}}}, {}
+        return {
+            "response_format": {"type": "json_schema", "json_schema": {"name": name, "schema": schema}}
+        }, {}
 
     def takes_json(self, chat: bool) -> bool:
         return chat or self.json_on_completions
@@ -121,7 +123,11 @@ class VLLM(Server):
     json_on_completions = True
 
     def tokenize(self, client: HostedClient, model: str, text: str) -> list[int] | None:
-        r = client.raw("POST", f"{root_url(client)}/tokenize", {"model": model, "prompt": text, "add_special_tokens": False})
+        r = client.raw(
+            "POST",
+            f"{root_url(client)}/tokenize",
+            {"model": model, "prompt": text, "add_special_tokens": False},
+        )
         return _tokens(r)
 
     def grammar_params(self, grammar: str, choices: list[str] | None) -> tuple[dict[str, Any], str]:

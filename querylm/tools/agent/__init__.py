@@ -74,7 +74,6 @@ def _driver_type(backend: Any) -> Any:
 # -- the agent ------------------------------------------------------------------------------------------
 
 
-
 class Agent:
     """An agent over a local model or a hosted one (``model="openai/..."`` or an OpenAIBackend):
     ``run(message)``, ``await arun(message)``, ``stream(message)`` / ``astream(message)`` yielding
@@ -386,5 +385,14 @@ class Agent:
         return calls
 
 
-
-__all__ = ["Agent", "AgentEvent", "AgentResult", "Choice", "ToolChoice", "ToolFormat", "TurnOutput", "resolve_choice", "turn_grammar"]
+__all__ = [
+    "Agent",
+    "AgentEvent",
+    "AgentResult",
+    "Choice",
+    "ToolChoice",
+    "ToolFormat",
+    "TurnOutput",
+    "resolve_choice",
+    "turn_grammar",
+]

@@ -167,7 +167,9 @@ class HostedTurns:
         else:
             plan = self._plan(choice, max_calls)
             kind, params = self._constrained_params(plan, budget, hole)
-        answer = await asyncio.to_thread(b.client.send, kind, params, self.usage, hole, f"turn {turn} of the agent")
+        answer = await asyncio.to_thread(
+            b.client.send, kind, params, self.usage, hole, f"turn {turn} of the agent"
+        )
         hole.ended_by = answer.finish or ""
         out.tokens = int(getattr(answer.usage, "completion_tokens", 0) or 0) or len(b.encode(answer.text))
         if plan is None:
@@ -340,7 +342,9 @@ class HostedTurns:
             if stripped.endswith(closing):
                 out.calls = _read_list(registry, "[" + stripped[len(opening) : -len(closing)] + "]", text)
             else:
-                out.calls = [registry.error_result(None, "invalid_call", "the tool calls are not closed", raw=text)]
+                out.calls = [
+                    registry.error_result(None, "invalid_call", "the tool calls are not closed", raw=text)
+                ]
             return
         if text.strip():
             reserved = ", ".join(repr(r) for r in fmt.reserved)
@@ -390,7 +394,9 @@ def _read_list(registry: ToolRegistry, body: str, raw: str) -> list[ToolCall | T
         items = json.loads(body)
     except (ValueError, RecursionError) as err:
         why = json_fault(err)
-        return [registry.error_result(None, "invalid_json", f"the tool calls are not valid JSON: {why}", raw=raw)]
+        return [
+            registry.error_result(None, "invalid_json", f"the tool calls are not valid JSON: {why}", raw=raw)
+        ]
     if not isinstance(items, list) or not items:
         return [registry.error_result(None, "invalid_call", "expected a list of calls", raw=raw)]
     return [registry.parse_call(c) for c in items]

@@ -68,7 +68,6 @@ class LocalTurns:
         self.role = fmt.result_role
 
 
-
 class NameScoringChooser:
     """Picks a call's tool by scoring every allowed name, then decodes the rest with ``inner``.
 

@@ -238,6 +238,5 @@ class TurnOutput:
     """The assistant message to record, when the driver has its own (a hosted model's tool_calls)."""
 
 
-
 CALL_START = re.compile(r'\{"name": "([A-Za-z0-9_-]+)", "arguments": ')
 """Where a call starts in a turn's text, with the tool's name: streamed as ``tool_call_started``."""
