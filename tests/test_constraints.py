@@ -21,6 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import querylm
 from querylm.backends.models import resolve
 from querylm.constraints import functions, regex
 from querylm.constraints.lang import Grammar, to_grammar
@@ -569,3 +570,14 @@ def test_masks_filled_together_equal_masks_filled_one_by_one():
     a.consume(token)  # moving on discards the filled mask
     b.consume(token)
     assert a.next_tokens().ids.tolist() == b.next_tokens().ids.tolist()
+
+
+@pytest.mark.parametrize(
+    "where", ["INT(X) and FLOAT(X)", "FLOAT(X) and INT(X)", 'INT(X) and FLOAT(X) and STOPS_AT(X, "1")']
+)
+def test_int_and_float_give_an_int(where: str):
+    """Both conversions: the text is an integer literal, so the program sees an int whichever comes last
+    (the property test's seen-a-number check found FLOAT overriding INT)."""
+    r = querylm.run(f'"Q: [X]" where {where} and len(X) < 4', model="random")
+    x = r.variables["X"]
+    assert type(x) is int and x == int(r.holes[0].text)

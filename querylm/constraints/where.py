@@ -233,8 +233,8 @@ class Classifier:
         if lang is not None:
             hc.add_lang(lang)
         fn = self.call_of(node, "INT", "FLOAT")
-        if fn and self.is_hole(node.args[0]):  # type: ignore[attr-defined]
-            hc.convert = fn.lower()
+        if fn and self.is_hole(node.args[0]) and hc.convert != "int":  # type: ignore[attr-defined]
+            hc.convert = fn.lower()  # INT and FLOAT: the text is an integer, and stays an int
 
     def phrases(self, node: ast.expr) -> list[str]:
         val = self.value(node)
