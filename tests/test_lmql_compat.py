@@ -138,6 +138,10 @@ CLAUSE_FORMS = [
     'argmax\n    "Q: [A]"\nfrom MODEL\nwhere len(TOKENS(A)) < 4',
     'argmax\n    "Q: [A]"\nfrom\n    pick("random")\nwhere\n    len(TOKENS(A)) < 4',
     'SAMPLE(temperature=0.0)\n    "Q: [A]"\nFROM "random"\nWHERE len(TOKENS(A)) < 4',
+    # LMQL's one-line form (common in docstrings), with the decoder's arguments and a from expression
+    'argmax "Q: [A]" from "random" where len(TOKENS(A)) < 4',
+    'argmax(max_len=64, chunksize=4) "Q: [A]" FROM pick("random") WHERE len(TOKENS(A)) < 4',
+    'sample(temperature=0.0) "Q: [A]" where len(TOKENS(A)) < 4 from MODEL',
 ]
 
 
@@ -162,6 +166,8 @@ def test_from_expression_is_evaluated_at_run_time_with_seed() -> None:
     "src,message,line,col",
     [
         ('argmax\n    "Q: [A]"\nfrom 3', "the from clause takes a model", 3, 6),
+        ('argmax "Q: [A]" from 3 where len(TOKENS(A)) < 4', "the from clause takes a model", 1, 22),
+        ('argmax "Q: [A]" from "random" where len(TOKENS(A) < 4', "was never closed", 1, 40),
         ('argmax\n    "Q: [A]"\nfrom "random"\nFROM "random"', "a second from clause", 4, 1),
         ('argmax\n    "Q: [A]"\nfrom\n    (1 / 0)', "ZeroDivisionError", 4, 6),  # raised when it runs
     ],

@@ -160,7 +160,7 @@ def test_run_sync_marker_and_indent() -> None:
 
 def test_query_string_and_F_positional() -> None:
     q = lmql.query('"Q {a}: [X]" where len(TOKENS(X)) < 3', model=RANDOM)
-    assert q(a=2).prompt.startswith("Q 2: ")
+    assert asyncio.run(q(a=2)).prompt.startswith("Q 2: ")  # LMQL's query strings are async
     f = lmql.F("Summarize {text}: [S]", "len(TOKENS(S)) < 4", model=RANDOM)
     assert f("abc") == f(text="abc")
     with pytest.raises(TypeError):
@@ -171,7 +171,8 @@ def test_generate_and_score() -> None:
     text = lmql.generate_sync("Hello", max_tokens=3, model=RANDOM)
     assert isinstance(text, str) and text
     s = lmql.score_sync("Hello", [" world", " there"], model=RANDOM)
-    assert len(s) == 2 and all(v < 0 for v in s)
+    assert s.seqs == [" world", " there"] and all(v < 0 for v in s.logprobs())
+    assert s.argmax() == s.seqs[int(s.logprobs().argmax())]
     assert asyncio.run(lmql.generate("Hi [x]", max_tokens=2, model=RANDOM))
 
 

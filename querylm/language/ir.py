@@ -20,12 +20,16 @@ DECODERS = {
 }
 """Decoder keywords LMQL accepts, mapped to their canonical name."""
 
+CHUNKING_ARGS = {"chunksize", "openai_chunksize"}
+"""LMQL's sizes of its speculative OpenAI requests: accepted in any decoder clause, with no effect on
+the result (querylm's hosted decoder sizes its requests from the constraints)."""
+
 DECODER_ARGS = {
-    "argmax": {"max_len", "n"},
-    "sample": {"max_len", "n", "temperature", "top_k", "top_p", "seed"},
-    "beam": {"max_len", "n"},
-    "beam_sample": {"max_len", "n", "temperature", "seed"},
-    "best_k": {"max_len", "n", "budget"},
+    "argmax": {"max_len", "n"} | CHUNKING_ARGS,
+    "sample": {"max_len", "n", "temperature", "top_k", "top_p", "seed"} | CHUNKING_ARGS,
+    "beam": {"max_len", "n"} | CHUNKING_ARGS,
+    "beam_sample": {"max_len", "n", "temperature", "seed"} | CHUNKING_ARGS,
+    "best_k": {"max_len", "n", "budget"} | CHUNKING_ARGS,
 }
 """The arguments each canonical decoder takes (checked where the decoder clause is parsed, so that an
 unknown argument is reported at the argument itself)."""

@@ -1,0 +1,1 @@
+"""LMQL's variable decorators (``[@f X]``): ``pre`` and ``streaming``."""
