@@ -24,12 +24,7 @@ PROGRAMS = Path(__file__).parent / "lmql_programs"
 
 _GRAPHS = "LMQL's experimental graph inference (lmql.infer / lmql.ainfer, lmql.graphs) is not supported"
 _CHAIN = "LangChain chains from queries (aschain) are not supported: querylm's LangChain interop is tools"
-_DECORATORS = "variable decorators ([@f X], lmql.decorators.pre / streaming) are not supported"
 XFAIL: dict[str, str] = {
-    "decorators::test_decorators": _DECORATORS,
-    "decorators::test_inner_decorator": _DECORATORS,
-    "decorators::test_streaming_decorator": _DECORATORS,
-    "decorators::test_pre_decorator": _DECORATORS,
     "graphs::test_ab_graph": _GRAPHS,
     "graphs::test_simple_branch": _GRAPHS,
     "graphs::test_simple_branch_3levels": _GRAPHS,

@@ -7,8 +7,9 @@ code that follows (LMQL's semantics). The generator yields plain tuples:
 - ``("text", str)``: fixed prompt text;
 - ``("interp", (prompt, segment), thunk)``: an ``{expr}`` to evaluate (the thunk) and append;
 - ``("role", name)``: a chat role tag;
-- ``("hole", index, thunk)``: a hole; the thunk evaluates its type expression (or is None). The value
-  sent back is bound to the hole's name.
+- ``("hole", index, thunk, decorators)``: a hole; the thunk evaluates its type expression (or is None),
+  ``decorators`` its ``[@f X]`` decorators as a list (or is None). The value sent back is bound to the
+  hole's name.
 
 The generator's own return value is ``(RETURNED, X)`` for a ``return X``, and None otherwise.
 
@@ -97,7 +98,9 @@ def _segment_yields(query: Query, index: int, at: ast.stmt) -> list[ast.stmt]:
             out.append(ast.Expr(ast.Yield(value)))
         elif isinstance(seg, Hole):
             thunk: ast.expr = _lambda(seg.type_expr.body) if seg.type_expr else ast.Constant(None)
-            value = ast.Tuple([ast.Constant("hole"), ast.Constant(seg.index), thunk], ast.Load())
+            decorated = ast.List([d.body for d in seg.decorators], ast.Load())
+            decorators: ast.expr = _lambda(decorated) if seg.decorators else ast.Constant(None)
+            value = ast.Tuple([ast.Constant("hole"), ast.Constant(seg.index), thunk, decorators], ast.Load())
             target = ast.Name(seg.name, ast.Store())
             out.append(ast.Assign(targets=[target], value=ast.Yield(value)))
     for stmt in out:
@@ -220,8 +223,9 @@ def compile_query(
         for seg in prompt.segments:
             if isinstance(seg, Interpolation):
                 prompt_exprs.append(seg.expr)
-            elif isinstance(seg, Hole) and seg.type_expr is not None:
-                prompt_exprs.append(seg.type_expr)
+            elif isinstance(seg, Hole):
+                prompt_exprs += [seg.type_expr] if seg.type_expr is not None else []
+                prompt_exprs += seg.decorators
 
     holes = {h.name for h in query.holes}
     defined = defined_names(expanded) | holes

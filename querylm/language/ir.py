@@ -78,6 +78,8 @@ class Hole:
     position: Position
     inline_where: ast.Expression | None = None
     """The ``"..." where C`` constraint of the statement the hole is in, if any."""
+    decorators: list[ast.Expression] = field(default_factory=list)
+    """``[@f @g X]``: LMQL's variable decorators, nearest the name last (runtime/decorators.py)."""
 
 
 Segment = Text | Interpolation | Role | Hole
