@@ -547,3 +547,17 @@ def test_the_from_clause_wins_over_the_default_model() -> None:
 def test_unresolved_inputs_are_type_errors() -> None:
     with pytest.raises(TypeError, match="'s'"):
         lmql.run_sync('"{s} [X]" where len(TOKENS(X)) < 2', model=RANDOM)
+
+
+def test_aschain_gives_a_langchain_runnable() -> None:
+    @lmql.query(model=RANDOM)
+    def labelled(text: str):
+        """lmql
+        "{text} -> [L]" where L in ["yes", "no"]
+        """
+
+    chain = labelled.aschain()
+    out = chain.invoke({"text": "ok?"})
+    assert set(out) == {"L"} and out["L"] in ["yes", "no"] and chain({"text": "ok?"}) == out
+    keyed = lmql.query('return {"n": len(s), "s": s}', input_variables=["s"]).aschain(output_keys=["n"])
+    assert keyed({"s": "abc"}) == {"n": 3}

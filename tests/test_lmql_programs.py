@@ -23,15 +23,12 @@ import querylm.lmql as lmql
 PROGRAMS = Path(__file__).parent / "lmql_programs"
 
 _GRAPHS = "LMQL's experimental graph inference (lmql.infer / lmql.ainfer, lmql.graphs) is not supported"
-_CHAIN = "LangChain chains from queries (aschain) are not supported: querylm's LangChain interop is tools"
 XFAIL: dict[str, str] = {
     "graphs::test_ab_graph": _GRAPHS,
     "graphs::test_simple_branch": _GRAPHS,
     "graphs::test_simple_branch_3levels": _GRAPHS,
     "graphs::test_3levels_assertion_failure": _GRAPHS,
     "graphs::test_error_recovery": _GRAPHS,
-    "query_args::test_decorated_chain": _CHAIN,
-    "query_args::test_query_args_with_str_aschain": _CHAIN,
     "query_args::test_var_errors": "an unknown variable in the where clause is a QueryCompileError when the "
     "query compiles, naming the first one (LMQL: a TypeError at the call naming all)",
     "scoping::test_q": "code before the decoder keyword (LMQL runs it as the query's module-level code)",

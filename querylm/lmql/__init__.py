@@ -235,6 +235,9 @@ class LMQLQueryFunction(QueryFunction):
         so a query whose names resolve only when called still has them."""
         return _hole_names(parse_source(docstring_source(self.fn)))
 
+    def aschain(self, output_keys: list[str] | None = None) -> Any:
+        return _chain(lambda inputs: self.value(**inputs), output_keys)
+
 
 def _hole_names(q: Query) -> list[str]:
     return list(dict.fromkeys(h.name for h in q.holes))
@@ -305,6 +308,31 @@ class QueryString:
     @property
     def output_variables(self) -> list[str]:
         return _hole_names(self.plan.compiled.query)
+
+    def aschain(self, output_keys: list[str] | None = None) -> Any:
+        return _chain(lambda inputs: self.value(**inputs), output_keys)
+
+
+def _chain(call: Callable[[dict[str, Any]], Any], output_keys: list[str] | None) -> Any:
+    """LMQL's ``aschain``: the query as a LangChain runnable (langchain-core), taking a dict of inputs
+    (``chain({...})`` as LMQL's chains are called, or ``invoke``) and giving a dict: the dict the query
+    returns (its ``output_keys``), else the query's variables."""
+    from langchain_core.runnables import RunnableLambda
+
+    def run(inputs: dict[str, Any]) -> dict[str, Any]:
+        value = call(dict(inputs))
+        if isinstance(value, list) and len(value) == 1:
+            value = value[0]
+        out = value.variables if isinstance(value, QueryResult) else value
+        if not isinstance(out, dict):
+            raise TypeError(f"a chain's query returns a dict or nothing, not {type(out).__name__}")
+        return {k: out[k] for k in output_keys} if output_keys else dict(out)
+
+    class QueryChain(RunnableLambda):  # type: ignore[type-arg]
+        def __call__(self, inputs: dict[str, Any]) -> dict[str, Any]:
+            return self.invoke(inputs)
+
+    return QueryChain(run)
 
 
 class F(_F):
