@@ -351,3 +351,30 @@ def test_async_query_called_from_query_code() -> None:
     v = calls_async()
     assert isinstance(v, str) and v == v.upper()
     assert v == asyncio.run(async_helper())  # outside a query it is still a coroutine
+
+
+# -- code before the decoder keyword (LMQL's test_scoping.py::test_q) ---------------------------------
+
+
+def test_code_before_the_decoder_defines_the_query_globals() -> None:
+    src = (
+        "a = 12\ndef f(): return a + 1\n\nargmax\n    \"Q: {a} {f()} [X]\"\n"
+        "    return X, 'a' in locals(), 'a' in globals()\nfrom\n    \"random\"\nwhere\n    len(TOKENS(X)) < 3"
+    )
+    r = querylm.run(src)
+    assert r.prompt.startswith("Q: 12 13 ") and r.return_value[1:] == (False, True)
+
+
+@pytest.mark.parametrize(
+    "src,error,message,line,col",
+    [
+        ('x = 1 / 0\nargmax\n    "Q: [X]"', querylm.QueryRuntimeError, "ZeroDivisionError", 1, 1),
+        ('y = 2\n"hi"\nargmax\n    "Q: [X]"', querylm.QuerySyntaxError, "a prompt before the decoder", 2, 1),
+        ('y = (\nargmax\n    "Q: [X]"', querylm.QuerySyntaxError, "was never closed", 1, 5),
+    ],
+)
+def test_code_before_the_decoder_errors_keep_positions(src, error, message, line, col) -> None:
+    with pytest.raises(error, match=message) as err:
+        querylm.run(src, model="random")
+    pos = err.value.position
+    assert pos is not None and (pos.line, pos.col) == (line, col)

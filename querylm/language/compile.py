@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..constraints import functions
-from ..errors import QueryCompileError, UnsupportedError
+from ..errors import QueryCompileError, QueryRuntimeError, UnsupportedError
 from .ir import Hole, Interpolation, Query, Role, Text
 from .parse import PROMPT_MARKER
 
@@ -229,6 +229,7 @@ def compile_query(
 
     holes = {h.name for h in query.holes}
     defined = defined_names(expanded) | holes
+    defined |= defined_names(query.prelude) if query.prelude is not None else set()
     wheres = [query.where] if query.where is not None else []
     wheres += [h.inline_where for h in query.holes if h.inline_where is not None]
     dist = [query.distribution.values] if query.distribution is not None else []
@@ -299,6 +300,14 @@ def compile_query(
             err.msg, query.source_map.position(err.lineno or 1, (err.offset or 1) - 1)
         ) from None
     namespace: dict[str, Any] = globals_ if globals_ is not None else {"__builtins__": builtins, **PREDEFINED}
+    if query.prelude is not None:  # its names are the query's globals: a copy, so the module stays as it was
+        namespace = dict(namespace)
+        for stmt in query.prelude.body:  # one by one, so that an error points at its statement
+            piece = compile(ast.Module([stmt], type_ignores=[]), filename, "exec", dont_inherit=True)
+            try:
+                exec(piece, namespace)  # noqa: S102
+            except Exception as err:
+                raise QueryRuntimeError(f"{type(err).__name__}: {err}", query.source_map.of(stmt)) from err
     local_ns: dict[str, Any] = {}
     exec(code, namespace, local_ns)
     function = local_ns[SCOPE_NAME](**scope) if scope else local_ns[FUNCTION_NAME]

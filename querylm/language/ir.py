@@ -117,6 +117,9 @@ class Query:
     """``from MODEL`` / ``from lmql.model(...)``: an expression, evaluated when the query runs."""
     where: ast.Expression | None = None
     distribution: Distribution | None = None
+    prelude: ast.Module | None = None
+    """Code before the decoder keyword (LMQL's): run once when the query compiles, its names the
+    query's globals, not its locals."""
     inputs: list[str] = field(default_factory=list)
     is_async: bool = False
     first_await: ast.AST | None = None

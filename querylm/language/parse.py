@@ -71,10 +71,16 @@ def parse(
             _refuse_one_line_form(logical[0], at, smap)
         query = _parse_one_line(name, logical[0], at, lines, smap)
         return _with_prompt(query, logical[0], smap)
+    prelude: ast.Module | None = None
     if logical and _is_decoder_line(logical, lines):
         decoder = _parse_decoder(logical[0], lines, smap)
         body_start = logical[0].end + 1
         rest = logical[1:]
+    elif (j := _decoder_after_code(logical, lines)) is not None:
+        prelude = _parse_prelude(lines, logical[j].start, smap)
+        decoder = _parse_decoder(logical[j], lines, smap)
+        body_start = logical[j].end + 1
+        rest = logical[j + 1 :]
 
     clause_at = [ln for ln in rest if ln.level == 0 and _is_clause(ln)]
     body_end = clause_at[0].start if clause_at else len(lines) + 1
@@ -87,6 +93,7 @@ def parse(
         body=ast.Module(body=[], type_ignores=[]),
         prompts=[],
         holes=[],
+        prelude=prelude,
     )
     for i, clause in enumerate(clause_at):
         end = clause_at[i + 1].start if i + 1 < len(clause_at) else len(lines) + 1
@@ -330,6 +337,33 @@ def _is_decoder_line(logical: list[_Line], lines: list[str]) -> bool:
         return True
     # An unknown name followed by an indented body can only be meant as a decoder clause.
     return len(logical) > 1 and logical[1].level > first.level
+
+
+def _decoder_after_code(logical: list[_Line], lines: list[str]) -> int | None:
+    """LMQL lets code stand before the decoder keyword (``a = 12`` then ``argmax`` ...): the index of a
+    top-level decoder line (a known decoder word, its body indented below) after the first line."""
+    for j in range(1, len(logical)):
+        line = logical[j]
+        if line.level != 0 or _is_clause(line):
+            continue
+        if _decoder_word(line.first.string) in DECODERS and _is_decoder_line(logical[j:], lines):
+            return j if j + 1 < len(logical) and logical[j + 1].level > 0 else None
+    return None
+
+
+def _parse_prelude(lines: list[str], end: int, smap: SourceMap) -> ast.Module:
+    """The code before the decoder keyword, parsed in place; it may hold no prompt."""
+    src = "\n".join(lines[: end - 1])
+    try:
+        module = _ast_parse(src, "exec", smap, (1, 0))
+    except SyntaxError as err:
+        raise _syntax_error(err, smap, "the code before the decoder") from None
+    assert isinstance(module, ast.Module)
+    for stmt in module.body:
+        if isinstance(stmt, ast.Expr) and isinstance(stmt.value, (ast.Constant, ast.JoinedStr)):
+            if isinstance(stmt.value, ast.JoinedStr) or isinstance(stmt.value.value, str):
+                raise QuerySyntaxError("a prompt before the decoder keyword: move it below it", smap.of(stmt))
+    return module
 
 
 def _decoder_word(word: str) -> str:
