@@ -358,7 +358,7 @@ def test_async_query_called_from_query_code() -> None:
 
 def test_code_before_the_decoder_defines_the_query_globals() -> None:
     src = (
-        "a = 12\ndef f(): return a + 1\n\nargmax\n    \"Q: {a} {f()} [X]\"\n"
+        'a = 12\ndef f(): return a + 1\n\nargmax\n    "Q: {a} {f()} [X]"\n'
         "    return X, 'a' in locals(), 'a' in globals()\nfrom\n    \"random\"\nwhere\n    len(TOKENS(X)) < 3"
     )
     r = querylm.run(src)
