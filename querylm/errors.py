@@ -63,8 +63,9 @@ class ConstraintError(QueryError):
     Python predicate that failed on the finished value. No value that violates a constraint is returned."""
 
 
-class QueryInputError(QueryError):
-    """A query input is missing, unknown, or of the wrong type."""
+class QueryInputError(QueryError, TypeError):
+    """A query input is missing, unknown, or of the wrong type: a TypeError too, as Python's own wrong
+    arguments to a call are (and LMQL's unresolved inputs)."""
 
 
 class ModelError(QueryError):

@@ -81,6 +81,8 @@ class QueryFunction:
         for name, param in self.signature.parameters.items():
             if param.annotation is inspect.Parameter.empty or name not in out:
                 continue
+            if out[name] is param.default:  # the author's own default (`s: str = None`) is not checked
+                continue
             where = position or _param_position(self.fn, name)
             out[name] = _validate_input(self.name, name, param.annotation, out[name], where)
         return out

@@ -77,8 +77,8 @@ COMPILE_ERRORS = [
     E('sample(0.5)\n    "a [X]"', QuerySyntaxError, "must be given by name", 1, 8, id="positional-decoder-arg"),
     E('sample(temp=0.5)\n    "a [X]"', QueryCompileError, "sample has no argument 'temp'", 1, 8, id="unknown-decoder-arg"),
     E('beam(n=2, top_k=3)\n    "a [X]"', QueryCompileError, "beam has no argument 'top_k'", 1, 11, id="unknown-beam-arg"),
-    E('argmax "a [X]" where INT(X)', QuerySyntaxError, "write the decoder on its own line", 1, 8, id="one-line-form"),
-    E('sample(n=2) "a [X]"', QuerySyntaxError, "LMQL's one-line form is not supported", 1, 13, id="one-line-form-args"),
+    E('argmax "a [X]" where INT(X)\n"b"', QuerySyntaxError, "one-line form (`argmax", 1, 8, id="one-line-form"),
+    E('sample(n=2) "a [X]"\n"b [Y]"', QuerySyntaxError, "is the whole query", 1, 13, id="one-line-form-args"),
     # from, where and distribution clauses
     E('"a [X]"\nfrom 3', QuerySyntaxError, "the from clause takes a model", 2, 6, id="from-not-a-model"),
     E('"a [X]"\nwhere INT(X)\nwhere INT(X)', QuerySyntaxError, "a second where clause", 3, 1, id="second-where"),

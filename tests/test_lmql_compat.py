@@ -138,6 +138,10 @@ CLAUSE_FORMS = [
     'argmax\n    "Q: [A]"\nfrom MODEL\nwhere len(TOKENS(A)) < 4',
     'argmax\n    "Q: [A]"\nfrom\n    pick("random")\nwhere\n    len(TOKENS(A)) < 4',
     'SAMPLE(temperature=0.0)\n    "Q: [A]"\nFROM "random"\nWHERE len(TOKENS(A)) < 4',
+    # LMQL's one-line form (common in docstrings), with the decoder's arguments and a from expression
+    'argmax "Q: [A]" from "random" where len(TOKENS(A)) < 4',
+    'argmax(max_len=64, chunksize=4) "Q: [A]" FROM pick("random") WHERE len(TOKENS(A)) < 4',
+    'sample(temperature=0.0) "Q: [A]" where len(TOKENS(A)) < 4 from MODEL',
 ]
 
 
@@ -162,6 +166,8 @@ def test_from_expression_is_evaluated_at_run_time_with_seed() -> None:
     "src,message,line,col",
     [
         ('argmax\n    "Q: [A]"\nfrom 3', "the from clause takes a model", 3, 6),
+        ('argmax "Q: [A]" from 3 where len(TOKENS(A)) < 4', "the from clause takes a model", 1, 22),
+        ('argmax "Q: [A]" from "random" where len(TOKENS(A) < 4', "was never closed", 1, 40),
         ('argmax\n    "Q: [A]"\nfrom "random"\nFROM "random"', "a second from clause", 4, 1),
         ('argmax\n    "Q: [A]"\nfrom\n    (1 / 0)', "ZeroDivisionError", 4, 6),  # raised when it runs
     ],
@@ -345,3 +351,30 @@ def test_async_query_called_from_query_code() -> None:
     v = calls_async()
     assert isinstance(v, str) and v == v.upper()
     assert v == asyncio.run(async_helper())  # outside a query it is still a coroutine
+
+
+# -- code before the decoder keyword (LMQL's test_scoping.py::test_q) ---------------------------------
+
+
+def test_code_before_the_decoder_defines_the_query_globals() -> None:
+    src = (
+        'a = 12\ndef f(): return a + 1\n\nargmax\n    "Q: {a} {f()} [X]"\n'
+        "    return X, 'a' in locals(), 'a' in globals()\nfrom\n    \"random\"\nwhere\n    len(TOKENS(X)) < 3"
+    )
+    r = querylm.run(src)
+    assert r.prompt.startswith("Q: 12 13 ") and r.return_value[1:] == (False, True)
+
+
+@pytest.mark.parametrize(
+    "src,error,message,line,col",
+    [
+        ('x = 1 / 0\nargmax\n    "Q: [X]"', querylm.QueryRuntimeError, "ZeroDivisionError", 1, 1),
+        ('y = 2\n"hi"\nargmax\n    "Q: [X]"', querylm.QuerySyntaxError, "a prompt before the decoder", 2, 1),
+        ('y = (\nargmax\n    "Q: [X]"', querylm.QuerySyntaxError, "was never closed", 1, 5),
+    ],
+)
+def test_code_before_the_decoder_errors_keep_positions(src, error, message, line, col) -> None:
+    with pytest.raises(error, match=message) as err:
+        querylm.run(src, model="random")
+    pos = err.value.position
+    assert pos is not None and (pos.line, pos.col) == (line, col)

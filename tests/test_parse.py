@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import re
 from pathlib import Path
 from typing import Any
 
@@ -506,3 +507,37 @@ def test_f_form_is_an_inline_where() -> None:
     q = f.plan.compiled.query
     assert f.plan.compiled.inputs == ["text"]
     assert ast.unparse(q.holes[0].inline_where) == "STOPS_AT(S, '.')"
+
+
+# -- LMQL's variable decorators [@f X] ---------------------------------------------------------------
+
+DECORATED = [
+    ('"a [@f X]"', "X", ["f"], None),
+    ('"a [@post @stream @pre RESPONSE]"', "RESPONSE", ["post", "stream", "pre"], None),
+    ('"a [@lmql.decorators.pre X: int]"', "X", ["lmql.decorators.pre"], "int"),
+    ("\"a [@chat(a=12, b='x y') @g X]\"", "X", ["chat(a=12, b='x y')", "g"], None),
+]
+
+
+@pytest.mark.parametrize("src, name, decorators, type_src", DECORATED)
+def test_hole_decorators(src: str, name: str, decorators: list[str], type_src: str | None) -> None:
+    (hole,) = parse(src).holes
+    assert (hole.name, [ast.unparse(d) for d in hole.decorators], hole.type_source) == (
+        name,
+        decorators,
+        type_src,
+    )
+
+
+@pytest.mark.parametrize(
+    "src, message, col",
+    [
+        ('"a [@ X]"', "invalid decorator '@'", 4),
+        ('"a [@f( X]"', "invalid decorator '@f( X'", 4),
+        ('"ab [@1x X]"', "invalid decorator '@1x'", 5),
+    ],
+)
+def test_hole_decorator_errors_keep_positions(src: str, message: str, col: int) -> None:
+    with pytest.raises(querylm.QuerySyntaxError, match=re.escape(message)) as err:
+        parse(src)
+    assert err.value.position is not None and (err.value.position.line, err.value.position.col) == (1, col)

@@ -17,7 +17,7 @@ from ..constraints.types import TypeNotSupported, typed_hole
 from ..constraints.where import UNKNOWN, build, conjuncts, names_in
 from ..errors import Position, QueryCompileError, QueryInputError, UnsupportedError
 from .compile import CompiledQuery, compile_query
-from .ir import DecoderSpec, Hole
+from .ir import CHUNKING_ARGS, DecoderSpec, Hole
 from .source import Source, parse_source, source_of
 
 IMPLEMENTED = {"argmax", "sample", "beam", "beam_sample", "best_k"}
@@ -105,6 +105,9 @@ def check_decoder(spec: DecoderSpec, args: dict[str, Any] | None = None) -> Deco
                 raise QueryCompileError(
                     f"{spec.name}: {name} must be a whole number >= {low}, not {value!r}", at
                 )
+        elif name in CHUNKING_ARGS:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise QueryCompileError(f"{spec.name}: {name} must be a whole number >= 1, not {value!r}", at)
         elif name in ("temperature", "top_p"):
             number = isinstance(value, (int, float)) and not isinstance(value, bool)
             low_ok = number and (value > 0 if name == "top_p" else value >= 0)

@@ -7,8 +7,9 @@ code that follows (LMQL's semantics). The generator yields plain tuples:
 - ``("text", str)``: fixed prompt text;
 - ``("interp", (prompt, segment), thunk)``: an ``{expr}`` to evaluate (the thunk) and append;
 - ``("role", name)``: a chat role tag;
-- ``("hole", index, thunk)``: a hole; the thunk evaluates its type expression (or is None). The value
-  sent back is bound to the hole's name.
+- ``("hole", index, thunk, decorators)``: a hole; the thunk evaluates its type expression (or is None),
+  ``decorators`` its ``[@f X]`` decorators as a list (or is None). The value sent back is bound to the
+  hole's name.
 
 The generator's own return value is ``(RETURNED, X)`` for a ``return X``, and None otherwise.
 
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..constraints import functions
-from ..errors import QueryCompileError, UnsupportedError
+from ..errors import QueryCompileError, QueryRuntimeError, UnsupportedError
 from .ir import Hole, Interpolation, Query, Role, Text
 from .parse import PROMPT_MARKER
 
@@ -97,7 +98,9 @@ def _segment_yields(query: Query, index: int, at: ast.stmt) -> list[ast.stmt]:
             out.append(ast.Expr(ast.Yield(value)))
         elif isinstance(seg, Hole):
             thunk: ast.expr = _lambda(seg.type_expr.body) if seg.type_expr else ast.Constant(None)
-            value = ast.Tuple([ast.Constant("hole"), ast.Constant(seg.index), thunk], ast.Load())
+            decorated = ast.List([d.body for d in seg.decorators], ast.Load())
+            decorators: ast.expr = _lambda(decorated) if seg.decorators else ast.Constant(None)
+            value = ast.Tuple([ast.Constant("hole"), ast.Constant(seg.index), thunk, decorators], ast.Load())
             target = ast.Name(seg.name, ast.Store())
             out.append(ast.Assign(targets=[target], value=ast.Yield(value)))
     for stmt in out:
@@ -220,11 +223,13 @@ def compile_query(
         for seg in prompt.segments:
             if isinstance(seg, Interpolation):
                 prompt_exprs.append(seg.expr)
-            elif isinstance(seg, Hole) and seg.type_expr is not None:
-                prompt_exprs.append(seg.type_expr)
+            elif isinstance(seg, Hole):
+                prompt_exprs += [seg.type_expr] if seg.type_expr is not None else []
+                prompt_exprs += seg.decorators
 
     holes = {h.name for h in query.holes}
     defined = defined_names(expanded) | holes
+    defined |= defined_names(query.prelude) if query.prelude is not None else set()
     wheres = [query.where] if query.where is not None else []
     wheres += [h.inline_where for h in query.holes if h.inline_where is not None]
     dist = [query.distribution.values] if query.distribution is not None else []
@@ -295,6 +300,14 @@ def compile_query(
             err.msg, query.source_map.position(err.lineno or 1, (err.offset or 1) - 1)
         ) from None
     namespace: dict[str, Any] = globals_ if globals_ is not None else {"__builtins__": builtins, **PREDEFINED}
+    if query.prelude is not None:  # its names are the query's globals: a copy, so the module stays as it was
+        namespace = dict(namespace)
+        for stmt in query.prelude.body:  # one by one, so that an error points at its statement
+            piece = compile(ast.Module([stmt], type_ignores=[]), filename, "exec", dont_inherit=True)
+            try:
+                exec(piece, namespace)  # noqa: S102
+            except Exception as err:
+                raise QueryRuntimeError(f"{type(err).__name__}: {err}", query.source_map.of(stmt)) from err
     local_ns: dict[str, Any] = {}
     exec(code, namespace, local_ns)
     function = local_ns[SCOPE_NAME](**scope) if scope else local_ns[FUNCTION_NAME]

@@ -20,12 +20,16 @@ DECODERS = {
 }
 """Decoder keywords LMQL accepts, mapped to their canonical name."""
 
+CHUNKING_ARGS = {"chunksize", "openai_chunksize"}
+"""LMQL's sizes of its speculative OpenAI requests: accepted in any decoder clause, with no effect on
+the result (querylm's hosted decoder sizes its requests from the constraints)."""
+
 DECODER_ARGS = {
-    "argmax": {"max_len", "n"},
-    "sample": {"max_len", "n", "temperature", "top_k", "top_p", "seed"},
-    "beam": {"max_len", "n"},
-    "beam_sample": {"max_len", "n", "temperature", "seed"},
-    "best_k": {"max_len", "n", "budget"},
+    "argmax": {"max_len", "n"} | CHUNKING_ARGS,
+    "sample": {"max_len", "n", "temperature", "top_k", "top_p", "seed"} | CHUNKING_ARGS,
+    "beam": {"max_len", "n"} | CHUNKING_ARGS,
+    "beam_sample": {"max_len", "n", "temperature", "seed"} | CHUNKING_ARGS,
+    "best_k": {"max_len", "n", "budget"} | CHUNKING_ARGS,
 }
 """The arguments each canonical decoder takes (checked where the decoder clause is parsed, so that an
 unknown argument is reported at the argument itself)."""
@@ -74,6 +78,8 @@ class Hole:
     position: Position
     inline_where: ast.Expression | None = None
     """The ``"..." where C`` constraint of the statement the hole is in, if any."""
+    decorators: list[ast.Expression] = field(default_factory=list)
+    """``[@f @g X]``: LMQL's variable decorators, nearest the name last (runtime/decorators.py)."""
 
 
 Segment = Text | Interpolation | Role | Hole
@@ -111,6 +117,9 @@ class Query:
     """``from MODEL`` / ``from lmql.model(...)``: an expression, evaluated when the query runs."""
     where: ast.Expression | None = None
     distribution: Distribution | None = None
+    prelude: ast.Module | None = None
+    """Code before the decoder keyword (LMQL's): run once when the query compiles, its names the
+    query's globals, not its locals."""
     inputs: list[str] = field(default_factory=list)
     is_async: bool = False
     first_await: ast.AST | None = None

@@ -65,12 +65,22 @@ def parse(
     decoder: DecoderSpec | None = None
     body_start = 1
     rest = logical
-    if logical:
-        _refuse_one_line_form(logical[0], smap)
+    at = _one_line_prompt(logical[0]) if logical else None
+    if at is not None:
+        if len(logical) > 1:
+            _refuse_one_line_form(logical[0], at, smap)
+        query = _parse_one_line(name, logical[0], at, lines, smap)
+        return _with_prompt(query, logical[0], smap)
+    prelude: ast.Module | None = None
     if logical and _is_decoder_line(logical, lines):
         decoder = _parse_decoder(logical[0], lines, smap)
         body_start = logical[0].end + 1
         rest = logical[1:]
+    elif (j := _decoder_after_code(logical, lines)) is not None:
+        prelude = _parse_prelude(lines, logical[j].start, smap)
+        decoder = _parse_decoder(logical[j], lines, smap)
+        body_start = logical[j].end + 1
+        rest = logical[j + 1 :]
 
     clause_at = [ln for ln in rest if ln.level == 0 and _is_clause(ln)]
     body_end = clause_at[0].start if clause_at else len(lines) + 1
@@ -83,6 +93,7 @@ def parse(
         body=ast.Module(body=[], type_ignores=[]),
         prompts=[],
         holes=[],
+        prelude=prelude,
     )
     for i, clause in enumerate(clause_at):
         end = clause_at[i + 1].start if i + 1 < len(clause_at) else len(lines) + 1
@@ -90,8 +101,14 @@ def parse(
         _parse_clause(query, clause, lines, last.end, smap)
 
     _parse_body(query, lines, body_start, body_end, smap)
+    return _with_prompt(query, first_body, smap)
+
+
+def _with_prompt(query: Query, first_body: _Line | None, smap: SourceMap) -> Query:
+    """The query, if it has a prompt statement or returns something (LMQL runs code-only queries that
+    return a value); else a positioned error."""
     returns = any(isinstance(n, ast.Return) for n in ast.walk(query.body))
-    if not query.prompts and not returns:  # LMQL runs code-only queries that return something
+    if not query.prompts and not returns:
         if first_body is not None:
             pos = smap.position(first_body.start, first_body.first.start[1])
         else:
@@ -234,12 +251,12 @@ def _is_clause(line: _Line) -> bool:
     return True
 
 
-def _refuse_one_line_form(line: _Line, smap: SourceMap) -> None:
-    """LMQL also reads ``argmax "prompt [X]" where ...`` on one line; querylm wants the clauses on their
-    own lines (positions stay the user's). Say so rather than report Python's syntax error."""
+def _one_line_prompt(line: _Line) -> int | None:
+    """LMQL's one-line form ``argmax "prompt [X]" from M where C``: the index of the prompt string's
+    token when ``line`` is a decoder keyword (with its arguments) followed by a string, else None."""
     toks = line.tokens
     if toks[0].type != tokenize.NAME or _decoder_word(toks[0].string) not in DECODERS or len(toks) < 2:
-        return
+        return None
     i = 1
     if toks[1].string == "(":  # skip the decoder's arguments
         depth = 0
@@ -248,13 +265,64 @@ def _refuse_one_line_form(line: _Line, smap: SourceMap) -> None:
             if depth == 0:
                 break
         i += 1
-    if i < len(toks) and toks[i].type == tokenize.STRING:
-        raise QuerySyntaxError(
-            f"write the decoder on its own line and the prompt indented below it, with `from` and `where` "
-            f"on lines of their own (LMQL's one-line form is not supported): `{toks[0].string}`, then "
-            '`    "..."`, then `where ...`',
-            smap.position(toks[i].start[0], toks[i].start[1]),
-        )
+    return i if i < len(toks) and toks[i].type == tokenize.STRING else None
+
+
+def _refuse_one_line_form(line: _Line, at: int, smap: SourceMap) -> None:
+    """The one-line form is a whole query; followed by more lines it is ambiguous: say how to write it."""
+    tok = line.tokens[at]
+    raise QuerySyntaxError(
+        f'LMQL\'s one-line form (`{line.first.string} "..." from ... where ...`) is the whole query: write '
+        "the decoder on its own line and the prompt indented below it to add more statements",
+        smap.position(tok.start[0], tok.start[1]),
+    )
+
+
+def _spaced(lines: list[str], start: tuple[int, int], end: tuple[int, int]) -> list[str]:
+    """``lines`` with the text from ``start`` to ``end`` (line, col) blanked by spaces: what stays keeps
+    its line and column."""
+    out = list(lines)
+    for ln in range(start[0], end[0] + 1):
+        text = out[ln - 1]
+        a = start[1] if ln == start[0] else 0
+        b = end[1] if ln == end[0] else len(text)
+        out[ln - 1] = text[:a] + " " * (b - a) + text[b:]
+    return out
+
+
+def _parse_one_line(name: str, line: _Line, at: int, lines: list[str], smap: SourceMap) -> Query:
+    """``argmax(n=2) "prompt" from M where C distribution X in [...]`` on one line: each piece parsed in
+    place, the others blanked (positions stay the user's). The clauses start at the clause keywords
+    outside brackets after the prompt string."""
+    toks = line.tokens
+    depth = 0
+    keywords: list[int] = []
+    for k in range(at, len(toks)):
+        t = toks[k]
+        if t.type == tokenize.OP and t.string in "([{":
+            depth += 1
+        elif t.type == tokenize.OP and t.string in ")]}":
+            depth -= 1
+        elif depth == 0 and t.type == tokenize.NAME and t.string.lower() in CLAUSES:
+            if t.string in CLAUSES or t.string == t.string.upper():
+                keywords.append(k)
+    end = toks[-1].end
+    prompt_end = toks[keywords[0]].start if keywords else end
+    decoder = _parse_decoder(_Line(toks[:at], 0), _spaced(lines, toks[at].start, end), smap)
+    query = Query(
+        name=name,
+        source_map=smap,
+        decoder=decoder,
+        body=ast.Module(body=[], type_ignores=[]),
+        prompts=[],
+        holes=[],
+    )
+    for j, k in enumerate(keywords):
+        last = toks[keywords[j + 1] - 1].end if j + 1 < len(keywords) else end
+        _parse_clause(query, _Line([toks[k]], 0), lines, last, smap)
+    body = _spaced(_spaced(lines, (line.start, 0), toks[at].start), prompt_end, end)
+    _parse_body(query, body, line.start, line.end + 1, smap)
+    return query
 
 
 def _is_decoder_line(logical: list[_Line], lines: list[str]) -> bool:
@@ -269,6 +337,33 @@ def _is_decoder_line(logical: list[_Line], lines: list[str]) -> bool:
         return True
     # An unknown name followed by an indented body can only be meant as a decoder clause.
     return len(logical) > 1 and logical[1].level > first.level
+
+
+def _decoder_after_code(logical: list[_Line], lines: list[str]) -> int | None:
+    """LMQL lets code stand before the decoder keyword (``a = 12`` then ``argmax`` ...): the index of a
+    top-level decoder line (a known decoder word, its body indented below) after the first line."""
+    for j in range(1, len(logical)):
+        line = logical[j]
+        if line.level != 0 or _is_clause(line):
+            continue
+        if _decoder_word(line.first.string) in DECODERS and _is_decoder_line(logical[j:], lines):
+            return j if j + 1 < len(logical) and logical[j + 1].level > 0 else None
+    return None
+
+
+def _parse_prelude(lines: list[str], end: int, smap: SourceMap) -> ast.Module:
+    """The code before the decoder keyword, parsed in place; it may hold no prompt."""
+    src = "\n".join(lines[: end - 1])
+    try:
+        module = _ast_parse(src, "exec", smap, (1, 0))
+    except SyntaxError as err:
+        raise _syntax_error(err, smap, "the code before the decoder") from None
+    assert isinstance(module, ast.Module)
+    for stmt in module.body:
+        if isinstance(stmt, ast.Expr) and isinstance(stmt.value, (ast.Constant, ast.JoinedStr)):
+            if isinstance(stmt.value, ast.JoinedStr) or isinstance(stmt.value.value, str):
+                raise QuerySyntaxError("a prompt before the decoder keyword: move it below it", smap.of(stmt))
+    return module
 
 
 def _decoder_word(word: str) -> str:

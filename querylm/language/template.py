@@ -131,6 +131,7 @@ def _hole(inner: str, pos: Position, index: int) -> Hole:
     (``[if]``, ``[None]`` could never be referred to) nor ``__debug__``. It is NFKC-normalised as Python
     normalises every identifier it reads (``[ＸＹ]`` is the variable ``XY`` in the where clause and in
     the code), so the hole, its constraints and its result all use the normalised name."""
+    decorators, inner = _decorators(inner, pos)
     name, sep, type_src = inner.partition(":")
     name = unicodedata.normalize("NFKC", name.strip())
     if not name.isidentifier():
@@ -151,4 +152,23 @@ def _hole(inner: str, pos: Position, index: int) -> Hole:
             type_expr = ast.parse(type_src, mode="eval")
         except SyntaxError:
             raise QuerySyntaxError(f"invalid type '{type_src}' in hole [{name}: ...]", pos) from None
-    return Hole(index, name, type_src if sep else None, type_expr, pos)
+    return Hole(index, name, type_src if sep else None, type_expr, pos, decorators=decorators)
+
+
+def _decorators(inner: str, pos: Position) -> tuple[list[ast.Expression], str]:
+    """``[@post @chat(a=1) X]``: LMQL's variable decorators, each a Python expression after ``@`` that
+    runs to the first space outside brackets; the rest of the hole after them."""
+    out: list[ast.Expression] = []
+    rest = inner.lstrip()
+    while rest.startswith("@"):
+        depth, j = 0, 1
+        while j < len(rest) and (depth or not rest[j].isspace()):
+            depth += {"(": 1, "[": 1, "{": 1, ")": -1, "]": -1, "}": -1}.get(rest[j], 0)
+            j += 1
+        src = rest[1:j]
+        try:
+            out.append(ast.parse(src, mode="eval"))
+        except SyntaxError:
+            raise QuerySyntaxError(f"invalid decorator '@{src}' in hole [{inner.strip()}]", pos) from None
+        rest = rest[j:].lstrip()
+    return out, rest

@@ -20,7 +20,7 @@ import ast
 import functools
 import traceback
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -43,6 +43,7 @@ from ..errors import (
 from ..language.check import Plan
 from ..language.compile import RETURNED
 from ..language.ir import Hole
+from . import decorators as deco
 from .nested import NestedCall, evaluate_type, in_query_code, nested_call
 from .result import HoleRecord, QueryResult
 
@@ -61,6 +62,8 @@ class PendingHole:
     """(node, execution) -> value: evaluates a where-clause expression in the query's scope."""
     env: dict[str, Any]
     convert: Callable[[str], Any] | None
+    decorators: list[Any] = field(default_factory=list)
+    """The hole's ``[@f X]`` streaming and post decorators, nearest the name first."""
 
 
 Decode = Callable[["Execution", PendingHole], HoleOutput]
@@ -181,8 +184,12 @@ class Execution:
             elif kind == "hole":
                 hole = plan.compiled.query.holes[event[1]]
                 tp = self.hole_type(event[2], hole) if event[2] is not None else None
+                decorators = self.call_user(event[3], hole.position)[::-1] if event[3] is not None else []
+                if decorators and self.pre_decorated(hole, tp, decorators):
+                    continue
                 pending = self.hole(hole, tp, gen, plan)
                 if pending is not None:
+                    pending.decorators = [d for d in decorators if deco.kind(d) != "pre"]
                     return pending
 
     def run(self, inputs: dict[str, Any], decode: Decode) -> QueryResult:
@@ -284,6 +291,42 @@ class Execution:
 
     # -- holes --------------------------------------------------------------------------------------
 
+    def pre_decorated(self, hole: Hole, tp: Any, decorators: list[Any]) -> bool:
+        """Run the hole's ``pre`` decorators; True when one fixed its value (bound, in the prompt, and
+        not decoded). Decorators apply to decoded holes only: a nested query or distribution is refused."""
+        dist = self.plan.compiled.query.distribution
+        if nested_call(tp) is not None or (dist is not None and dist.variable == hole.name):
+            raise QueryCompileError(
+                "variable decorators apply to holes the model decodes, not a nested query or a distribution",
+                hole.position,
+            )
+        variable = deco.Variable(hole.name)
+        for d in decorators:
+            if deco.kind(d) != "pre":
+                continue
+            value = self.call_user(functools.partial(d, variable), hole.position)
+            if value is not variable:
+                text = str(value)
+                self.text(text)
+                self.holes.append(
+                    HoleRecord(hole.name, value, text, 0, "fixed by a pre decorator", "decorator")
+                )
+                self.bind(hole, value)
+                return True
+        return False
+
+    def decorated(self, pending: PendingHole, value: Any, tokens: list[int]) -> Any:
+        """The value after the hole's streaming decorators saw it grow and its post decorators ran."""
+        position = pending.hole.position
+        for d in pending.decorators:
+            if deco.kind(d) == "streaming":
+                for k in range(len(tokens) + 1):
+                    partial = self.backend.decode(tokens[:k])
+                    self.call_user(functools.partial(d, partial, Context(self)), position)
+            else:
+                value = self.call_user(functools.partial(d, value), position)
+        return value
+
     def hole(self, hole: Hole, tp: Any, gen: Generator[Any, Any, Any], plan: Plan) -> PendingHole | None:
         call = nested_call(tp)
         if call is not None:
@@ -347,6 +390,12 @@ class Execution:
         # LMQL's side conditions hold on the text the phrase ended, before a STOPS_BEFORE drops it
         seen = out.text if hc.side_conditioned else text
         self.check(hole, hc, seen, value, raw_tokens, pending.evaluate, pending.env)
+        if pending.decorators:
+            decorated = self.decorated(pending, value, tokens)
+            if decorated is not value and str(decorated) != text:  # the prompt shows what the program sees
+                text = str(decorated)
+                tokens = self.retokenize_tail(pending.start, tokens, text)
+            value = decorated
         self.prompt.append(text)
         if self.chat and self.role is not None:
             self.messages[-1]["content"] += text

@@ -241,6 +241,9 @@ def _model_of(plan: Plan, inputs: dict[str, Any]) -> Any:
 def backend_for(
     model: str | Backend | None, plan: Plan, spec: DecoderSpec, *, device: str | None, dtype: str | None
 ) -> Backend:
+    unwrap = getattr(model, "__querylm_backend__", None)  # a model object over a backend (querylm.lmql.LLM)
+    if unwrap is not None:
+        model = unwrap()
     if isinstance(model, Backend):
         return model
     query = plan.compiled.query
