@@ -44,6 +44,23 @@ def test_check_never_runs_a_hole_type(tmp_path: Path, capsys: pytest.CaptureFixt
     assert time.monotonic() - start < 5
 
 
+def test_check_never_runs_the_code_before_the_decoder(tmp_path: Path) -> None:
+    """LMQL's code before the decoder keyword runs when the query first runs, not when it is checked
+    or compiled: a check writes nothing and never hangs."""
+    target = tmp_path / "pwned"
+    query = tmp_path / "q.lmql"
+    query.write_text(f"open({str(target)!r}, 'w').write('x')\nx = 9**9**9\nargmax\n    \"Q: [X]\"\n")
+    start = time.monotonic()
+    assert main(["check", str(query)]) == 0
+    assert not target.exists() and time.monotonic() - start < 5
+    ran = tmp_path / "ran"
+    query.write_text(
+        f"open({str(ran)!r}, 'w').write('x')\nargmax\n    \"Q: [X]\"\nwhere len(TOKENS(X)) < 3\n"
+    )
+    assert main(["run", str(query), "--model", "random"]) == 0
+    assert ran.read_text() == "x"
+
+
 def test_static_types_are_still_resolved() -> None:
     """Names, Literal[...] and list[int] resolve at check time; a call or arithmetic waits for the run."""
     import ast

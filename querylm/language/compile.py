@@ -24,6 +24,7 @@ import builtins
 import copy
 import difflib
 import linecache
+import threading
 import typing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -56,6 +57,26 @@ class CompiledQuery:
     """The enclosing function's names the query closes over (see ``compile_query``)."""
     uses_context: bool = False
     """The query reads LMQL's ``context`` (``context.prompt``): the runtime passes it in."""
+    prelude: list[tuple[Any, ast.stmt]] = field(default_factory=list)
+    """The code before the decoder keyword, compiled statement by statement: run into ``namespace``
+    (the body's globals) once, when the query first runs, never when it is only compiled or checked
+    (``querylm check`` must not execute the user's code)."""
+    namespace: dict[str, Any] = field(default_factory=dict)
+    prelude_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def call(self, /, **kwargs: Any) -> Any:
+        """The body's generator for these inputs, the prelude run first if it has not run yet."""
+        with self.prelude_lock:  # once, even when the first runs come from several threads
+            while self.prelude:
+                piece, stmt = self.prelude[0]
+                try:
+                    exec(piece, self.namespace)  # noqa: S102
+                except Exception as err:
+                    raise QueryRuntimeError(
+                        f"{type(err).__name__}: {err}", self.query.source_map.of(stmt)
+                    ) from err
+                self.prelude.pop(0)
+        return self.function(**kwargs)
 
     @property
     def code_filename(self) -> str:
@@ -300,15 +321,13 @@ def compile_query(
             err.msg, query.source_map.position(err.lineno or 1, (err.offset or 1) - 1)
         ) from None
     namespace: dict[str, Any] = globals_ if globals_ is not None else {"__builtins__": builtins, **PREDEFINED}
+    prelude: list[tuple[Any, ast.stmt]] = []
     if query.prelude is not None:  # its names are the query's globals: a copy, so the module stays as it was
         namespace = dict(namespace)
         for stmt in query.prelude.body:  # one by one, so that an error points at its statement
             piece = compile(ast.Module([stmt], type_ignores=[]), filename, "exec", dont_inherit=True)
-            try:
-                exec(piece, namespace)  # noqa: S102
-            except Exception as err:
-                raise QueryRuntimeError(f"{type(err).__name__}: {err}", query.source_map.of(stmt)) from err
+            prelude.append((piece, stmt))
     local_ns: dict[str, Any] = {}
     exec(code, namespace, local_ns)
     function = local_ns[SCOPE_NAME](**scope) if scope else local_ns[FUNCTION_NAME]
-    return CompiledQuery(query, function, inputs, free, scope, uses_context)
+    return CompiledQuery(query, function, inputs, free, scope, uses_context, prelude, namespace)

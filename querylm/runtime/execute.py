@@ -116,8 +116,8 @@ class Execution:
 
     def _call(self) -> Generator[Any, Any, Any]:
         if self.plan.compiled.uses_context:
-            return self.plan.compiled.function(**self.inputs, context=Context(self))
-        return self.plan.compiled.function(**self.inputs)
+            return self.plan.compiled.call(**self.inputs, context=Context(self))
+        return self.plan.compiled.call(**self.inputs)
 
     def fork(self, seq: Sequence) -> Execution:
         """A copy for another beam/sample writing into ``seq``; its program is replayed when needed."""

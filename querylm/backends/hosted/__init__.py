@@ -1,0 +1,1 @@
+"""Hosted OpenAI-compatible servers: the HTTP client, one class per server kind, and the llama.cpp launcher."""
