@@ -99,6 +99,7 @@ def test_batched_equals_one_at_a_time_on_a_real_kv_cache(tiny: LocalBackend) -> 
     stats = engine.stats()
     assert stats["mean_rows"] > 2 and stats["max_slots"] <= 4
     assert stats["prefix_cache"]["hit_tokens"] > 0
+    assert stats["solo_passes"] < stats["solo"]  # rows that join together share their prefill
 
 
 def test_seeded_sampling_rows_equal_their_runs_alone(tiny: LocalBackend) -> None:
@@ -157,6 +158,7 @@ def test_prefix_cache_reuses_blocks_and_evicts_least_recently_used() -> None:
     assert cache.lookup([1, 2, 3, 4, 9], limit=4) == ["0:2", "2:4"]
     assert cache.lookup([1, 2, 3, 4], limit=3) == ["0:2"]  # one token is always left to feed
     assert cache.lookup([1, 3], limit=2) == []
+    assert cache.cached([1, 2, 3, 4, 9], limit=4) == 4 and cache.cached([1, 2, 3], limit=4) == 2
     cache.insert([1, 2, 7, 7], kv)  # shares [1,2]: only [7,7] is new
     assert made[-1] == (2, 4) and cache.stats.stored_tokens == 6
     cache.lookup([1, 2, 7, 7, 0], limit=4)  # [7,7] is now more recent than [3,4]

@@ -98,7 +98,14 @@ class LocalRagged(Ragged):
         self.cache: Any = None
         self.mask = self.torch.zeros((0, 0), dtype=self.torch.long, device=backend.device)
         self._launched: tuple[Any, list[RaggedRow]] | None = None
-        self.counts = {"forwards": 0, "solo": 0, "compactions": 0, "fed_tokens": 0, "max_slots": 0}
+        self.counts = {
+            "forwards": 0,
+            "solo": 0,
+            "solo_passes": 0,
+            "compactions": 0,
+            "fed_tokens": 0,
+            "max_slots": 0,
+        }
 
     # -- rows ---------------------------------------------------------------------------------------
 
@@ -150,9 +157,10 @@ class LocalRagged(Ragged):
         for r in rows:
             if r.fed == len(r.ids) and r.last is None:
                 self._unfeed(r, len(r.ids) - 1)
-        for r in rows:
-            if r.fed < len(r.ids) and (r.slot is None or len(r.ids) - r.fed > SOLO):
-                self._solo(r)
+        apart = [r for r in rows if r.fed < len(r.ids) and (r.slot is None or len(r.ids) - r.fed > SOLO)]
+        for group in _groups(apart):
+            for rows_ in self._passes(group):
+                self._solo(rows_)
         self._launch()
         self._sync()
         return np.stack([r.last for r in rows])  # type: ignore[misc]
@@ -206,50 +214,94 @@ class LocalRagged(Ragged):
             r.fed = len(r.ids)
             r.last = None
 
-    def _solo(self, row: RaggedRow) -> None:
-        """Compute ``row``'s new tokens alone, on its own KV (from its slot, or the prefix cache for a
-        row that joins), then place it in a slot."""
+    def _passes(self, group: list[RaggedRow]) -> list[list[RaggedRow]]:
+        """``group`` split so that a joining row sharing a whole uncached block with another joining row
+        computes after it: the first stores the shared prompt (a system prompt, few-shot examples) in
+        the prefix cache and the rest find it there, instead of every row of the pass computing it."""
+        if self.prefix is None:
+            return [group]
+        first: list[RaggedRow] = []
+        later: list[RaggedRow] = []
+        for r in group:
+            if r.slot is None:
+                cached = self.prefix.cached(r.ids, len(r.ids) - 1)
+                shared = max((_common(r.ids, f.ids) for f in first if f.slot is None), default=0)
+                if shared - cached >= self.prefix.block:
+                    later.append(r)
+                    continue
+            first.append(r)
+        return [first, later] if later else [first]
+
+    def _solo(self, rows: list[RaggedRow]) -> None:
+        """Compute ``rows``' new tokens apart from the batch, in one forward pass, each on its own KV
+        (from its slot, or the prefix cache for a row that joins), then place each in a slot. Rows
+        that join together (a batch filling up) share the pass, as a batched prefill does; their past
+        KV sits right-aligned in ``past`` columns and their new tokens right-aligned after it."""
         torch, backend = self.torch, self.backend
         from transformers.cache_utils import DynamicCache
 
-        self.counts["solo"] += 1
-        start, layers = row.fed, None
-        if row.slot is not None:
-            cols = self.mask[row.slot].nonzero()[:, 0]
-            layers = [
-                (la.keys[row.slot : row.slot + 1][:, :, cols], la.values[row.slot : row.slot + 1][:, :, cols])
-                for la in self.cache.layers
-            ]
-            self._remove(row)
-        elif self.prefix is not None:
-            blocks = self.prefix.lookup(row.ids, len(row.ids) - 1)
-            if blocks:
-                start = len(blocks) * self.prefix.block
-                kv = torch.cat(blocks, dim=3)  # [layers, 2, heads, tokens, dim]
-                layers = [(kv[i, 0][None], kv[i, 1][None]) for i in range(kv.shape[0])]
-        cache = DynamicCache(ddp_cache_data=layers) if layers else None
-        new = row.ids[start:]
-        dev = backend.device
+        self.counts["solo"] += len(rows)
+        self.counts["solo_passes"] += 1
+        joined = [r.slot is None for r in rows]  # rows that join: their prompt goes to the prefix cache
+        starts, pasts = [], []
+        for row in rows:
+            start, layers = 0, None
+            if row.slot is not None:
+                cols = self.mask[row.slot].nonzero()[:, 0]
+                start = row.fed
+                layers = [
+                    (
+                        la.keys[row.slot : row.slot + 1][:, :, cols],
+                        la.values[row.slot : row.slot + 1][:, :, cols],
+                    )
+                    for la in self.cache.layers
+                ]
+                self._remove(row)
+            elif self.prefix is not None:
+                blocks = self.prefix.lookup(row.ids, len(row.ids) - 1)
+                if blocks:
+                    start = len(blocks) * self.prefix.block
+                    kv = torch.cat(blocks, dim=3)  # [layers, 2, heads, tokens, dim]
+                    layers = [(kv[i, 0][None], kv[i, 1][None]) for i in range(kv.shape[0])]
+            starts.append(start)
+            pasts.append(layers)
+        n, dev = len(rows), backend.device
+        past = max(starts)
+        width = max(len(r.ids) - s for r, s in zip(rows, starts, strict=True))
+        inp = torch.zeros((n, width), dtype=torch.long)
+        pos = torch.zeros((n, width), dtype=torch.long)
+        mask = torch.zeros((n, past + width), dtype=torch.long)
+        for i, (row, start) in enumerate(zip(rows, starts, strict=True)):
+            new = row.ids[start:]
+            inp[i, width - len(new) :] = torch.tensor(new)
+            pos[i, width - len(new) :] = torch.arange(start, len(row.ids))
+            mask[i, past - start : past] = 1
+            mask[i, past + width - len(new) :] = 1
+        cache = DynamicCache(ddp_cache_data=_stack_right(torch, pasts, past)) if past else None
         out = backend.forward(
             1,
-            input_ids=torch.tensor([new], device=dev),
-            position_ids=torch.arange(start, len(row.ids), device=dev)[None],
+            input_ids=inp.to(dev),
+            attention_mask=mask.to(dev) if n > 1 else None,  # one row alone: as before, no padding
+            position_ids=pos.to(dev),
             cache=cache,
         )
-        self.counts["fed_tokens"] += len(new)
+        self.counts["fed_tokens"] += sum(len(r.ids) - s for r, s in zip(rows, starts, strict=True))
         cache = out.past_key_values if getattr(out, "cache", None) is None else out.cache
-        keys = [la.keys for la in cache.layers]
-        values = [la.values for la in cache.layers]
-        if self.prefix is not None and row.fed == 0:
-            self.prefix.insert(
-                row.ids,
-                lambda a, z: torch.stack(
-                    [torch.stack([k[0, :, a:z], v[0, :, a:z]]) for k, v in zip(keys, values, strict=True)]
-                ),
-            )
-        row.fed = len(row.ids)
-        row.last = out.logits[0, -1, : backend.vocab_size].float().cpu().numpy()
-        self._place(row, keys, values)
+        last = out.logits[:, -1, : backend.vocab_size].float().cpu().numpy()
+        for i, row in enumerate(rows):
+            cols = mask[i].nonzero()[:, 0].to(dev) if n > 1 else None
+            keys = [_row_kv(la.keys, i, cols) for la in cache.layers]
+            values = [_row_kv(la.values, i, cols) for la in cache.layers]
+            if self.prefix is not None and joined[i]:
+                self.prefix.insert(
+                    row.ids,
+                    lambda a, z, keys=keys, values=values: torch.stack(
+                        [torch.stack([k[0, :, a:z], v[0, :, a:z]]) for k, v in zip(keys, values, strict=True)]
+                    ),
+                )
+            row.fed = len(row.ids)
+            row.last = last[i]
+            self._place(row, keys, values)
 
     def _place(self, row: RaggedRow, keys: list[Any], values: list[Any]) -> None:
         """Put a row's KV ([1, heads, n, dim] per layer) right-aligned into a free slot."""
@@ -322,3 +374,46 @@ def _pad(torch: Any, x: Any, n: int, *, dim: int, end: bool = False) -> Any:
 def _take(x: Any, rows: Any, cols: Any, col_dim: int = 2) -> Any:
     x = x.index_select(0, rows)
     return x.index_select(col_dim, cols) if cols is not None else x
+
+
+def _groups(rows: list[RaggedRow]) -> list[list[RaggedRow]]:
+    """Rows computed apart, in groups that share a forward pass: by count of new tokens, a group
+    holding rows at most twice (plus ``SOLO``) as long as its shortest, so padding stays a minor cost."""
+    out: list[list[RaggedRow]] = []
+    for r in sorted(rows, key=lambda r: len(r.ids) - r.fed):
+        if out and len(r.ids) - r.fed <= 2 * (len(out[-1][0].ids) - out[-1][0].fed) + SOLO:
+            out[-1].append(r)
+        else:
+            out.append([r])
+    return out
+
+
+def _common(a: list[int], b: list[int]) -> int:
+    """The length of the common start of ``a`` and ``b``."""
+    n = min(len(a), len(b))
+    diff = np.flatnonzero(np.asarray(a[:n]) != np.asarray(b[:n]))
+    return int(diff[0]) if diff.size else n
+
+
+def _stack_right(torch: Any, pasts: list[Any], width: int) -> list[tuple[Any, Any]]:
+    """Per layer, the rows' past (keys, values) ([1, heads, n, dim] each, or None for none) stacked
+    into [rows, heads, width, dim], each right-aligned (zeros on the left, masked out)."""
+    some = next(p for p in pasts if p is not None)
+    out = []
+    for li, (k0, _) in enumerate(some):
+        shape = (len(pasts), k0.shape[1], width, k0.shape[3])
+        keys = torch.zeros(shape, dtype=k0.dtype, device=k0.device)
+        values = torch.zeros(shape, dtype=k0.dtype, device=k0.device)
+        for i, p in enumerate(pasts):
+            if p is not None:
+                k, v = p[li]
+                keys[i, :, width - k.shape[2] :] = k[0]
+                values[i, :, width - v.shape[2] :] = v[0]
+        out.append((keys, values))
+    return out
+
+
+def _row_kv(x: Any, i: int, cols: Any) -> Any:
+    """Row ``i``'s KV of a forward pass ([1, heads, n, dim]), only its ``cols`` (None: all)."""
+    x = x[i : i + 1]
+    return x.index_select(2, cols) if cols is not None else x
