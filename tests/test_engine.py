@@ -211,3 +211,20 @@ def test_every_row_keeps_its_constraint(tiny: LocalBackend, rows: list[tuple[str
         for i, out in iter_many(items, batch_size=3, model=model):
             assert not isinstance(out, Exception), out
             assert LANGS[rows[i][0]][1](out.variables["X"]), (rows[i], out.variables)
+
+
+def test_ragged_scores_values_from_the_rows_kv(tiny: LocalBackend) -> None:
+    """Whole-value choices of several rows in one pass over copies of their KV equal ``Backend.score``
+    (the prompt computed again, alone), for values of one and of several tokens."""
+    ragged = tiny.ragged(prefix_cache=PrefixCache(64, 4))
+    prompts = [tiny.encode(t) for t in ("Sentiment of it: ", "A much longer prompt about the weather, then: ")]
+    conts = [[tiny.encode(v) for v in ("positive", "very negative indeed", "so-so")], [tiny.encode("no")]]
+    rows = [ragged.add() for _ in prompts]
+    for r, p in zip(rows, prompts, strict=True):
+        r.append(p)
+    ragged.logits(rows)
+    got = ragged.score(rows, conts)
+    assert any(len(c) > 1 for c in conts[0]) and ragged.stats()["score_passes"] == 1
+    for p, c, g in zip(prompts, conts, got, strict=True):
+        for want, have in zip(tiny.score(p, c), g, strict=True):
+            assert have.shape == want.shape and abs(have - want).max() < 1e-4

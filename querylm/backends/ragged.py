@@ -58,12 +58,19 @@ class RaggedRow(Sequence):
 class Ragged(ABC):
     """What the batch engine needs of a backend: rows that join (``add``) and leave (``remove``)."""
 
+    backend: Any  # the Backend that made it
+
     def add(self) -> RaggedRow:
         return RaggedRow(self)
 
     @abstractmethod
     def logits(self, rows: list[RaggedRow]) -> np.ndarray:
         """[len(rows), vocab] float32: each row's next-token logits after all its ids."""
+
+    def score(self, rows: list[RaggedRow], continuations: list[list[list[int]]]) -> list[list[np.ndarray]]:
+        """For each row, the log-probability of each token of each of its continuations after its ids
+        (as ``Backend.score``): whole-value choices of every row deciding one, asked after ``logits``."""
+        return [self.backend.score(list(r.ids), c) for r, c in zip(rows, continuations, strict=True)]
 
     def truncate(self, row: RaggedRow, n: int) -> None:
         del row.ids[n:]
@@ -105,6 +112,7 @@ class LocalRagged(Ragged):
             "compactions": 0,
             "fed_tokens": 0,
             "max_slots": 0,
+            "score_passes": 0,
         }
 
     # -- rows ---------------------------------------------------------------------------------------
@@ -164,6 +172,58 @@ class LocalRagged(Ragged):
         self._launch()
         self._sync()
         return np.stack([r.last for r in rows])  # type: ignore[misc]
+
+    def score(self, rows: list[RaggedRow], continuations: list[list[list[int]]]) -> list[list[np.ndarray]]:
+        """From the rows' KV in the batch: a continuation's first token from the row's logits, the
+        rest from one forward pass of every continuation longer than one token, each over a copy of
+        its row's KV (the prompt is never computed again)."""
+        with self.torch.inference_mode():
+            return self._score(rows, continuations)
+
+    def _score(self, rows: list[RaggedRow], continuations: list[list[list[int]]]) -> list[list[np.ndarray]]:
+        torch, backend = self.torch, self.backend
+        self._sync()
+        out: list[list[np.ndarray]] = []
+        longer: list[tuple[int, int]] = []  # (row, continuation) of those with more than one token
+        for i, (r, conts) in enumerate(zip(rows, continuations, strict=True)):
+            assert r.slot is not None and r.fed == len(r.ids) and r.last is not None, "score after logits"
+            first = _log_softmax(r.last)
+            out.append([np.concatenate([first[c[:1]], np.zeros(len(c) - 1)]) for c in conts])
+            longer += [(i, j) for j, c in enumerate(conts) if len(c) > 1]
+        if not longer:
+            return out
+        dev = backend.device
+        width = max(len(continuations[i][j]) for i, j in longer) - 1  # the last token is not fed
+        inp = torch.zeros((len(longer), width), dtype=torch.long)
+        new = torch.zeros((len(longer), width), dtype=torch.long)
+        pos = torch.zeros((len(longer), width), dtype=torch.long)
+        for n, (i, j) in enumerate(longer):
+            fed = continuations[i][j][:-1]
+            inp[n, : len(fed)] = torch.tensor(fed)  # left-aligned: the padding after them is never seen
+            new[n, : len(fed)] = 1
+            pos[n] = torch.arange(rows[i].fed, rows[i].fed + width)
+        idx = torch.tensor([rows[i].slot for i, _ in longer], device=dev)
+        from transformers.cache_utils import DynamicCache
+
+        cache = DynamicCache(
+            ddp_cache_data=[
+                (la.keys.index_select(0, idx), la.values.index_select(0, idx)) for la in self.cache.layers
+            ]
+        )
+        res = backend.forward(
+            width,
+            input_ids=inp.to(dev),
+            attention_mask=torch.cat([self.mask.index_select(0, idx), new.to(dev)], dim=1),
+            position_ids=pos.to(dev),
+            cache=cache,
+        )
+        lps = torch.log_softmax(res.logits[:, :, : backend.vocab_size].float(), dim=-1)
+        self.counts["score_passes"] += 1
+        for n, (i, j) in enumerate(longer):
+            rest = torch.tensor(continuations[i][j][1:], device=dev)
+            at = torch.arange(len(rest), device=dev)
+            out[i][j][1:] = lps[n, at, rest].double().cpu().numpy()
+        return out
 
     def prefetch(self) -> None:
         if self.backend.overlap:  # on the CPU the pass would run now: nothing to overlap it with
@@ -386,6 +446,12 @@ def _groups(rows: list[RaggedRow]) -> list[list[RaggedRow]]:
         else:
             out.append([r])
     return out
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    x = logits.astype(np.float64)
+    x -= x.max()
+    return x - np.log(np.exp(x).sum())
 
 
 def _common(a: list[int], b: list[int]) -> int:
