@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -217,7 +218,9 @@ def test_ragged_scores_values_from_the_rows_kv(tiny: LocalBackend) -> None:
     """Whole-value choices of several rows in one pass over copies of their KV equal ``Backend.score``
     (the prompt computed again, alone), for values of one and of several tokens."""
     ragged = tiny.ragged(prefix_cache=PrefixCache(64, 4))
-    prompts = [tiny.encode(t) for t in ("Sentiment of it: ", "A much longer prompt about the weather, then: ")]
+    prompts = [
+        tiny.encode(t) for t in ("Sentiment of it: ", "A much longer prompt about the weather, then: ")
+    ]
     conts = [[tiny.encode(v) for v in ("positive", "very negative indeed", "so-so")], [tiny.encode("no")]]
     rows = [ragged.add() for _ in prompts]
     for r, p in zip(rows, prompts, strict=True):
@@ -228,3 +231,32 @@ def test_ragged_scores_values_from_the_rows_kv(tiny: LocalBackend) -> None:
     for p, c, g in zip(prompts, conts, got, strict=True):
         for want, have in zip(tiny.score(p, c), g, strict=True):
             assert have.shape == want.shape and abs(have - want).max() < 1e-4
+
+
+@dataclass
+class Reading:
+    level: int
+    ok: bool
+
+
+@pytest.mark.model
+def test_batched_argmax_equals_one_at_a_time_on_the_default_model() -> None:
+    """Eight mixed queries (whole values of one and several tokens, INT, JSON, free text with a stop) on
+    the default model, four rows at once so that rows join as others leave: each row's result is the
+    one it gets alone (its logits come from batched passes, its values from ``Ragged.score``)."""
+    several = 'argmax\n    "Review: {r}\\nVerdict: [V]"\nwhere V in ["very good", "rather bad", "so-so"]'
+    typed = 'argmax\n    "Sensor {a} as JSON: [R: Reading]" where len(TOKENS(R)) <= 24'
+    items = [
+        {"query": CLASSIFY, "r": "the soup was cold and the waiter rude"},
+        {"query": several, "r": "best pizza in years"},
+        {"query": INT_Q, "a": "spider"},
+        {"query": INT_Q, "a": "dog"},
+        {"query": typed, "a": "B7", "Reading": Reading},
+        {"query": TEXT, "a": "the sea"},
+        {"query": TWO},
+        {"query": several, "r": "the train was late again"},
+    ]
+    batched = querylm.run_many(items, batch_size=4, chat=False)
+    for item, got in zip(items, batched, strict=True):
+        assert not isinstance(got, Exception), got
+        assert same(alone({**item, "chat": False}), got), item
