@@ -14,8 +14,8 @@ tokens (querylm: the holes' tokens; HF: up to EOS) / wall time. ``match`` counts
 variables equal the one-at-a-time ones (argmax: a row's result must not depend on what runs beside it).
 
 Table 2, the prefix cache: the same count of classification queries sharing a long few-shot prefix, decoded
-token by token (``choices="tokens"``: a whole-value choice scores its values through ``backend.score``,
-outside the batch and its prefix cache), on an
+token by token (``choices="tokens"``, as in the first version of this table, so that its figures
+compare), on an
 ``Engine`` with the prefix cache (default) and without (``prefix_tokens=0``), a quarter of them at once
 (up to the largest batch size) so that the rows joining later can find the prefix the first ones
 stored, with the hit rate (share of looked-up prompt tokens whose KV came from the cache) from

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -99,6 +100,7 @@ def test_batched_equals_one_at_a_time_on_a_real_kv_cache(tiny: LocalBackend) -> 
     stats = engine.stats()
     assert stats["mean_rows"] > 2 and stats["max_slots"] <= 4
     assert stats["prefix_cache"]["hit_tokens"] > 0
+    assert stats["solo_passes"] < stats["solo"]  # rows that join together share their prefill
 
 
 def test_seeded_sampling_rows_equal_their_runs_alone(tiny: LocalBackend) -> None:
@@ -157,6 +159,7 @@ def test_prefix_cache_reuses_blocks_and_evicts_least_recently_used() -> None:
     assert cache.lookup([1, 2, 3, 4, 9], limit=4) == ["0:2", "2:4"]
     assert cache.lookup([1, 2, 3, 4], limit=3) == ["0:2"]  # one token is always left to feed
     assert cache.lookup([1, 3], limit=2) == []
+    assert cache.cached([1, 2, 3, 4, 9], limit=4) == 4 and cache.cached([1, 2, 3], limit=4) == 2
     cache.insert([1, 2, 7, 7], kv)  # shares [1,2]: only [7,7] is new
     assert made[-1] == (2, 4) and cache.stats.stored_tokens == 6
     cache.lookup([1, 2, 7, 7, 0], limit=4)  # [7,7] is now more recent than [3,4]
@@ -209,3 +212,51 @@ def test_every_row_keeps_its_constraint(tiny: LocalBackend, rows: list[tuple[str
         for i, out in iter_many(items, batch_size=3, model=model):
             assert not isinstance(out, Exception), out
             assert LANGS[rows[i][0]][1](out.variables["X"]), (rows[i], out.variables)
+
+
+def test_ragged_scores_values_from_the_rows_kv(tiny: LocalBackend) -> None:
+    """Whole-value choices of several rows in one pass over copies of their KV equal ``Backend.score``
+    (the prompt computed again, alone), for values of one and of several tokens."""
+    ragged = tiny.ragged(prefix_cache=PrefixCache(64, 4))
+    prompts = [
+        tiny.encode(t) for t in ("Sentiment of it: ", "A much longer prompt about the weather, then: ")
+    ]
+    conts = [[tiny.encode(v) for v in ("positive", "very negative indeed", "so-so")], [tiny.encode("no")]]
+    rows = [ragged.add() for _ in prompts]
+    for r, p in zip(rows, prompts, strict=True):
+        r.append(p)
+    ragged.logits(rows)
+    got = ragged.score(rows, conts)
+    assert any(len(c) > 1 for c in conts[0]) and ragged.stats()["score_passes"] == 1
+    for p, c, g in zip(prompts, conts, got, strict=True):
+        for want, have in zip(tiny.score(p, c), g, strict=True):
+            assert have.shape == want.shape and abs(have - want).max() < 1e-4
+
+
+@dataclass
+class Reading:
+    level: int
+    ok: bool
+
+
+@pytest.mark.model
+def test_batched_argmax_equals_one_at_a_time_on_the_default_model() -> None:
+    """Eight mixed queries (whole values of one and several tokens, INT, JSON, free text with a stop) on
+    the default model, four rows at once so that rows join as others leave: each row's result is the
+    one it gets alone (its logits come from batched passes, its values from ``Ragged.score``)."""
+    several = 'argmax\n    "Review: {r}\\nVerdict: [V]"\nwhere V in ["very good", "rather bad", "so-so"]'
+    typed = 'argmax\n    "Sensor {a} as JSON: [R: Reading]" where len(TOKENS(R)) <= 24'
+    items = [
+        {"query": CLASSIFY, "r": "the soup was cold and the waiter rude"},
+        {"query": several, "r": "best pizza in years"},
+        {"query": INT_Q, "a": "spider"},
+        {"query": INT_Q, "a": "dog"},
+        {"query": typed, "a": "B7", "Reading": Reading},
+        {"query": TEXT, "a": "the sea"},
+        {"query": TWO},
+        {"query": several, "r": "the train was late again"},
+    ]
+    batched = querylm.run_many(items, batch_size=4, chat=False)
+    for item, got in zip(items, batched, strict=True):
+        assert not isinstance(got, Exception), got
+        assert same(alone({**item, "chat": False}), got), item

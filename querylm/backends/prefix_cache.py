@@ -80,6 +80,17 @@ class PrefixCache:
         self.stats.hit_tokens += len(found) * b
         return found
 
+    def cached(self, ids: list[int], limit: int) -> int:
+        """How many tokens of ``ids`` (at most ``limit``) ``lookup`` would find, without counting it as
+        a lookup or a use."""
+        node, b, n = self.root, self.block, 0
+        while n + b <= limit:
+            nxt = node.children.get(tuple(ids[n : n + b]))
+            if nxt is None:
+                break
+            node, n = nxt, n + b
+        return n
+
     def insert(self, ids: list[int], payload: Any) -> None:
         """Store the whole blocks of ``ids`` not yet cached; ``payload(start, end)`` gives the KV of
         ``ids[start:end]`` (computed after the blocks before it)."""

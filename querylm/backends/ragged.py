@@ -58,12 +58,19 @@ class RaggedRow(Sequence):
 class Ragged(ABC):
     """What the batch engine needs of a backend: rows that join (``add``) and leave (``remove``)."""
 
+    backend: Any  # the Backend that made it
+
     def add(self) -> RaggedRow:
         return RaggedRow(self)
 
     @abstractmethod
     def logits(self, rows: list[RaggedRow]) -> np.ndarray:
         """[len(rows), vocab] float32: each row's next-token logits after all its ids."""
+
+    def score(self, rows: list[RaggedRow], continuations: list[list[list[int]]]) -> list[list[np.ndarray]]:
+        """For each row, the log-probability of each token of each of its continuations after its ids
+        (as ``Backend.score``): whole-value choices of every row deciding one, asked after ``logits``."""
+        return [self.backend.score(list(r.ids), c) for r, c in zip(rows, continuations, strict=True)]
 
     def truncate(self, row: RaggedRow, n: int) -> None:
         del row.ids[n:]
@@ -98,7 +105,15 @@ class LocalRagged(Ragged):
         self.cache: Any = None
         self.mask = self.torch.zeros((0, 0), dtype=self.torch.long, device=backend.device)
         self._launched: tuple[Any, list[RaggedRow]] | None = None
-        self.counts = {"forwards": 0, "solo": 0, "compactions": 0, "fed_tokens": 0, "max_slots": 0}
+        self.counts = {
+            "forwards": 0,
+            "solo": 0,
+            "solo_passes": 0,
+            "compactions": 0,
+            "fed_tokens": 0,
+            "max_slots": 0,
+            "score_passes": 0,
+        }
 
     # -- rows ---------------------------------------------------------------------------------------
 
@@ -150,12 +165,65 @@ class LocalRagged(Ragged):
         for r in rows:
             if r.fed == len(r.ids) and r.last is None:
                 self._unfeed(r, len(r.ids) - 1)
-        for r in rows:
-            if r.fed < len(r.ids) and (r.slot is None or len(r.ids) - r.fed > SOLO):
-                self._solo(r)
+        apart = [r for r in rows if r.fed < len(r.ids) and (r.slot is None or len(r.ids) - r.fed > SOLO)]
+        for group in _groups(apart):
+            for rows_ in self._passes(group):
+                self._solo(rows_)
         self._launch()
         self._sync()
         return np.stack([r.last for r in rows])  # type: ignore[misc]
+
+    def score(self, rows: list[RaggedRow], continuations: list[list[list[int]]]) -> list[list[np.ndarray]]:
+        """From the rows' KV in the batch: a continuation's first token from the row's logits, the
+        rest from one forward pass of every continuation longer than one token, each over a copy of
+        its row's KV (the prompt is never computed again)."""
+        with self.torch.inference_mode():
+            return self._score(rows, continuations)
+
+    def _score(self, rows: list[RaggedRow], continuations: list[list[list[int]]]) -> list[list[np.ndarray]]:
+        torch, backend = self.torch, self.backend
+        self._sync()
+        out: list[list[np.ndarray]] = []
+        longer: list[tuple[int, int]] = []  # (row, continuation) of those with more than one token
+        for i, (r, conts) in enumerate(zip(rows, continuations, strict=True)):
+            assert r.slot is not None and r.fed == len(r.ids) and r.last is not None, "score after logits"
+            first = _log_softmax(r.last)
+            out.append([np.concatenate([first[c[:1]], np.zeros(len(c) - 1)]) for c in conts])
+            longer += [(i, j) for j, c in enumerate(conts) if len(c) > 1]
+        if not longer:
+            return out
+        dev = backend.device
+        width = max(len(continuations[i][j]) for i, j in longer) - 1  # the last token is not fed
+        inp = torch.zeros((len(longer), width), dtype=torch.long)
+        new = torch.zeros((len(longer), width), dtype=torch.long)
+        pos = torch.zeros((len(longer), width), dtype=torch.long)
+        for n, (i, j) in enumerate(longer):
+            fed = continuations[i][j][:-1]
+            inp[n, : len(fed)] = torch.tensor(fed)  # left-aligned: the padding after them is never seen
+            new[n, : len(fed)] = 1
+            pos[n] = torch.arange(rows[i].fed, rows[i].fed + width)
+        idx = torch.tensor([rows[i].slot for i, _ in longer], device=dev)
+        from transformers.cache_utils import DynamicCache
+
+        cache = DynamicCache(
+            ddp_cache_data=[
+                (la.keys.index_select(0, idx), la.values.index_select(0, idx)) for la in self.cache.layers
+            ]
+        )
+        res = backend.forward(
+            width,
+            input_ids=inp.to(dev),
+            attention_mask=torch.cat([self.mask.index_select(0, idx), new.to(dev)], dim=1),
+            position_ids=pos.to(dev),
+            cache=cache,
+        )
+        lps = torch.log_softmax(res.logits[:, :, : backend.vocab_size].float(), dim=-1)
+        self.counts["score_passes"] += 1
+        for n, (i, j) in enumerate(longer):
+            rest = torch.tensor(continuations[i][j][1:], device=dev)
+            at = torch.arange(len(rest), device=dev)
+            out[i][j][1:] = lps[n, at, rest].double().cpu().numpy()
+        return out
 
     def prefetch(self) -> None:
         if self.backend.overlap:  # on the CPU the pass would run now: nothing to overlap it with
@@ -206,50 +274,94 @@ class LocalRagged(Ragged):
             r.fed = len(r.ids)
             r.last = None
 
-    def _solo(self, row: RaggedRow) -> None:
-        """Compute ``row``'s new tokens alone, on its own KV (from its slot, or the prefix cache for a
-        row that joins), then place it in a slot."""
+    def _passes(self, group: list[RaggedRow]) -> list[list[RaggedRow]]:
+        """``group`` split so that a joining row sharing a whole uncached block with another joining row
+        computes after it: the first stores the shared prompt (a system prompt, few-shot examples) in
+        the prefix cache and the rest find it there, instead of every row of the pass computing it."""
+        if self.prefix is None:
+            return [group]
+        first: list[RaggedRow] = []
+        later: list[RaggedRow] = []
+        for r in group:
+            if r.slot is None:
+                cached = self.prefix.cached(r.ids, len(r.ids) - 1)
+                shared = max((_common(r.ids, f.ids) for f in first if f.slot is None), default=0)
+                if shared - cached >= self.prefix.block:
+                    later.append(r)
+                    continue
+            first.append(r)
+        return [first, later] if later else [first]
+
+    def _solo(self, rows: list[RaggedRow]) -> None:
+        """Compute ``rows``' new tokens apart from the batch, in one forward pass, each on its own KV
+        (from its slot, or the prefix cache for a row that joins), then place each in a slot. Rows
+        that join together (a batch filling up) share the pass, as a batched prefill does; their past
+        KV sits right-aligned in ``past`` columns and their new tokens right-aligned after it."""
         torch, backend = self.torch, self.backend
         from transformers.cache_utils import DynamicCache
 
-        self.counts["solo"] += 1
-        start, layers = row.fed, None
-        if row.slot is not None:
-            cols = self.mask[row.slot].nonzero()[:, 0]
-            layers = [
-                (la.keys[row.slot : row.slot + 1][:, :, cols], la.values[row.slot : row.slot + 1][:, :, cols])
-                for la in self.cache.layers
-            ]
-            self._remove(row)
-        elif self.prefix is not None:
-            blocks = self.prefix.lookup(row.ids, len(row.ids) - 1)
-            if blocks:
-                start = len(blocks) * self.prefix.block
-                kv = torch.cat(blocks, dim=3)  # [layers, 2, heads, tokens, dim]
-                layers = [(kv[i, 0][None], kv[i, 1][None]) for i in range(kv.shape[0])]
-        cache = DynamicCache(ddp_cache_data=layers) if layers else None
-        new = row.ids[start:]
-        dev = backend.device
+        self.counts["solo"] += len(rows)
+        self.counts["solo_passes"] += 1
+        joined = [r.slot is None for r in rows]  # rows that join: their prompt goes to the prefix cache
+        starts, pasts = [], []
+        for row in rows:
+            start, layers = 0, None
+            if row.slot is not None:
+                cols = self.mask[row.slot].nonzero()[:, 0]
+                start = row.fed
+                layers = [
+                    (
+                        la.keys[row.slot : row.slot + 1][:, :, cols],
+                        la.values[row.slot : row.slot + 1][:, :, cols],
+                    )
+                    for la in self.cache.layers
+                ]
+                self._remove(row)
+            elif self.prefix is not None:
+                blocks = self.prefix.lookup(row.ids, len(row.ids) - 1)
+                if blocks:
+                    start = len(blocks) * self.prefix.block
+                    kv = torch.cat(blocks, dim=3)  # [layers, 2, heads, tokens, dim]
+                    layers = [(kv[i, 0][None], kv[i, 1][None]) for i in range(kv.shape[0])]
+            starts.append(start)
+            pasts.append(layers)
+        n, dev = len(rows), backend.device
+        past = max(starts)
+        width = max(len(r.ids) - s for r, s in zip(rows, starts, strict=True))
+        inp = torch.zeros((n, width), dtype=torch.long)
+        pos = torch.zeros((n, width), dtype=torch.long)
+        mask = torch.zeros((n, past + width), dtype=torch.long)
+        for i, (row, start) in enumerate(zip(rows, starts, strict=True)):
+            new = row.ids[start:]
+            inp[i, width - len(new) :] = torch.tensor(new)
+            pos[i, width - len(new) :] = torch.arange(start, len(row.ids))
+            mask[i, past - start : past] = 1
+            mask[i, past + width - len(new) :] = 1
+        cache = DynamicCache(ddp_cache_data=_stack_right(torch, pasts, past)) if past else None
         out = backend.forward(
             1,
-            input_ids=torch.tensor([new], device=dev),
-            position_ids=torch.arange(start, len(row.ids), device=dev)[None],
+            input_ids=inp.to(dev),
+            attention_mask=mask.to(dev) if n > 1 else None,  # one row alone: as before, no padding
+            position_ids=pos.to(dev),
             cache=cache,
         )
-        self.counts["fed_tokens"] += len(new)
+        self.counts["fed_tokens"] += sum(len(r.ids) - s for r, s in zip(rows, starts, strict=True))
         cache = out.past_key_values if getattr(out, "cache", None) is None else out.cache
-        keys = [la.keys for la in cache.layers]
-        values = [la.values for la in cache.layers]
-        if self.prefix is not None and row.fed == 0:
-            self.prefix.insert(
-                row.ids,
-                lambda a, z: torch.stack(
-                    [torch.stack([k[0, :, a:z], v[0, :, a:z]]) for k, v in zip(keys, values, strict=True)]
-                ),
-            )
-        row.fed = len(row.ids)
-        row.last = out.logits[0, -1, : backend.vocab_size].float().cpu().numpy()
-        self._place(row, keys, values)
+        last = out.logits[:, -1, : backend.vocab_size].float().cpu().numpy()
+        for i, row in enumerate(rows):
+            cols = mask[i].nonzero()[:, 0].to(dev) if n > 1 else None
+            keys = [_row_kv(la.keys, i, cols) for la in cache.layers]
+            values = [_row_kv(la.values, i, cols) for la in cache.layers]
+            if self.prefix is not None and joined[i]:
+                self.prefix.insert(
+                    row.ids,
+                    lambda a, z, keys=keys, values=values: torch.stack(
+                        [torch.stack([k[0, :, a:z], v[0, :, a:z]]) for k, v in zip(keys, values, strict=True)]
+                    ),
+                )
+            row.fed = len(row.ids)
+            row.last = last[i]
+            self._place(row, keys, values)
 
     def _place(self, row: RaggedRow, keys: list[Any], values: list[Any]) -> None:
         """Put a row's KV ([1, heads, n, dim] per layer) right-aligned into a free slot."""
@@ -322,3 +434,52 @@ def _pad(torch: Any, x: Any, n: int, *, dim: int, end: bool = False) -> Any:
 def _take(x: Any, rows: Any, cols: Any, col_dim: int = 2) -> Any:
     x = x.index_select(0, rows)
     return x.index_select(col_dim, cols) if cols is not None else x
+
+
+def _groups(rows: list[RaggedRow]) -> list[list[RaggedRow]]:
+    """Rows computed apart, in groups that share a forward pass: by count of new tokens, a group
+    holding rows at most twice (plus ``SOLO``) as long as its shortest, so padding stays a minor cost."""
+    out: list[list[RaggedRow]] = []
+    for r in sorted(rows, key=lambda r: len(r.ids) - r.fed):
+        if out and len(r.ids) - r.fed <= 2 * (len(out[-1][0].ids) - out[-1][0].fed) + SOLO:
+            out[-1].append(r)
+        else:
+            out.append([r])
+    return out
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    x = logits.astype(np.float64)
+    x -= x.max()
+    return x - np.log(np.exp(x).sum())
+
+
+def _common(a: list[int], b: list[int]) -> int:
+    """The length of the common start of ``a`` and ``b``."""
+    n = min(len(a), len(b))
+    diff = np.flatnonzero(np.asarray(a[:n]) != np.asarray(b[:n]))
+    return int(diff[0]) if diff.size else n
+
+
+def _stack_right(torch: Any, pasts: list[Any], width: int) -> list[tuple[Any, Any]]:
+    """Per layer, the rows' past (keys, values) ([1, heads, n, dim] each, or None for none) stacked
+    into [rows, heads, width, dim], each right-aligned (zeros on the left, masked out)."""
+    some = next(p for p in pasts if p is not None)
+    out = []
+    for li, (k0, _) in enumerate(some):
+        shape = (len(pasts), k0.shape[1], width, k0.shape[3])
+        keys = torch.zeros(shape, dtype=k0.dtype, device=k0.device)
+        values = torch.zeros(shape, dtype=k0.dtype, device=k0.device)
+        for i, p in enumerate(pasts):
+            if p is not None:
+                k, v = p[li]
+                keys[i, :, width - k.shape[2] :] = k[0]
+                values[i, :, width - v.shape[2] :] = v[0]
+        out.append((keys, values))
+    return out
+
+
+def _row_kv(x: Any, i: int, cols: Any) -> Any:
+    """Row ``i``'s KV of a forward pass ([1, heads, n, dim]), only its ``cols`` (None: all)."""
+    x = x[i : i + 1]
+    return x.index_select(2, cols) if cols is not None else x

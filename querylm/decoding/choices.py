@@ -53,10 +53,20 @@ def decide_value(
     values = candidates(backend, hc, room=max_len - len(seq.ids))
     if not values:
         return None
-    if len(values) == 1:
+    scores = backend.score(list(seq.ids), [ids for _, ids in values]) if len(values) > 1 else None
+    return take_value(seq, values, scores, chooser)
+
+
+def take_value(
+    seq: Sequence, values: list[tuple[str, list[int]]], scores: list[np.ndarray] | None, chooser: Chooser
+) -> HoleOutput:
+    """Append the value of ``values`` (``candidates``) that ``chooser`` picks by its total
+    log-probability (``scores``: each value's token log-probabilities; None for a single value).
+    ``decide_value`` scores them alone, the batch engine in one pass for all its rows deciding one."""
+    if scores is None:
         text, ids = values[0]
     else:
-        totals = np.array([lp.sum() for lp in backend.score(list(seq.ids), [ids for _, ids in values])])
+        totals = np.array([lp.sum() for lp in scores])
         pick = chooser.choose(totals, np.arange(len(values)))
         text, ids = values[pick if pick != END else int(np.argmax(totals))]
     seq.append(ids)

@@ -6,7 +6,10 @@ choice from its own logits under its own mask, and its moves that need no choice
 end of a value, the prompt text up to its next hole), exactly as ``decode_hole`` does for one query
 alone (both drive ``decoding.hole.HoleStep``), so a row's result does not depend on what runs beside it.
 A row that finishes leaves and the next query joins (at most ``batch_size`` rows, and the KV bound);
-one that fails yields its error and the others go on. Rows that join start from the prefix cache.
+one that fails yields its error and the others go on. Rows that join start from the prefix cache, and
+rows that join together share one prefill pass. A hole decided by whole values (``decoding/choices.py``)
+is a choice like a token's: its values are scored after the step's forward pass, from the row's logits
+and KV, in one pass for every row deciding one (``Ragged.score``), never by computing the prompt again.
 
 Masks: on the CPU the forward pass keeps both cores busy, so there is nothing to overlap and each
 row's mask is computed right after the pass (measured: llguidance's thread pool did not beat filling
@@ -29,7 +32,7 @@ from ..backends.base import Backend
 from ..backends.openai import OpenAIBackend
 from ..backends.prefix_cache import PrefixCache
 from ..backends.ragged import Ragged
-from ..decoding.choices import decide_value
+from ..decoding.choices import candidates, take_value
 from ..decoding.hole import HoleStep
 from ..language.check import Plan, bind_inputs, compile_source
 from ..language.ir import DecoderSpec
@@ -115,6 +118,7 @@ class _Row:
         self.ex.start(job.inputs)
         self.pending: PendingHole | None = None
         self.step: HoleStep | None = None
+        self.values: list[tuple[str, list[int]]] | None = None  # a whole-value choice due (``advance``)
 
     def advance(self) -> bool:
         """Run on to the next choice: True when the row needs its logits, False when the query is done."""
@@ -126,11 +130,14 @@ class _Row:
                 if self.tracer is not None:
                     self.tracer.hole = self.pending.hole.name
                 elif self.by_value:  # a hole with a few possible values, decided whole (as run does)
-                    out = decide_value(
-                        self.ex.backend, self.seq, self.pending.hc, self.chooser, max_len=self.ex.max_len
+                    values = candidates(
+                        self.ex.backend, self.pending.hc, room=self.ex.max_len - len(self.seq.ids)
                     )
-                    if out is not None:
-                        self.ex.finish(self.pending, out)
+                    if len(values) > 1:  # scored with the next forward pass, beside the other rows
+                        self.values = values
+                        return True
+                    if values:
+                        self.decide(values, None)
                         continue
                 self.step = HoleStep(
                     self.ex.backend,
@@ -146,7 +153,22 @@ class _Row:
                 return True
             self.close()
 
-    def take(self, logits: Any) -> None:
+    def decide(self, values: list[tuple[str, list[int]]], scores: list[Any] | None) -> None:
+        """Finish the hole with the value the chooser picks by ``scores`` (``choices.take_value``)."""
+        assert self.pending is not None
+        out = take_value(self.seq, values, scores, self.chooser)
+        self.values = None
+        self.ex.emit(out.text)
+        self.ex.finish(self.pending, out)
+
+    def take(self, logits: Any, scored: list[Any] | Exception | None = None) -> None:
+        """Make the choice due: the hole's next token from ``logits``, or its whole value by ``scored``
+        (``Engine._scores``)."""
+        if self.values is not None:
+            if isinstance(scored, Exception):
+                raise scored
+            self.decide(self.values, scored)
+            return
         assert self.step is not None
         if not self.step.take(logits):
             self.close()
@@ -241,10 +263,11 @@ class Engine:
                         yield r.job.index, err
                     active = []
                     continue
+                scores = self._scores([r for r in active if r.values is not None])
                 taken = []
                 for r, row_logits in zip(active, logits, strict=True):
                     try:
-                        r.take(row_logits)
+                        r.take(row_logits, scores.get(id(r)))
                         taken.append(r)
                     except Exception as err:  # noqa: BLE001 - this row's result is its error
                         ragged.remove(r.seq)
@@ -263,6 +286,19 @@ class Engine:
                     yield r.job.index, out
         finally:
             self.counts["seconds"] += time.perf_counter() - t0
+
+    def _scores(self, deciding: list[_Row]) -> dict[int, list[Any] | Exception]:
+        """The whole-value choices due (``_Row.values``), scored in one pass from the rows' KV; by row
+        id, the scores or, should the model fail, the error."""
+        if not deciding:
+            return {}
+        try:
+            scored = self.ragged.score(
+                [r.seq for r in deciding], [[i for _, i in r.values or ()] for r in deciding]
+            )
+        except Exception as err:  # noqa: BLE001 - the model failed: every deciding row fails
+            return {id(r): err for r in deciding}
+        return {id(r): s for r, s in zip(deciding, scored, strict=True)}
 
 
 def batch_key(backend: Backend | None) -> Any:
