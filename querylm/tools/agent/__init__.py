@@ -41,8 +41,9 @@ import json
 from collections.abc import AsyncGenerator, Iterator
 from typing import Any
 
-from ...decoding.choose import Argmax, Chooser, Sample
 from ...errors import ModelError
+from ...runtime.chat import ChatPrefix
+from ...runtime.turn import Chooser, turn_chooser
 from ..registry import Approve, ToolCall, ToolRegistry, ToolResult, run_sync
 from ..tool import ToolError
 from .local import LocalTurns
@@ -137,7 +138,7 @@ class Agent:
         self.device = device
         self._check_choice(resolve_choice(tool_choice, self.registry))  # fail early on an unknown name
         self._backend: Any = None
-        self._prefix: tuple[str, Any] | None = None
+        self._prefix: ChatPrefix | None = None
 
     def _check_choice(self, choice: Choice) -> None:
         if self.answer_last_turn and self.max_turns == 1 and forces_call(choice):
@@ -304,38 +305,14 @@ class Agent:
     # -- helpers ----------------------------------------------------------------------------------------
 
     def new_chooser(self) -> Chooser:
-        if self.temperature <= 0:
-            return Argmax()
-        import numpy as np
-
-        return Sample(np.random.default_rng(self.seed), temperature=self.temperature)
+        return turn_chooser(self.temperature, self.seed)
 
     def start_sequence(self, messages: list[dict[str, Any]]) -> tuple[Any, str | None]:
-        """The sequence of ``messages``, the system message's part forked from a cached copy: the tools
-        section is the longest part of every prompt, and the same in every run of this agent."""
-        backend = self.backend
-        first = messages[0] if messages and messages[0]["role"] == "system" else None
-        if first is None:
-            seq = backend.new_sequence()
-            return seq, self._render(seq, messages)
-        key = first["content"]
-        if self._prefix is None or self._prefix[0] != key:
-            seq = backend.new_sequence()
-            self._render(seq, [first])
-            seq.logits()  # fill the cache once
-            self._prefix = (key, seq)
-        seq = self._prefix[1].fork()
-        return seq, self._render(seq, messages[1:], role="system")
-
-    def _render(self, seq: Any, messages: list[dict[str, Any]], role: str | None = None) -> str | None:
-        """Encode the conversation so far: role transitions from the chat template (special tokens),
-        contents as user text (never special tokens), tool calls and results in the ToolFormat."""
-        backend = self.backend
-        for m in self.plain_messages(messages):
-            seq.append(backend.encode(backend.chat_transition(role, m["role"]), special=True))
-            seq.append(backend.encode(m["content"]))
-            role = m["role"]
-        return role
+        """The sequence of ``messages`` and the role it ends in, the system message's part forked from a
+        cached copy (``runtime.chat.ChatPrefix``)."""
+        if self._prefix is None or self._prefix.backend is not self.backend:
+            self._prefix = ChatPrefix(self.backend)
+        return self._prefix.start(self.plain_messages(messages))
 
     def plain_messages(self, messages: list[dict[str, Any]]) -> list[dict[str, str]]:
         """The conversation as plain role/content messages for a template without a tools section:
