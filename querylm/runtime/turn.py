@@ -6,21 +6,29 @@ runtime.
 
 A turn continues a chat the caller keeps on one sequence (``runtime/chat.py``): its KV cache carries
 over from turn to turn, and the caller appends what follows (tool results) before the next turn.
+
+A hosted backend writes a turn in one request, which the caller shapes (native tools, or its grammar in
+the server's parameter): ``HostedChat`` sends it through the backend's client (retries, errors) and
+accounts each turn as one hole of the run's Usage, as the hosted hole decoder does for a query's holes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from ..backends.base import Backend, Sequence
+from ..backends.hosted.client import HoleUsage, Usage
+from ..backends.models import resolve
+from ..backends.openai import OpenAIBackend
 from ..constraints.lang import Grammar
 from ..constraints.types import TypedHole
 from ..decoding.choose import Argmax, Chooser, Sample
 from ..decoding.names import NameScoringChooser
-from ..errors import ConstraintError
+from ..errors import ConstraintError, ModelError
 from ..language.check import compile_source
 from .execute import Execution
 from .run import sequential
@@ -53,6 +61,44 @@ class TurnValue:
     text: str
     tokens: int
     complete: bool
+
+
+HostedBackend = OpenAIBackend
+"""The hosted backend's type: its ``server`` (capabilities, request parameters), ``mechanisms``,
+``endpoint`` and tokenizer are what a caller shapes a hosted turn's request with."""
+
+
+def chat_backend(model: str | Backend | None, *, device: str | None = None) -> Backend:
+    """The backend of a chat (a model id, or a backend as is): one with a chat template."""
+    backend = model if isinstance(model, Backend) else resolve(model, device=device)
+    if not backend.has_chat_template:
+        raise ModelError(f"the agent needs a chat model; {backend.name} has no chat template")
+    return backend
+
+
+def is_hosted(backend: Backend) -> bool:
+    """Whether turns on ``backend`` are hosted requests (``HostedChat``) rather than turn queries."""
+    return isinstance(backend, OpenAIBackend)
+
+
+class HostedChat:
+    """The requests of one chat's turns on a hosted backend, each accounted as one hole of ``usage``."""
+
+    def __init__(self, backend: HostedBackend):
+        self.backend = backend
+        self.usage = Usage()
+
+    def new_turn(self, label: str) -> HoleUsage:
+        """The accounting of the next turn: the caller records there how the request constrains it."""
+        hole = HoleUsage(label)
+        self.usage.holes.append(hole)
+        return hole
+
+    def send(self, kind: str, params: dict[str, Any], hole: HoleUsage, where: str) -> Any:
+        """One request ("chat" or "completions") for the turn ``hole``: the backend client's Answer."""
+        answer = self.backend.client.send(kind, params, self.usage, hole, where)
+        hole.ended_by = answer.finish or ""
+        return answer
 
 
 def turn_chooser(temperature: float, seed: int | None) -> Chooser:

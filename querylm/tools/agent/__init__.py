@@ -41,9 +41,8 @@ import json
 from collections.abc import AsyncGenerator, Iterator
 from typing import Any
 
-from ...errors import ModelError
 from ...runtime.chat import ChatPrefix
-from ...runtime.turn import Chooser, turn_chooser
+from ...runtime.turn import Chooser, chat_backend, is_hosted, turn_chooser
 from ..registry import Approve, ToolCall, ToolRegistry, ToolResult, run_sync
 from ..tool import ToolError
 from .local import LocalTurns
@@ -63,9 +62,7 @@ from .turns import (
 
 
 def _driver_type(backend: Any) -> Any:
-    from ...backends.openai import OpenAIBackend
-
-    if isinstance(backend, OpenAIBackend):
+    if is_hosted(backend):
         from .hosted import HostedTurns
 
         return HostedTurns
@@ -150,14 +147,7 @@ class Agent:
     @property
     def backend(self) -> Any:
         if self._backend is None:
-            from ...backends.base import Backend
-            from ...backends.models import resolve
-
-            self._backend = (
-                self.model if isinstance(self.model, Backend) else resolve(self.model, device=self.device)
-            )
-            if not self._backend.has_chat_template:
-                raise ModelError(f"the agent needs a chat model; {self._backend.name} has no chat template")
+            self._backend = chat_backend(self.model, device=self.device)
         return self._backend
 
     # -- entry points -----------------------------------------------------------------------------------

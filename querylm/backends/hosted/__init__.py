@@ -1,0 +1,1 @@
+"""Hosted servers: the OpenAI-compatible client, one class per server, the llama.cpp server process."""
