@@ -44,6 +44,7 @@ from ..language.check import Plan
 from ..language.compile import RETURNED
 from ..language.ir import Hole
 from . import decorators as deco
+from .chat import open_role
 from .nested import NestedCall, evaluate_type, in_query_code, nested_call
 from .result import HoleRecord, QueryResult
 
@@ -268,7 +269,7 @@ class Execution:
             self.messages[-1]["content"] += text
 
     def open_message(self, role: str) -> None:
-        self.seq.append(self.backend.encode(self.backend.chat_transition(self.role, role), special=True))
+        open_role(self.backend, self.seq, self.role, role)
         self.role = role
         self.messages.append({"role": role, "content": ""})
         self.strip_next = True

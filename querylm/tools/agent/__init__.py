@@ -41,8 +41,8 @@ import json
 from collections.abc import AsyncGenerator, Iterator
 from typing import Any
 
-from ...decoding.choose import Argmax, Chooser, Sample
-from ...errors import ModelError
+from ...runtime.chat import ChatPrefix
+from ...runtime.turn import Chooser, chat_backend, is_hosted, turn_chooser
 from ..registry import Approve, ToolCall, ToolRegistry, ToolResult, run_sync
 from ..tool import ToolError
 from .local import LocalTurns
@@ -62,9 +62,7 @@ from .turns import (
 
 
 def _driver_type(backend: Any) -> Any:
-    from ...backends.openai import OpenAIBackend
-
-    if isinstance(backend, OpenAIBackend):
+    if is_hosted(backend):
         from .hosted import HostedTurns
 
         return HostedTurns
@@ -137,7 +135,7 @@ class Agent:
         self.device = device
         self._check_choice(resolve_choice(tool_choice, self.registry))  # fail early on an unknown name
         self._backend: Any = None
-        self._prefix: tuple[str, Any] | None = None
+        self._prefix: ChatPrefix | None = None
 
     def _check_choice(self, choice: Choice) -> None:
         if self.answer_last_turn and self.max_turns == 1 and forces_call(choice):
@@ -149,14 +147,7 @@ class Agent:
     @property
     def backend(self) -> Any:
         if self._backend is None:
-            from ...backends.base import Backend
-            from ...backends.models import resolve
-
-            self._backend = (
-                self.model if isinstance(self.model, Backend) else resolve(self.model, device=self.device)
-            )
-            if not self._backend.has_chat_template:
-                raise ModelError(f"the agent needs a chat model; {self._backend.name} has no chat template")
+            self._backend = chat_backend(self.model, device=self.device)
         return self._backend
 
     # -- entry points -----------------------------------------------------------------------------------
@@ -304,38 +295,14 @@ class Agent:
     # -- helpers ----------------------------------------------------------------------------------------
 
     def new_chooser(self) -> Chooser:
-        if self.temperature <= 0:
-            return Argmax()
-        import numpy as np
-
-        return Sample(np.random.default_rng(self.seed), temperature=self.temperature)
+        return turn_chooser(self.temperature, self.seed)
 
     def start_sequence(self, messages: list[dict[str, Any]]) -> tuple[Any, str | None]:
-        """The sequence of ``messages``, the system message's part forked from a cached copy: the tools
-        section is the longest part of every prompt, and the same in every run of this agent."""
-        backend = self.backend
-        first = messages[0] if messages and messages[0]["role"] == "system" else None
-        if first is None:
-            seq = backend.new_sequence()
-            return seq, self._render(seq, messages)
-        key = first["content"]
-        if self._prefix is None or self._prefix[0] != key:
-            seq = backend.new_sequence()
-            self._render(seq, [first])
-            seq.logits()  # fill the cache once
-            self._prefix = (key, seq)
-        seq = self._prefix[1].fork()
-        return seq, self._render(seq, messages[1:], role="system")
-
-    def _render(self, seq: Any, messages: list[dict[str, Any]], role: str | None = None) -> str | None:
-        """Encode the conversation so far: role transitions from the chat template (special tokens),
-        contents as user text (never special tokens), tool calls and results in the ToolFormat."""
-        backend = self.backend
-        for m in self.plain_messages(messages):
-            seq.append(backend.encode(backend.chat_transition(role, m["role"]), special=True))
-            seq.append(backend.encode(m["content"]))
-            role = m["role"]
-        return role
+        """The sequence of ``messages`` and the role it ends in, the system message's part forked from a
+        cached copy (``runtime.chat.ChatPrefix``)."""
+        if self._prefix is None or self._prefix.backend is not self.backend:
+            self._prefix = ChatPrefix(self.backend)
+        return self._prefix.start(self.plain_messages(messages))
 
     def plain_messages(self, messages: list[dict[str, Any]]) -> list[dict[str, str]]:
         """The conversation as plain role/content messages for a template without a tools section:

@@ -1,5 +1,6 @@
-"""The agent's turns on a hosted model (``querylm.backends.openai.OpenAIBackend``): one chat-completions
-request per turn, through the backend's client, retries and usage accounting.
+"""The agent's turns on a hosted model (an OpenAIBackend): one chat-completions request per turn, sent
+through the runtime (``runtime.turn.HostedChat``: the backend's client, its retries and the run's usage
+accounting).
 
 - OpenAI (flavour ``openai``): native ``tools`` (``ToolRegistry.to_openai()``: strict where the schema
   allows it), ``tool_choice`` passed through (a subset of the tools as ``{"type": "allowed_tools"}``),
@@ -32,13 +33,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ...backends.hosted.client import HoleUsage, Usage
-from ...backends.openai import OpenAIBackend
 from ...constraints import automata, gbnf, regex
 from ...constraints.lang import And, Grammar, Not, Term, to_grammar
 from ...constraints.matcher import PrefixMatcher
 from ...constraints.schema import closed_object, for_server
 from ...errors import ModelError, UnsupportedError
+from ...runtime.turn import HoleUsage, HostedBackend, HostedChat
 from ..registry import ToolCall, ToolRegistry, ToolResult, json_fault, new_call_id
 from .turns import CALL_START, AgentEvent, Choice, ToolFormat, TurnOutput, turn_grammar
 
@@ -142,12 +142,13 @@ class HostedTurns:
             return agent.instructions  # the tools go as native tools, not in the prompt
         return agent.format.system_prompt(agent.registry, agent.instructions)
 
-    def __init__(self, agent: Agent, backend: OpenAIBackend, messages: list[dict[str, Any]]):
+    def __init__(self, agent: Agent, backend: HostedBackend, messages: list[dict[str, Any]]):
         self.agent = agent
         self.backend = backend
         self.messages = messages
         """The run's conversation (the loop appends to it): every request is written from it."""
-        self.usage = Usage()
+        self.requests = HostedChat(backend)
+        self.usage = self.requests.usage
         self.native = backend.server.native_tools
         if self.native and backend.endpoint != "chat":
             raise ModelError(f"{backend.name}: tool calls need the chat endpoint (endpoint='chat')")
@@ -160,17 +161,13 @@ class HostedTurns:
         self, turn: int, choice: Choice, budget: int, max_calls: int, out: TurnOutput
     ) -> AsyncIterator[AgentEvent]:
         b = self.backend
-        hole = HoleUsage(f"turn {turn}")
-        self.usage.holes.append(hole)
+        hole = self.requests.new_turn(f"turn {turn}")
         if self.native:
             kind, params, plan = "chat", self._native_params(choice, budget, max_calls, hole), None
         else:
             plan = self._plan(choice, max_calls)
             kind, params = self._constrained_params(plan, budget, hole)
-        answer = await asyncio.to_thread(
-            b.client.send, kind, params, self.usage, hole, f"turn {turn} of the agent"
-        )
-        hole.ended_by = answer.finish or ""
+        answer = await asyncio.to_thread(self.requests.send, kind, params, hole, f"turn {turn} of the agent")
         out.tokens = int(getattr(answer.usage, "completion_tokens", 0) or 0) or len(b.encode(answer.text))
         if plan is None:
             self._read_native(answer, budget, out)

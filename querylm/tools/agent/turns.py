@@ -14,7 +14,7 @@ from ...constraints import regex
 from ..registry import ToolCall, ToolRegistry, ToolResult
 
 if TYPE_CHECKING:
-    from ...backends.openai import Usage
+    from ...runtime.turn import Usage
 
 
 TEXT_TURN_TOKENS = 160

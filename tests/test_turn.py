@@ -1,0 +1,85 @@
+"""An assistant turn run as a query on the runtime (runtime/turn.py) and the chat it continues
+(runtime/chat.py), on a tiny random-weight Llama over SmolLM2's real tokenizer."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from conftest import tiny_llama
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from querylm.backends.local import LocalBackend
+from querylm.runtime.chat import ChatPrefix, render
+from querylm.runtime.turn import run_turn, turn_chooser
+
+
+@pytest.fixture(scope="module")
+def tiny() -> LocalBackend:
+    return tiny_llama(3, sharpen=4.0)
+
+
+def _chat(backend: LocalBackend) -> tuple[object, str | None]:
+    seq = backend.new_sequence()
+    return seq, render(backend, seq, [{"role": "user", "content": "Pick one."}])
+
+
+WORDS = st.lists(st.from_regex(r"[a-z]{1,6}", fullmatch=True), min_size=1, max_size=4, unique=True)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(words=WORDS, seed=st.integers(0, 1000))
+def test_a_turn_is_a_value_of_its_grammar_in_an_assistant_message(tiny: LocalBackend, words, seed) -> None:
+    seq, role = _chat(tiny)
+    before = len(seq.ids)
+    grammar = "start: " + " | ".join(f'"{w}"' for w in words) + "\n"
+    streamed: list[str] = []
+    value = run_turn(
+        tiny, seq, role, grammar, budget=16, chooser=turn_chooser(1.0, seed), on_token=streamed.append
+    )
+    assert value.complete and value.text in words
+    assert "".join(streamed) == value.text
+    opened = tiny.encode(tiny.chat_transition("user", "assistant"), special=True)
+    assert seq.ids[before : before + len(opened)] == opened  # the turn opened the assistant's message
+    assert value.tokens == len(seq.ids) - before - len(opened)
+    assert tiny.decode(seq.ids[before + len(opened) :]) == value.text
+
+
+def test_a_budget_that_ends_inside_the_grammar_is_an_incomplete_turn(tiny: LocalBackend) -> None:
+    seq, role = _chat(tiny)
+    value = run_turn(tiny, seq, role, "start: /a{40}/\n", budget=5, chooser=turn_chooser(0.0, None))
+    assert not value.complete
+    assert 0 < value.tokens <= 5
+    assert re.fullmatch("a*", value.text) and len(value.text) < 40
+
+
+def test_names_are_scored_in_full(tiny: LocalBackend) -> None:
+    """With names, the name after ``{"name": "`` is the one whose tokens (and the closing quote) the
+    model scores highest in full, not the one its first token favours."""
+    seq, role = _chat(tiny)
+    grammar = 'start: "{\\"name\\": \\"" NAME "\\"}"\nNAME: "weather" | "time" | "date"\n'
+    names = ("weather", "time", "date")
+    start = len(seq.ids) + len(tiny.encode(tiny.chat_transition(role, "assistant"), special=True))
+    value = run_turn(tiny, seq, role, grammar, budget=32, chooser=turn_chooser(0.0, None), names=names)
+    assert value.complete
+    at = next(k for k in range(start, len(seq.ids)) if tiny.decode(seq.ids[start:k]) == '{"name": "')
+    scores = {n: float(tiny.score(seq.ids[:at], [tiny.encode(n + '"')])[0].sum()) for n in names}
+    assert value.text == '{"name": "' + max(scores, key=scores.__getitem__) + '"}'
+
+
+def test_chat_prefix_forks_the_cached_system_message(tiny: LocalBackend) -> None:
+    messages = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Hi"}]
+    prefix = ChatPrefix(tiny)
+    first, role = prefix.start(messages)
+    assert role == "user"
+    assert prefix.cached is not None
+    cached = prefix.cached[1]
+    second, _ = prefix.start([messages[0], {"role": "user", "content": "Bye"}])
+    assert prefix.cached[1] is cached  # the same system message: rendered and filled once
+    fresh = tiny.new_sequence()
+    render(tiny, fresh, messages)
+    assert first.ids == fresh.ids
+    assert second.ids[: len(cached.ids)] == cached.ids
+    prefix.start([{"role": "system", "content": "Another."}])
+    assert prefix.cached[1] is not cached
