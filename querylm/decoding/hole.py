@@ -155,10 +155,7 @@ class HoleStep:
         t2 = self.clock()
         may_end = self.complete and len(tokens) >= hc.min_tokens
         end = self.ending.tokens(allowed) if may_end else None  # what can't continue: from all allowed
-        if is_last(hc, len(tokens)):
-            allowed = completing(matcher, allowed, logits)  # the last token must leave a whole value
-            if not allowed.any() and not may_end:
-                raise over_budget(hc, self.backend.decode(tokens), self.position)
+        allowed = budgeted(hc, matcher, allowed, logits, tokens, may_end, self.backend.decode, self.position)
         token = self.chooser.choose(logits, allowed, end)
         self.allowed = None
         if token == END:
@@ -223,6 +220,26 @@ def forced_run(matcher: Matcher, allowed: TokenSet, room: int, *, go_on: bool = 
         matcher.consume(t)
         taken.append(t)
     return taken
+
+
+def budgeted(
+    hc: HoleConstraint,
+    matcher: Matcher,
+    allowed: TokenSet,
+    logits: np.ndarray,
+    tokens: list[int],
+    may_end: bool,
+    decode: Callable[[list[int]], str],
+    position: Position | None,
+) -> TokenSet:
+    """The tokens a value with ``tokens`` made may choose next: on its last budgeted one, only those
+    that leave it whole (``completing``); none, when it can't end here either, is a ConstraintError."""
+    if not is_last(hc, len(tokens)):
+        return allowed
+    allowed = completing(matcher, allowed, logits)
+    if not allowed.any() and not may_end:
+        raise over_budget(hc, decode(tokens), position)
+    return allowed
 
 
 def completing(matcher: Matcher, allowed: TokenSet, logits: np.ndarray, first: int = 64) -> TokenSet:

@@ -10,10 +10,9 @@ from __future__ import annotations
 from ..backends.base import Backend, Batch
 from ..constraints.matcher import fill_masks
 from ..decoding.beam import Choice, Value, settle
-from ..decoding.budget import is_last, over_budget
 from ..decoding.choices import decide_value
 from ..decoding.choose import END, Chooser
-from ..decoding.hole import completing, end_logit
+from ..decoding.hole import budgeted, end_logit
 from .beams import Beam, close, enter
 from .execute import Execution
 
@@ -56,11 +55,16 @@ def sample_batch(
             value.forced = []  # samples have no score to keep
             may_end = choice.may_end(value)
             end = end_logit(backend, logits[i], choice.allowed) if may_end else None
-            allowed = choice.allowed
-            if is_last(value.hc, len(value.tokens)):  # the last budgeted token must leave a whole value
-                allowed = completing(value.matcher, allowed, logits[i])
-                if not allowed.any() and not may_end:
-                    raise over_budget(value.hc, backend.decode(value.tokens), value.position)
+            allowed = budgeted(
+                value.hc,
+                value.matcher,
+                choice.allowed,
+                logits[i],
+                value.tokens,
+                may_end,
+                backend.decode,
+                value.position,
+            )
             token = choosers[i].choose(logits[i], allowed, end)
             if token == END:
                 nxt = close(beam, backend, "eos")
