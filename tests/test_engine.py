@@ -65,6 +65,8 @@ def alone(item: dict[str, Any]) -> Any:
 
 
 def same(a: Any, b: Any) -> bool:
+    if isinstance(a, list) or isinstance(b, list):
+        return isinstance(a, list) and isinstance(b, list) and len(a) == len(b) and all(map(same, a, b))
     if isinstance(a, Exception) or isinstance(b, Exception):
         return type(a) is type(b) and str(a) == str(b)
     return (a.prompt, a.variables, a.return_value, [h.tokens for h in a.holes]) == (
@@ -135,7 +137,7 @@ def test_rows_finish_in_their_own_time_and_new_rows_join() -> None:
     assert sorted(order) == list(range(7))
 
 
-def test_beams_and_samples_run_alone_beside_the_batch() -> None:
+def test_beams_run_alone_beside_the_batch() -> None:
     beam = 'beam(n=2)\n    "Pick: [X]"\nwhere X in ["a", "b", "c"]'
     items = [
         {"query": beam},
@@ -144,6 +146,43 @@ def test_beams_and_samples_run_alone_beside_the_batch() -> None:
     ]
     out = querylm.run_many(items, model="random")
     assert len(out[0]) == 2 and len(out[2]) == 2 and out[1].variables["N"] >= 0
+
+
+TWO_SAMPLED = (
+    'sample(temperature=0.9, seed=SEED)\n    "Word about {a}: [W] and [C]"\n'
+    'where STOPS_AT(W, " ") and len(TOKENS(W)) < 5 and C in ["red", "green", "blue"]'
+)
+
+
+def test_sample_n_joins_the_batch_as_n_rows_equal_to_run(tiny: LocalBackend) -> None:
+    """sample(n) is n rows of the batch, beside argmax rows; each sample equals ``run``'s sample of the
+    same index (its own random stream), and the samples come back in order as one list."""
+    items: list[dict[str, Any]] = []
+    for seed, a, n in [(1, "cat", 3), (2, "dog", 1), (3, "fish", 4), (4, "ant", 2)]:
+        q = TWO_SAMPLED.replace("SEED", str(seed))
+        items.append({"query": q, "a": a, "decoder": f"sample(n={n}, temperature=0.9, seed={seed})"})
+        items.append({"query": INT_Q, "a": a})
+    jobs = [prepare_job(i, as_job({**item, "model": tiny}, {})) for i, item in enumerate(items)]
+    engine = Engine(tiny, batch_size=5)
+    got: dict[int, Any] = dict(engine.stream(jobs))
+    for i, item in enumerate(items):
+        ref = querylm.run(item.pop("query"), model=tiny, **item)
+        assert same(ref, got[i]), (item, ref, got[i])
+    assert engine.stats()["rows"] == 3 + 1 + 4 + 2 + 4  # one row per sample, none run alone
+    assert engine.stats()["mean_rows"] > 2
+
+
+def test_a_failed_sample_fails_its_job_and_its_other_rows_leave(tiny: LocalBackend) -> None:
+    bad = 'sample(n=3, seed=1)\n    "Word: [W]"\n    {1 / 0}\nwhere len(TOKENS(W)) < 3'
+    items = [{"query": bad}, {"query": INT_Q, "a": "ant"}, {"query": bad, "decoder": "sample(n=2, seed=2)"}]
+    jobs = [prepare_job(i, as_job({**item, "model": tiny}, {})) for i, item in enumerate(items)]
+    engine = Engine(tiny, batch_size=4)
+    got = list(engine.stream(jobs))
+    assert sorted(i for i, _ in got) == [0, 1, 2]  # one result per job, the failed ones once
+    out = dict(got)
+    assert isinstance(out[0], Exception) and isinstance(out[2], Exception)
+    assert out[1].variables["N"] >= 0
+    assert all(s is None for s in engine.ragged.slots)  # every row left the batch
 
 
 def test_prefix_cache_reuses_blocks_and_evicts_least_recently_used() -> None:

@@ -16,8 +16,10 @@ row's mask is computed right after the pass (measured: llguidance's thread pool 
 the masks one after another on 2 cores, DESIGN.md); on a GPU the next pass is launched first
 (``Ragged.prefetch``) and the masks are computed while it runs.
 
-Not batched (run one at a time through ``run_plan`` when their turn comes): beam decoders and
-``sample(n)`` with n > 1, whose rows would need forking inside the batch.
+``sample(n)`` is n rows, sample i with sample i's own random stream (``run.chooser_for``), so its
+samples equal ``run``'s; its result (the list of samples) comes when its last row finishes, and the
+first row to fail fails it (the others leave). Not batched (run one at a time through ``run_plan`` when
+their turn comes): beam decoders, whose beams fork and are pruned inside their own search.
 """
 
 from __future__ import annotations
@@ -58,12 +60,12 @@ class BatchJob:
 
     @property
     def batchable(self) -> bool:
-        """Whether it runs as one row: argmax or one sample, on a backend with a ragged batch."""
+        """Whether it runs as rows of the batch: argmax, or ``sample`` (one row per sample), on a backend
+        with a ragged batch."""
         return (
             self.error is None
             and self.spec is not None
-            and self.spec.name in ("argmax", "sample")
-            and self.n == 1
+            and (self.spec.name == "sample" or (self.spec.name == "argmax" and self.n == 1))
             and getattr(self.backend, "ragged", None) is not None
             and not isinstance(self.backend, OpenAIBackend)
         )
@@ -100,16 +102,19 @@ def prepare_job(index: int, job: Job) -> BatchJob:
 
 
 class _Row:
-    """One execution in the batch: its program, the hole it is in, and that hole's token loop."""
+    """One execution in the batch (sample ``sample`` of its job): its program, the hole it is in, and
+    that hole's token loop."""
 
-    def __init__(self, job: BatchJob, ragged: Ragged):
+    def __init__(self, job: BatchJob, ragged: Ragged, sample: int = 0):
         assert job.plan is not None and job.backend is not None and job.spec is not None
         self.job = job
+        self.sample = sample
         self.seq = ragged.add()
-        chat, stream = job.options.get("chat"), job.options.get("stream")
+        alone = job.n == 1  # sample(n > 1) streams and traces nothing, as ``run_plan`` does
+        chat, stream = job.options.get("chat"), job.options.get("stream") if alone else None
         self.ex = Execution(job.plan, job.backend, self.seq, max_len=job.max_len, chat=chat, stream=stream)
-        chooser = chooser_for(job.spec, 0)
-        self.tracer = Tracer(chooser, job.backend) if job.options.get("trace") else None
+        chooser = chooser_for(job.spec, sample)
+        self.tracer = Tracer(chooser, job.backend) if job.options.get("trace") and alone else None
         self.chooser = self.tracer if self.tracer is not None else chooser
         self.by_value = job.options.get("choices", "values") == "values"
         self.ex.decode_nested = sequential(
@@ -226,31 +231,73 @@ class Engine:
         t0 = time.perf_counter()
         waiting = iter(jobs)  # read as rows are admitted: a long iterable is never held whole
         more = True
+        queued: list[tuple[BatchJob, int]] = []  # the samples of an admitted job still to join
+        groups: dict[int, list[QueryResult | None]] = {}  # a sample(n) job's samples done so far
+        failed: set[int] = set()  # sample(n) jobs failed by one sample: their other rows leave
         active: list[_Row] = []
         ragged = self.ragged
+
+        def fail(index: int) -> None:
+            failed.add(index)
+            del groups[index]
+
+        def done(row: _Row, out: QueryResult | Exception) -> Iterator[Any]:
+            """Row ``row`` left with ``out``: its job's result when that is complete."""
+            ragged.remove(row.seq)
+            index = row.job.index
+            if row.job.n == 1:
+                yield index, out
+            elif index in failed:
+                pass
+            elif isinstance(out, Exception):
+                fail(index)
+                yield index, out
+            else:
+                groups[index][row.sample] = out
+                if all(r is not None for r in groups[index]):
+                    yield index, groups.pop(index)
+
+        def live(row: _Row) -> bool:
+            """False (and the row leaves) when a sibling sample already failed its job."""
+            if row.job.index in failed:
+                ragged.remove(row.seq)
+                return False
+            return True
+
         try:
-            while more or active:
-                while more and len(active) < self.batch_size and ragged.room(0):
-                    job = next(waiting, None)
-                    if job is None:
-                        more = False
-                        break
-                    if not job.batchable or batch_key(job.backend) != batch_key(self.backend):
-                        yield job.index, _outcome(job.run_alone)
+            while more or queued or active:
+                while (more or queued) and len(active) < self.batch_size and ragged.room(0):
+                    if not queued:
+                        job = next(waiting, None)
+                        if job is None:
+                            more = False
+                            break
+                        if not job.batchable or batch_key(job.backend) != batch_key(self.backend):
+                            yield job.index, _outcome(job.run_alone)
+                            continue
+                        if job.n > 1:
+                            groups[job.index] = [None] * job.n
+                        queued = [(job, i) for i in range(job.n)]
+                    job, sample = queued.pop(0)
+                    if job.index in failed:
                         continue
                     self.counts["rows"] += 1
-                    row: _Row | None = None
                     try:
-                        row = _Row(job, ragged)
+                        row = _Row(job, ragged, sample)
+                    except Exception as err:  # noqa: BLE001 - the job's result is its error
+                        if job.n > 1:
+                            fail(job.index)
+                        yield job.index, err
+                        continue
+                    try:
                         if row.advance():
                             active.append(row)
                             continue
                         out: QueryResult | Exception = row.result()
                     except Exception as err:  # noqa: BLE001 - this row's result is its error
                         out = err
-                    if row is not None:
-                        ragged.remove(row.seq)
-                    yield job.index, out
+                    yield from done(row, out)
+                active = [r for r in active if live(r)]
                 if not active:
                     continue
                 self.counts["steps"] += 1
@@ -259,22 +306,24 @@ class Engine:
                     logits = ragged.logits([r.seq for r in active])
                 except Exception as err:  # noqa: BLE001 - the model failed: every running row fails
                     for r in active:
-                        ragged.remove(r.seq)
-                        yield r.job.index, err
+                        yield from done(r, err)
                     active = []
                     continue
                 scores = self._scores([r for r in active if r.values is not None])
                 taken = []
                 for r, row_logits in zip(active, logits, strict=True):
+                    if not live(r):  # a sibling failed its job earlier in this loop
+                        continue
                     try:
                         r.take(row_logits, scores.get(id(r)))
                         taken.append(r)
                     except Exception as err:  # noqa: BLE001 - this row's result is its error
-                        ragged.remove(r.seq)
-                        yield r.job.index, err
+                        yield from done(r, err)
                 ragged.prefetch()  # a GPU computes the next pass while the masks below are computed
                 active = []
                 for r in taken:
+                    if not live(r):
+                        continue
                     try:
                         if r.advance():
                             active.append(r)
@@ -282,8 +331,7 @@ class Engine:
                         out = r.result()
                     except Exception as err:  # noqa: BLE001 - this row's result is its error
                         out = err
-                    ragged.remove(r.seq)
-                    yield r.job.index, out
+                    yield from done(r, out)
         finally:
             self.counts["seconds"] += time.perf_counter() - t0
 
@@ -319,7 +367,7 @@ def iter_many(
     """Run ``run_many``'s items, yielding ``(index, result)`` as each finishes (a failed item's result
     is its exception), reading the items lazily. When the first item runs on a local model (or
     ``random``), one engine batches the items on that model, ``batch_size`` rows at once, and runs the
-    others (hosted, beams, sample(n > 1), another model) one at a time as their turn comes; otherwise
+    others (hosted, beams, another model) one at a time as their turn comes; otherwise
     the items run on ``concurrency`` threads (a hosted backend waits on the network, not the CPU)."""
     raw = iter(items)
     first_item = next(raw, None)
