@@ -581,3 +581,18 @@ def test_int_and_float_give_an_int(where: str):
     r = querylm.run(f'"Q: [X]" where {where} and len(X) < 4', model="random")
     x = r.variables["X"]
     assert type(x) is int and x == int(r.holes[0].text)
+
+
+@pytest.mark.parametrize("seed", [104, 147, 3])
+def test_a_stop_phrase_counts_after_a_token_minimum_that_ends_inside_a_character(seed: int) -> None:
+    """``STOPS_AT(X, ".") and len(TOKENS(X)) == 10``: the phrase starts to count after 9 tokens; when
+    those end inside a character (seeds 104 and 147 on this random stream) it counts from that
+    character's start, instead of failing (LMQL's nested_queries program hit this)."""
+    q = (
+        'argmax\n    "A. Let\'s think step by step ({a}):\\n[R]\\nTherefore the answer is[X]"\n'
+        'where STOPS_AT(X, ".") and len(TOKENS(X)) == 10 and len(TOKENS(R)) == 10'
+    )
+    model = resolve("random", seed=seed)
+    hole = querylm.run(q, model=model, a=seed).holes[1]
+    assert len(hole.ids) == 10
+    assert model.decode(hole.ids[:9]).endswith("\ufffd") == (seed != 3)  # the case this test is about

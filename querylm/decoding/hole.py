@@ -177,8 +177,11 @@ class HoleStep:
 
 def restage(backend: Backend, hc: HoleConstraint, tokens: list[int], position: Position | None) -> Matcher:
     """The matcher once a stop phrase's token minimum is met (``HoleConstraint.stop_after``): the
-    value's grammar with its stop phrases counting after the text made so far, which it has consumed."""
-    matcher = Matcher(backend.ll_tokenizer, hc.grammars_after(backend.decode(tokens)))
+    value's grammar with its stop phrases counting after the text made so far, which it has consumed.
+    Tokens that end inside a character count from the character's start: a phrase can't end inside the
+    character, and one ending with it ends after those tokens."""
+    text = backend.decode(tokens)
+    matcher = Matcher(backend.ll_tokenizer, hc.grammars_after(text.rstrip("\ufffd")))
     try:
         for t in tokens:
             matcher.consume(t)
