@@ -5,6 +5,7 @@ import typing
 
 import numpy as np
 import pytest
+from conftest import tiny_llama
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -77,3 +78,22 @@ def test_values_satisfy_their_constraints(options, seed):
         q, OPTIONS=options, model="random", decoder=f"sample(seed={seed}, temperature=0.01)", chat=False
     )
     assert r.variables["S"] in allowed
+
+
+def test_a_local_sequence_scores_values_from_its_own_cache():
+    """``Sequence.score`` on a local model feeds the prompt once through the sequence's own KV cache
+    (the decoding after the choice goes on from it) and gives ``backend.score``'s numbers."""
+    backend = tiny_llama(5)
+    prompt = backend.encode(PROMPT)
+    conts = [backend.encode(v) for v in VALUES]
+    seq = backend.new_sequence()
+    seq.append(prompt)
+    got = seq.score(backend, conts)
+    want = backend.score(prompt, conts)
+    assert all(np.allclose(g, w, atol=1e-4) for g, w in zip(got, want, strict=True))
+    assert seq.cached == len(prompt) and seq.cache.get_seq_length() == len(prompt)  # nothing appended
+    seq.append(conts[1])  # the decoding goes on from the cache: the value's tokens are fed next
+    after = seq.logits()
+    fresh = backend.new_sequence()
+    fresh.append(prompt + conts[1])
+    assert np.allclose(after, fresh.logits(), atol=1e-4)

@@ -49,6 +49,11 @@ class Sequence(ABC):
     def fork(self) -> Sequence:
         """An independent copy that shares nothing mutable with this one."""
 
+    def score(self, backend: Backend, continuations: list[list[int]]) -> list[np.ndarray]:
+        """``backend.score`` after ``self.ids``: a sequence that keeps a KV cache (a local model's)
+        scores from it, so the prompt is computed once, for the scores and the decoding after them."""
+        return backend.score(list(self.ids), continuations)
+
 
 class Backend(ABC):
     name: str

@@ -78,6 +78,16 @@ class LocalSequence(Sequence):
             self.cached = n
             self.last = self._launched = None
 
+    def score(self, backend: Backend, continuations: list[list[int]]) -> list[np.ndarray]:
+        """From this sequence's own cache: the prompt's pending tokens are fed once (decoding goes on
+        from them), and the continuations run over a copy of the cache."""
+        if not self.ids:
+            raise ValueError("score() needs a non-empty prefix")
+        first = self.backend.torch.log_softmax(self.backend.torch.from_numpy(self.logits()), dim=-1)
+        multi = max((len(c) for c in continuations), default=0) > 1
+        cache = copy.deepcopy(self.cache) if multi else None
+        return self.backend.score_after(first, cache, len(self.ids), continuations)
+
     def fork(self) -> LocalSequence:
         other = LocalSequence(self.backend)
         other.ids = list(self.ids)
@@ -132,26 +142,35 @@ class LocalBackend(Backend):
     def score(self, prefix: list[int], continuations: list[list[int]]) -> list[np.ndarray]:
         """Two forward passes whatever the number of continuations: the prefix once, then every
         continuation together (right-padded) over copies of the prefix's cache."""
-        torch = self.torch
-        conts = [c for c in continuations]
         if not prefix:
             raise ValueError("score() needs a non-empty prefix")
+        torch = self.torch
         with torch.inference_mode():
             out = self.model(input_ids=torch.tensor([prefix], device=self.device), use_cache=True)
             first = torch.log_softmax(out.logits[0, -1, : self.vocab_size].float(), dim=-1)
-            width = max((len(c) for c in conts), default=0)
-            rest = None
-            if width > 1:
-                k = len(conts)
-                cache = _cache_of(out)
-                cache.batch_repeat_interleave(k)
-                inp = torch.zeros((k, width), dtype=torch.long)
-                mask = torch.zeros((k, len(prefix) + width), dtype=torch.long)
-                mask[:, : len(prefix)] = 1
-                for r, c in enumerate(conts):
-                    inp[r, : len(c)] = torch.tensor(c)
-                    mask[r, len(prefix) : len(prefix) + len(c)] = 1
-                pos = torch.arange(len(prefix), len(prefix) + width).expand(k, width)
+        return self.score_after(first, _cache_of(out), len(prefix), continuations)
+
+    def score_after(
+        self, first: Any, cache: Any, length: int, continuations: list[list[int]]
+    ) -> list[np.ndarray]:
+        """Each continuation's token log-probabilities after a prefix of ``length`` tokens, given the
+        log-probabilities of the token after it (``first``) and its KV ``cache``, which this consumes
+        (repeated for the continuations); one pass for all of them."""
+        torch = self.torch
+        conts = list(continuations)
+        width = max((len(c) for c in conts), default=0)
+        rest = None
+        if width > 1:
+            k = len(conts)
+            cache.batch_repeat_interleave(k)
+            inp = torch.zeros((k, width), dtype=torch.long)
+            mask = torch.zeros((k, length + width), dtype=torch.long)
+            mask[:, :length] = 1
+            for r, c in enumerate(conts):
+                inp[r, : len(c)] = torch.tensor(c)
+                mask[r, length : length + len(c)] = 1
+            pos = torch.arange(length, length + width).expand(k, width)
+            with torch.inference_mode():
                 rest = (
                     self.model(
                         input_ids=inp.to(self.device),

@@ -53,7 +53,7 @@ def decide_value(
     values = candidates(backend, hc, room=max_len - len(seq.ids))
     if not values:
         return None
-    scores = backend.score(list(seq.ids), [ids for _, ids in values]) if len(values) > 1 else None
+    scores = seq.score(backend, [ids for _, ids in values]) if len(values) > 1 else None
     return take_value(seq, values, scores, chooser)
 
 

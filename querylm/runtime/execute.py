@@ -418,7 +418,7 @@ class Execution:
         conts = [self.backend.encode(str(v)) for v in values]
         if any(not c for c in conts):
             raise QueryCompileError("distribution values can't be empty strings", position)
-        totals = np.array([lp.sum() for lp in self.backend.score(list(self.seq.ids), conts)])
+        totals = np.array([lp.sum() for lp in self.seq.score(self.backend, conts)])
         top = totals.max()
         log_p = totals - (top + np.log(np.exp(totals - top).sum()))
         best = int(np.argmax(totals))
