@@ -6,14 +6,13 @@ import re
 
 import numpy as np
 import pytest
+from conftest import tiny_llama
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import querylm
 from querylm.backends.models import resolve
 from querylm.decoding.heal import backoff, inside, value_pieces
-
-from conftest import tiny_llama
 
 FREE = 'argmax\n    "{p}[S]"\nwhere len(TOKENS(S)) < 4\n'
 
