@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from querylm.backends.local import LocalBackend
 from querylm.runtime.chat import ChatPrefix, render
-from querylm.runtime.turn import run_turn, turn_chooser
+from querylm.runtime.turn import TurnDecoder, run_turn, turn_spec
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,13 @@ def test_a_turn_is_a_value_of_its_grammar_in_an_assistant_message(tiny: LocalBac
     grammar = "start: " + " | ".join(f'"{w}"' for w in words) + "\n"
     streamed: list[str] = []
     value = run_turn(
-        tiny, seq, role, grammar, budget=16, chooser=turn_chooser(1.0, seed), on_token=streamed.append
+        tiny,
+        seq,
+        role,
+        grammar,
+        budget=16,
+        decoder=TurnDecoder(tiny, turn_spec(None, 1.0, seed)),
+        on_token=streamed.append,
     )
     assert value.complete and value.text in words
     assert "".join(streamed) == value.text
@@ -48,7 +54,9 @@ def test_a_turn_is_a_value_of_its_grammar_in_an_assistant_message(tiny: LocalBac
 
 def test_a_budget_that_ends_inside_the_grammar_is_an_incomplete_turn(tiny: LocalBackend) -> None:
     seq, role = _chat(tiny)
-    value = run_turn(tiny, seq, role, "start: /a{40}/\n", budget=5, chooser=turn_chooser(0.0, None))
+    value = run_turn(
+        tiny, seq, role, "start: /a{40}/\n", budget=5, decoder=TurnDecoder(tiny, turn_spec(None))
+    )
     assert not value.complete
     assert 0 < value.tokens <= 5
     assert re.fullmatch("a*", value.text) and len(value.text) < 40
@@ -61,7 +69,9 @@ def test_names_are_scored_in_full(tiny: LocalBackend) -> None:
     grammar = 'start: "{\\"name\\": \\"" NAME "\\"}"\nNAME: "weather" | "time" | "date"\n'
     names = ("weather", "time", "date")
     start = len(seq.ids) + len(tiny.encode(tiny.chat_transition(role, "assistant"), special=True))
-    value = run_turn(tiny, seq, role, grammar, budget=32, chooser=turn_chooser(0.0, None), names=names)
+    value = run_turn(
+        tiny, seq, role, grammar, budget=32, decoder=TurnDecoder(tiny, turn_spec(None)), names=names
+    )
     assert value.complete
     at = next(k for k in range(start, len(seq.ids)) if tiny.decode(seq.ids[start:k]) == '{"name": "')
     scores = {n: float(tiny.score(seq.ids[:at], [tiny.encode(n + '"')])[0].sum()) for n in names}
