@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 from conftest import tiny_llama
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from querylm.backends.local import LocalBackend
+from querylm.decoding.choose import Argmax
+from querylm.decoding.names import NameScoringChooser
 from querylm.runtime.chat import ChatPrefix, render
 from querylm.runtime.turn import TurnDecoder, run_turn, turn_spec
 
@@ -76,6 +79,51 @@ def test_names_are_scored_in_full(tiny: LocalBackend) -> None:
     at = next(k for k in range(start, len(seq.ids)) if tiny.decode(seq.ids[start:k]) == '{"name": "')
     scores = {n: float(tiny.score(seq.ids[:at], [tiny.encode(n + '"')])[0].sum()) for n in names}
     assert value.text == '{"name": "' + max(scores, key=scores.__getitem__) + '"}'
+
+
+SHARED = ("get_weather", "get_time", "get_date")
+
+
+def test_names_with_a_forced_common_start_are_scored_in_full(tiny: LocalBackend) -> None:
+    """Names that share a start (``get_``) have it forced by the grammar, so the first choice comes
+    inside the name: the candidates that go on from what is written are scored there, in full."""
+    seq, role = _chat(tiny)
+    seq.append(tiny.encode(tiny.chat_transition(role, "assistant"), special=True))
+    chooser = NameScoringChooser(Argmax(), tiny, seq, SHARED + ("set_alarm",))  # at the turn's start
+    seq.append(tiny.encode('{"name": "get_'))  # as the grammar forces it, without asking the chooser
+    logits = seq.logits()
+    token = chooser.choose(logits, np.arange(logits.shape[-1]))
+    rests = {n: tiny.encode(n[len("get_") :] + '"') for n in SHARED}
+    scores = {n: float(tiny.score(list(seq.ids), [rests[n]])[0].sum()) for n in SHARED}
+    best = max(scores, key=scores.__getitem__)
+    assert set(chooser.scores) == set(SHARED)  # set_alarm can't follow "get_": not scored
+    assert chooser.scores == pytest.approx(scores, abs=1e-3)
+    assert token == rests[best][0]
+
+
+def test_a_turn_whose_names_share_a_start_writes_the_best_scored_name(tiny: LocalBackend) -> None:
+    seq, role = _chat(tiny)
+    grammar = 'start: "{\\"name\\": \\"" NAME "\\"}"\nNAME: ' + " | ".join(f'"{n}"' for n in SHARED) + "\n"
+    start = len(seq.ids) + len(tiny.encode(tiny.chat_transition(role, "assistant"), special=True))
+    decoder = TurnDecoder(tiny, turn_spec(None))
+    value = run_turn(tiny, seq, role, grammar, budget=32, decoder=decoder, names=SHARED)
+    assert value.complete and value.text.startswith('{"name": "get_')
+    # where the first choice came: after the forced tokens, at the first point the names part
+    at = next(
+        k
+        for k in range(start, len(seq.ids))
+        if not all(n.startswith(_name_part(tiny, seq.ids[start : k + 1])) for n in SHARED)
+    )
+    written = _name_part(tiny, seq.ids[start:at])
+    goes_on = [n for n in SHARED if n.startswith(written)]
+    scores = {
+        n: float(tiny.score(seq.ids[:at], [tiny.encode(n[len(written) :] + '"')])[0].sum()) for n in goes_on
+    }
+    assert value.text == '{"name": "' + max(scores, key=scores.__getitem__) + '"}'
+
+
+def _name_part(backend: LocalBackend, ids: list[int]) -> str:
+    return backend.decode(ids).removeprefix('{"name": "')
 
 
 def test_chat_prefix_forks_the_cached_system_message(tiny: LocalBackend) -> None:
