@@ -460,3 +460,17 @@ def test_llamacpp_named_and_none_choices(llama: OpenAIBackend) -> None:
     r = Agent(llama, reg, tool_choice="none", max_turn_tokens=40).run("What is 2 plus 2?")
     assert r.tool_results == [] and r.turns == 1 and r.output
     assert not r.output.startswith("<")
+
+
+def test_the_agents_decoder_clause_goes_into_every_request(tok) -> None:
+    """``decoder="sample(...)"``: on a hosted model the clause's temperature, top_p and seed are the
+    requests' (the hosted hole decoder's sampling, as for a query's holes); argmax is temperature 0."""
+    srv = FakeServer("llamacpp", default="Hi.")
+    Agent(hosted(srv, tok), tools(), decoder="sample(temperature=0.7, top_p=0.9, seed=3)").run("x")
+    srv_native = FakeServer("openai", default="Hi.")
+    Agent(hosted(srv_native, tok), tools(), decoder="sample(temperature=0.7, top_p=0.9, seed=3)").run("x")
+    for body in (chat_bodies(srv)[0], chat_bodies(srv_native)[0]):
+        assert (body["temperature"], body["top_p"], body["seed"]) == (0.7, 0.9, 3)
+    srv = FakeServer("llamacpp", default="Hi.")
+    Agent(hosted(srv, tok), tools()).run("x")
+    assert chat_bodies(srv)[0]["temperature"] == 0.0 and "seed" not in chat_bodies(srv)[0]

@@ -12,8 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from querylm.backends.local import LocalBackend
-from querylm.decoding.choose import Argmax
+from querylm.decoding.choose import Argmax, Sample
 from querylm.decoding.names import NameScoringChooser
+from querylm.errors import QueryCompileError, QueryInputError, UnsupportedError
 from querylm.runtime.chat import ChatPrefix, render
 from querylm.runtime.turn import TurnDecoder, run_turn, turn_spec
 
@@ -141,3 +142,60 @@ def test_chat_prefix_forks_the_cached_system_message(tiny: LocalBackend) -> None
     assert second.ids[: len(cached.ids)] == cached.ids
     prefix.start([{"role": "system", "content": "Another."}])
     assert prefix.cached[1] is not cached
+
+
+# -- the decoder of an agent's turns ------------------------------------------------------------------
+
+
+def test_turn_decoders_are_read_as_a_query_decoder_clause() -> None:
+    assert turn_spec(None).name == "argmax"
+    spec = turn_spec("sample(temperature=0.7, top_p=0.9, seed=1)")
+    assert spec.name == "sample" and spec.args == {"temperature": 0.7, "top_p": 0.9, "seed": 1}
+    assert turn_spec(None, 0.5, 3).args == {"temperature": 0.5, "seed": 3}  # the short form
+    with pytest.raises(UnsupportedError, match="beam keeps several turns"):
+        turn_spec("beam(n=2)")
+    with pytest.raises(UnsupportedError, match="one sample each"):
+        turn_spec("sample(n=2)")
+    with pytest.raises(QueryCompileError, match="temperature must be a number >= 0"):
+        turn_spec("sample(temperature=-1)")
+    with pytest.raises(QueryInputError, match="not both"):
+        turn_spec("argmax", 0.7)
+
+
+def test_an_agent_samples_its_turns_with_the_runtimes_chooser(tiny: LocalBackend) -> None:
+    """``decoder="sample(...)"``: the turn is decoded with the runtime's chooser for that clause (the
+    same tokens as a turn run with ``run.chooser_for``), seeded, and argmax stays the default."""
+    grammar = "start: " + " | ".join(f'"{w}"' for w in ("red", "green", "blue", "cyan", "pink")) + "\n"
+    spec = turn_spec("sample(temperature=2.0, seed=5)")
+
+    def turn(decoder: TurnDecoder) -> str:
+        seq, role = _chat(tiny)
+        return run_turn(tiny, seq, role, grammar, budget=8, decoder=decoder).text
+
+    texts = [turn(TurnDecoder(tiny, spec)) for _ in range(2)]
+    assert texts[0] == texts[1]  # one seed, one stream
+    sampled = {turn(TurnDecoder(tiny, turn_spec(f"sample(temperature=2.0, seed={s})"))) for s in range(12)}
+    assert len(sampled) > 1
+    greedy = {turn(TurnDecoder(tiny, turn_spec(None))) for _ in range(2)}
+    assert len(greedy) == 1
+    # the runtime's chooser for the clause: a Sample with the clause's temperature
+    chooser = TurnDecoder(tiny, spec).chooser
+    assert isinstance(chooser, Sample) and chooser.temperature == 2.0
+
+
+def test_an_agent_takes_a_decoder_clause(tiny: LocalBackend) -> None:
+    from querylm.tools import Agent
+
+    def look(text: str) -> str:
+        """Look."""
+        return text
+
+    runs = [
+        Agent(tiny, [look], decoder="sample(temperature=1.5, seed=2)", max_turns=1, max_turn_tokens=12).run(
+            "Hi"
+        )
+        for _ in range(2)
+    ]
+    assert runs[0].messages == runs[1].messages
+    with pytest.raises(UnsupportedError):
+        Agent(tiny, [look], decoder="beam(n=2)")
