@@ -63,6 +63,12 @@ class ConstraintError(QueryError):
     Python predicate that failed on the finished value. No value that violates a constraint is returned."""
 
 
+class BudgetError(ConstraintError):
+    """A hole's token budget (``len(TOKENS(X)) < n``) ran out before its value was complete: the value
+    did not fit, as opposed to a server whose answers could not be made valid (an agent reports such a
+    call as truncated, never runs it)."""
+
+
 class QueryInputError(QueryError, TypeError):
     """A query input is missing, unknown, or of the wrong type: a TypeError too, as Python's own wrong
     arguments to a call are (and LMQL's unresolved inputs)."""

@@ -279,33 +279,73 @@ def test_grammar_server_request_and_local_validation(tok) -> None:
     assert r.usage.requests == 2 and r.usage.holes[0].mechanisms == ["grammar", "max_tokens"]
 
 
-def test_grammar_server_answers_that_break_the_grammar_go_back_as_errors(tok) -> None:
-    srv = FakeServer("llamacpp")
+CALL = '<tool_call>[\n{"name": "calculate", "arguments": {"a": 2, "op": "*", "b": 21}}\n]</tool_call>'
+
+
+def test_grammar_server_answer_cut_by_max_tokens_is_continued(tok) -> None:
+    """A turn is a hole of the hosted hole decoder queries use: an answer the server cut (finish
+    "length") is continued from its valid prefix, not reported as a truncated call."""
+    srv = FakeServer("vllm")
+    # the rest of the call after what the request's assistant message already holds (the decoder
+    # writes the forced part, '...ate", "arguments": {"a": ', itself)
     srv.replies = [
-        # the server ignored the grammar: a call of an unknown tool with sloppy whitespace...
-        '<tool_call>[{"name": "weather", "arguments": {"city": "Paris"}}]</tool_call>',
-        # ...then a made-up tag instead of an answer, then an empty answer
-        "<tool_response>42</tool_response>",
-        "",
-        "Fine.",
+        (CALL[:30], "length"),
+        lambda body: CALL[len(body["messages"][-1]["content"]) :],
+        "It is 42.",
     ]
-    r = Agent(hosted(srv, tok), tools(), max_turns=4).run("Weather in Paris?")
-    assert r.output == "Fine." and r.turns == 4
-    kinds = [res.error for res in r.tool_results]
-    assert kinds == ["unknown_tool", "invalid_call", "invalid_call"]
-    bodies = chat_bodies(srv)
-    assert "does not exist" in bodies[1]["messages"][-1]["content"]
-    assert "may not start with" in bodies[2]["messages"][-1]["content"]
-    assert "empty" in bodies[3]["messages"][-1]["content"]
+    r = Agent(hosted(srv, tok), tools(), tool_choice="calculate").run("2 times 21?")
+    assert r.output == "It is 42." and r.stopped_by == "final" and r.turns == 2
+    (res,) = r.tool_results
+    assert res.ok and res.value == 42
+    first, cont, _ = chat_bodies(srv)
+    assert cont["continue_final_message"] is True  # vLLM continues the partly written assistant message
+    sent = cont["messages"][-1]
+    assert (
+        sent["role"] == "assistant"
+        and sent["content"].startswith(CALL[:30])
+        and CALL.startswith(sent["content"])
+    )
+    assert cont["messages"][:-1] == first["messages"]
+    assert r.usage.requests == 3 and r.usage.holes[0].continued == 1 and r.usage.holes[0].requests == 2
+    assert r.usage.holes[0].name == "turn 1" and r.usage.holes[1].requests == 1
+
+
+def test_grammar_server_answers_that_break_the_grammar_are_repaired(tok) -> None:
+    """The server ignored the grammar: the answer is cut to its valid prefix and, where the chat API
+    can't continue it (llama.cpp's chat endpoint without the server's tokenizer here), asked again
+    (sampled: the same request at temperature 0 would give the same answer). Nothing invalid runs."""
+    srv = FakeServer("llamacpp")
+    srv.replies = ['<tool_call>[{"name": "weather", "arguments": {"city": "Paris"}}]</tool_call>', "Fine."]
+    r = Agent(hosted(srv, tok), tools()).run("Weather in Paris?")
+    assert r.output == "Fine." and r.turns == 1 and r.tool_results == []
+    first, again = chat_bodies(srv)
+    assert again["messages"] == first["messages"] and again["temperature"] > 0
+    assert r.usage.holes[0].continued == 1 and r.usage.holes[0].ended_by == "eos"
+
+
+def test_grammar_server_answers_that_stay_invalid_go_back_as_errors(tok) -> None:
+    """When the decoder's requests are spent without a valid answer, the model reads why and the run
+    goes on (never an invalid call run, never a crash)."""
+    srv = FakeServer("llamacpp")
+    srv.replies = ["<tool_response>42</tool_response>", "Fine."]
+    r = Agent(hosted(srv, tok, max_requests=1), tools(), max_turns=3).run("Weather in Paris?")
+    assert r.output == "Fine." and r.turns == 2
+    assert [res.error for res in r.tool_results] == ["invalid_call"]
+    assert "broke the turn's grammar" in chat_bodies(srv)[1]["messages"][-1]["content"]
 
 
 def test_grammar_server_truncated_call(tok) -> None:
+    """A call that can't fit the turn's budget is truncated, never run: the budget (in the local
+    tokenizer's tokens, bytes here) caps what is taken of the answer."""
     srv = FakeServer("vllm")
-    srv.replies = [('<tool_call>[\n{"name": "lookup", "arguments": {"word": "ab', "length")]
-    r = Agent(hosted(srv, tok), tools(), tool_choice="required").run("x")
+    srv.replies = [
+        ('<tool_call>[\n{"name": "lookup", "arguments": {"word": "abcdefghijklmnopqrstuvwxyz', "length")
+    ]
+    r = Agent(hosted(srv, tok), tools(), tool_choice="required", max_turn_tokens=40).run("x")
     assert r.stopped_by == "truncated" and r.tool_results[0].error == "truncated"
     (body,) = chat_bodies(srv)
     G.check_gbnf(body["structured_outputs"]["grammar"])
+    assert body["max_tokens"] == 40
 
 
 def test_sglang_takes_ebnf(tok) -> None:
@@ -420,3 +460,17 @@ def test_llamacpp_named_and_none_choices(llama: OpenAIBackend) -> None:
     r = Agent(llama, reg, tool_choice="none", max_turn_tokens=40).run("What is 2 plus 2?")
     assert r.tool_results == [] and r.turns == 1 and r.output
     assert not r.output.startswith("<")
+
+
+def test_the_agents_decoder_clause_goes_into_every_request(tok) -> None:
+    """``decoder="sample(...)"``: on a hosted model the clause's temperature, top_p and seed are the
+    requests' (the hosted hole decoder's sampling, as for a query's holes); argmax is temperature 0."""
+    srv = FakeServer("llamacpp", default="Hi.")
+    Agent(hosted(srv, tok), tools(), decoder="sample(temperature=0.7, top_p=0.9, seed=3)").run("x")
+    srv_native = FakeServer("openai", default="Hi.")
+    Agent(hosted(srv_native, tok), tools(), decoder="sample(temperature=0.7, top_p=0.9, seed=3)").run("x")
+    for body in (chat_bodies(srv)[0], chat_bodies(srv_native)[0]):
+        assert (body["temperature"], body["top_p"], body["seed"]) == (0.7, 0.9, 3)
+    srv = FakeServer("llamacpp", default="Hi.")
+    Agent(hosted(srv, tok), tools()).run("x")
+    assert chat_bodies(srv)[0]["temperature"] == 0.0 and "seed" not in chat_bodies(srv)[0]

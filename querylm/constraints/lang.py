@@ -28,6 +28,10 @@ class Grammar:
     kind: str
     text: str
     label: str
+    gbnf: str | None = None
+    """The same language as GBNF for server-side grammars, where its author wrote one (an agent turn's
+    union grammar: ``%json`` rules and ``&``/``~`` terminals have no automatic translation); else it
+    is translated from ``text`` where possible (``constraints.gbnf.lark_gbnf``)."""
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from ..constraints.matcher import Matcher, TokenSet
 from ..constraints.where import HoleConstraint
-from ..errors import ConstraintError, Position
+from ..errors import BudgetError, ConstraintError, Position
 
 
 def must_end(
@@ -54,9 +54,9 @@ def must_end(
     return None
 
 
-def over_budget(hc: HoleConstraint, so_far: str, position: Position | None) -> ConstraintError:
+def over_budget(hc: HoleConstraint, so_far: str, position: Position | None) -> BudgetError:
     """The value can't be completed within its ``max_tokens``."""
-    return ConstraintError(
+    return BudgetError(
         f"{hc.hole} could not be completed within its budget of {hc.max_tokens} tokens "
         f"(so far {so_far!r}): {hc.description}",
         position,

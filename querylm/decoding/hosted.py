@@ -29,6 +29,7 @@ from ..constraints.matcher import PrefixMatcher
 from ..constraints.schema import for_server
 from ..constraints.where import HoleConstraint
 from ..errors import ConstraintError, Position, UnsupportedError
+from .budget import over_budget
 from .hole import FREE_TEXT, HoleOutput
 
 log = logging.getLogger("querylm.openai")
@@ -101,8 +102,9 @@ def hole_lang(hc: HoleConstraint, name: str) -> HoleLang:
             lang.whole_grammar = None
         lang.exact = hc.regular is None and not hc.stops_at and not hc.stops_before
     elif len(hc.cfgs) == 1 and isinstance(hc.cfgs[0], Grammar) and hc.cfgs[0].kind == "lark":
+        cfg = hc.cfgs[0]
         try:
-            lang.whole_grammar = gbnf.lark_gbnf(hc.cfgs[0].text, tail=TAIL)
+            lang.whole_grammar = cfg.gbnf or gbnf.lark_gbnf(cfg.text, tail=TAIL)
             gbnf.check_gbnf(lang.whole_grammar)
         except (automata.NotTranslatable, ValueError) as err:
             log.info("%s: no GBNF for the grammar of %s (%s)", name, hc.hole, err)
@@ -184,11 +186,7 @@ def _fill(b: OpenAIBackend, run: HostedDecode, req: HoleRequest) -> HostedValue:
             if v.accepting():
                 ended_by = "budget"
                 break
-            raise ConstraintError(
-                f"{hc.hole} could not be completed within its budget of {budget} tokens (so far {v.text!r}): "
-                f"{hc.description}",
-                pos,
-            )
+            raise over_budget(hc, v.text, pos)
         if b.same_tokenizer and req.used + len(v.ids) >= req.max_len:
             if v.accepting() and len(v.ids) >= hc.min_tokens:
                 ended_by = "max_len"

@@ -42,7 +42,7 @@ from collections.abc import AsyncGenerator, Iterator
 from typing import Any
 
 from ...runtime.chat import ChatPrefix
-from ...runtime.turn import Chooser, chat_backend, is_hosted, turn_chooser
+from ...runtime.turn import TurnDecoder, chat_backend, is_hosted, turn_spec
 from ..registry import Approve, ToolCall, ToolRegistry, ToolResult, run_sync
 from ..tool import ToolError
 from .local import LocalTurns
@@ -94,6 +94,7 @@ class Agent:
         approve: Approve | None = None,
         answer_last_turn: bool | None = None,
         score_tool_names: bool = True,
+        decoder: str | None = None,
         temperature: float = 0.0,
         seed: int | None = None,
         tool_format: ToolFormat | None = None,
@@ -114,7 +115,10 @@ class Agent:
         ``max_turns=1`` makes the call, never a text answer); True with such a choice and one turn
         contradicts it: an error. ``score_tool_names``: pick each
         call's tool by scoring the allowed names in full (NameScoringChooser) rather than greedily by
-        their first token. ``temperature`` 0: argmax."""
+        their first token. ``decoder``: how turns are decoded, a decoder clause as a query takes
+        (``"argmax"``, the default, or ``"sample(temperature=0.7, seed=1)"``; on a hosted model its
+        temperature, top_p and seed go into every request); ``temperature`` and ``seed`` are the short
+        form of ``sample(...)`` (0: argmax) when no decoder is given."""
         self.model = model
         self.registry = tools if isinstance(tools, ToolRegistry) else ToolRegistry(tools or [])
         self.instructions = instructions
@@ -129,8 +133,7 @@ class Agent:
         self.approve = approve
         self.answer_last_turn = answer_last_turn
         self.score_tool_names = score_tool_names
-        self.temperature = temperature
-        self.seed = seed
+        self.decoder = turn_spec(decoder, temperature, seed)  # checked now: a bad clause fails early
         self.format = tool_format or ToolFormat()
         self.device = device
         self._check_choice(resolve_choice(tool_choice, self.registry))  # fail early on an unknown name
@@ -294,8 +297,9 @@ class Agent:
 
     # -- helpers ----------------------------------------------------------------------------------------
 
-    def new_chooser(self) -> Chooser:
-        return turn_chooser(self.temperature, self.seed)
+    def new_decoder(self, backend: Any) -> TurnDecoder:
+        """The decoder of one run's turns (a sampling run's stream starts anew with each run)."""
+        return TurnDecoder(backend, self.decoder)
 
     def start_sequence(self, messages: list[dict[str, Any]]) -> tuple[Any, str | None]:
         """The sequence of ``messages`` and the role it ends in, the system message's part forked from a

@@ -1,6 +1,5 @@
-"""The agent's turns on a hosted model (an OpenAIBackend): one chat-completions request per turn, sent
-through the runtime (``runtime.turn.HostedChat``: the backend's client, its retries and the run's usage
-accounting).
+"""The agent's turns on a hosted model (an OpenAIBackend), through the runtime: the backend's client,
+its retries and the run's usage accounting (one hole per turn).
 
 - OpenAI (flavour ``openai``): native ``tools`` (``ToolRegistry.to_openai()``: strict where the schema
   allows it), ``tool_choice`` passed through (a subset of the tools as ``{"type": "allowed_tools"}``),
@@ -17,11 +16,16 @@ accounting).
   JSON Schema (``calls_schema``: ``{"answer": "..."}`` or ``{"tool_calls": [...]}``) in its
   ``json_schema`` parameter. Where neither is possible the run fails with an UnsupportedError.
 
-The answer of a grammar server is validated again with the local llguidance matcher; an answer that
-breaks the grammar (the server ignored it) is not trusted: calls that can be read are still validated
-one by one, the rest come back to the model as an error. A call cut by ``max_tokens`` is never run.
+On grammar servers (and the JSON Schema fallback) a turn is the runtime's turn query
+(``runtime.turn.run_turn``), its hole filled by the hosted hole decoder every query's holes get: each
+answer validated with the local llguidance matcher, one cut by ``max_tokens`` or breaking the grammar
+(a server that ignored it) cut to its valid prefix and continued, or asked again, a bounded number of
+requests. A call that still does not fit the turn's budget is reported as truncated and never run; a
+turn whose answers could not be made valid comes back to the model as an ``invalid_call`` error.
 
-Turns are not streamed: a turn's text arrives as one ``token`` event.
+Native-tools turns are one request each (OpenAI's API can't continue a partly written message); their
+calls are validated one by one before they run. Turns are not streamed token by token: a turn's text
+arrives as its answers are validated.
 """
 
 from __future__ import annotations
@@ -34,13 +38,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ...constraints import automata, gbnf, regex
-from ...constraints.lang import And, Grammar, Not, Term, to_grammar
-from ...constraints.matcher import PrefixMatcher
+from ...constraints.lang import And, Not, Term
 from ...constraints.schema import closed_object, for_server
 from ...errors import ModelError, UnsupportedError
-from ...runtime.turn import HoleUsage, HostedBackend, HostedChat
-from ..registry import ToolCall, ToolRegistry, ToolResult, json_fault, new_call_id
-from .turns import CALL_START, AgentEvent, Choice, ToolFormat, TurnOutput, turn_grammar
+from ...runtime.chat import render
+from ...runtime.turn import HoleUsage, HostedBackend, HostedChat, TurnLanguage
+from ..registry import ToolCall, ToolRegistry, ToolResult, new_call_id
+from .turns import AgentEvent, Choice, Generation, ToolFormat, TurnOutput, turn_grammar
 
 if TYPE_CHECKING:
     from . import Agent
@@ -121,13 +125,12 @@ def calls_schema(registry: ToolRegistry, choice: Choice, max_calls: int) -> dict
 
 @dataclass
 class _Plan:
-    """How a grammar server's turn is constrained: ``mode`` "grammar" (``payload`` is GBNF), "json"
-    (a JSON Schema) or "none" (a text-only turn on a server without grammars); ``local``: the
-    llguidance grammars the answer is validated with."""
+    """How a grammar server's turn is constrained: ``mode`` "grammar" (the union grammar, sent as
+    GBNF), "json" (a JSON Schema of the turn) or "none" (a text-only turn on a server without grammars,
+    checked locally only); ``language``: the turn hole's language."""
 
     mode: str
-    payload: Any
-    local: list[str]
+    language: TurnLanguage
 
 
 # -- the driver ---------------------------------------------------------------------------------------
@@ -147,40 +150,37 @@ class HostedTurns:
         self.backend = backend
         self.messages = messages
         """The run's conversation (the loop appends to it): every request is written from it."""
-        self.requests = HostedChat(backend)
-        self.usage = self.requests.usage
+        self.decoder = agent.new_decoder(backend)
+        assert self.decoder.usage is not None
+        self.usage = self.decoder.usage
         self.native = backend.server.native_tools
         if self.native and backend.endpoint != "chat":
             raise ModelError(f"{backend.name}: tool calls need the chat endpoint (endpoint='chat')")
-        self.sampling: dict[str, Any] = {"temperature": float(agent.temperature)}
-        if agent.seed is not None:
-            self.sampling["seed"] = int(agent.seed)
+        self.requests = HostedChat(backend, self.usage)
+        self.sampling = self.decoder.sampling
         self._plans: dict[tuple[Choice, int], _Plan] = {}
 
     async def turn(
         self, turn: int, choice: Choice, budget: int, max_calls: int, out: TurnOutput
     ) -> AsyncIterator[AgentEvent]:
-        b = self.backend
+        if not self.native:
+            async for ev in self._constrained_turn(turn, choice, budget, max_calls, out):
+                yield ev
+            return
         hole = self.requests.new_turn(f"turn {turn}")
-        if self.native:
-            kind, params, plan = "chat", self._native_params(choice, budget, max_calls, hole), None
-        else:
-            plan = self._plan(choice, max_calls)
-            kind, params = self._constrained_params(plan, budget, hole)
-        answer = await asyncio.to_thread(self.requests.send, kind, params, hole, f"turn {turn} of the agent")
+        params = self._native_params(choice, budget, max_calls, hole)
+        answer = await asyncio.to_thread(
+            self.requests.send, "chat", params, hole, f"turn {turn} of the agent"
+        )
+        b = self.backend
         out.tokens = int(getattr(answer.usage, "completion_tokens", 0) or 0) or len(b.encode(answer.text))
-        if plan is None:
-            self._read_native(answer, budget, out)
-        else:
-            self._read_constrained(plan, answer, budget, out, hole)
+        self._read_native(answer, budget, out)
         if out.text:
             yield AgentEvent("token", turn, text=out.text)
-        if out.calls is not None and self.native:
-            names = [c.name if isinstance(c, ToolCall) else (c.name or "") for c in out.calls]
-        else:
-            names = CALL_START.findall(out.text)
-        for name in names:
-            yield AgentEvent("tool_call_started", turn, name=name)
+        for c in out.calls or []:
+            yield AgentEvent(
+                "tool_call_started", turn, name=c.name if isinstance(c, ToolCall) else (c.name or "")
+            )
 
     def add_results(self, results: list[ToolResult]) -> None:
         pass  # each request is written from the conversation, where the loop put the results
@@ -238,25 +238,21 @@ class HostedTurns:
         if key in self._plans:
             return self._plans[key]
         agent, b = self.agent, self.backend
-        local = [
-            to_grammar(
-                Grammar("lark", turn_grammar(agent.registry, choice, agent.format, max_calls), "turn"), [], []
-            )
-        ]
+        grammar = turn_grammar(agent.registry, choice, agent.format, max_calls)
+        label = "the turn's grammar (answer or tool calls, tool_choice)"
         why = f"flavour {b.flavour} takes no grammar"
         plan = None
         if "grammar" not in b.mechanisms:
             why = "the grammar mechanism is switched off"
         elif b.server.grammar:
             try:
-                plan = _Plan(
-                    "grammar", server_grammar(agent.registry, choice, agent.format, max_calls), local
-                )
+                text = server_grammar(agent.registry, choice, agent.format, max_calls)
+                plan = _Plan("grammar", TurnLanguage(grammar, label, gbnf=text))
             except (automata.NotTranslatable, ValueError) as err:
                 why = f"the union grammar has no GBNF form ({err})"
                 log.info("%s: %s; trying JSON Schema", b.name, why)
         if plan is None and not choice.tools:
-            plan = _Plan("none", None, local)  # a text answer: checked locally only
+            plan = _Plan("none", TurnLanguage(grammar, label))  # a text answer: checked locally only
         if plan is None:
             if "json_schema" not in b.mechanisms:
                 raise UnsupportedError(
@@ -269,131 +265,68 @@ class HostedTurns:
                     f"{b.flavour} takes a JSON Schema on the chat endpoint only (use endpoint='chat')"
                 )
             schema = calls_schema(agent.registry, choice, max_calls)
-            plan = _Plan("json", schema, [to_grammar(Grammar("json", json.dumps(schema), "turn"), [], [])])
+            language = TurnLanguage(
+                json.dumps(schema), "the turn's JSON Schema (answer or tool calls)", "json"
+            )
+            plan = _Plan("json", language)
         self._plans[key] = plan
         return plan
 
-    def _constrained_params(self, plan: _Plan, budget: int, hole: HoleUsage) -> tuple[str, dict[str, Any]]:
+    def _chat(self, plain: list[dict[str, str]]) -> tuple[Any, str | None]:
+        """The turn's sequence and the role it follows: on the chat endpoint the server renders the
+        messages (the sequence holds no tokens); on completions the chat template is rendered here."""
         b = self.backend
-        plain = self.agent.plain_messages(self.messages)
-        params: dict[str, Any] = {"model": b.model, **self.sampling, "max_tokens": budget}
+        seq = b.new_sequence()
         if b.endpoint == "chat":
-            kind = "chat"
-            params["messages"] = plain
-        else:
-            if not getattr(b.tokenizer, "chat_template", None):
-                raise ModelError(
-                    f"{b.name}: the completions endpoint needs the model's chat template here (pass "
-                    "tokenizer=, or use endpoint='chat')"
-                )
-            kind = "completions"
-            params["prompt"] = b.tokenizer.apply_chat_template(
-                plain, tokenize=False, add_generation_prompt=True
+            return seq, plain[-1]["role"] if plain else None
+        if not getattr(b.tokenizer, "chat_template", None):
+            raise ModelError(
+                f"{b.name}: the completions endpoint needs the model's chat template here (pass "
+                "tokenizer=, or use endpoint='chat')"
             )
-        extra: dict[str, Any] = {}
-        if plan.mode == "grammar":
-            extra.update(b.server.grammar_params(plan.payload, None)[0])
-            hole.mechanisms.append("grammar")
-            hole.server = ["the turn's grammar (answer or tool calls, tool_choice)"]
-        elif plan.mode == "json":
-            entries, body = b.server.json_params(plan.payload, "agent_turn", kind == "chat")
-            params.update(entries)
-            extra.update(body)
-            hole.mechanisms.append("json_schema")
-            hole.server = ["the turn's JSON Schema (answer or tool calls, tool_choice)"]
-        hole.mechanisms.append("max_tokens")
-        hole.local = ["the turn's grammar", "every call validated against its tool's JSON Schema"]
-        if extra:
-            params["extra_body"] = extra
-        return kind, params
+        return seq, render(b, seq, plain)
 
-    def _read_constrained(
-        self, plan: _Plan, answer: Any, budget: int, out: TurnOutput, hole: HoleUsage
-    ) -> None:
-        agent, registry, fmt = self.agent, self.agent.registry, self.agent.format
-        text = answer.text
-        b = self.backend
-        v = PrefixMatcher(b.ll_tokenizer, plan.local, b.encode, b.eos_ids)
-        valid = v.feed(text) == text and v.accepting()
-        if not valid:
-            log.warning(
-                "%s: turn answer outside its grammar (%s): %r", self.backend.name, plan.mode, text[:200]
-            )
-            hole.local.append("the answer broke the turn's grammar")
+    async def _constrained_turn(
+        self, turn: int, choice: Choice, budget: int, max_calls: int, out: TurnOutput
+    ) -> AsyncIterator[AgentEvent]:
+        agent, registry = self.agent, self.agent.registry
+        plan = self._plan(choice, max_calls)
+        plain = agent.plain_messages(self.messages)
+        seq, role = await asyncio.to_thread(self._chat, plain)
+        gen = Generation(self.backend, seq, role, plan.language, budget, self.decoder, messages=plain)
+        async for piece in gen.tokens():
+            yield AgentEvent("token", turn, text=piece)
+            for name in gen.new_call_names():
+                yield AgentEvent("tool_call_started", turn, name=name)
+        value = gen.value
+        hole = self.usage.holes[-1]
+        hole.name = f"turn {turn}"
+        hole.local.append("every call validated against its tool's JSON Schema")
+        out.tokens = hole.completion_tokens or value.tokens
+        if not value.complete and value.budget_spent:
+            out.truncated = registry.truncated(value.text, budget)
+            return
+        if not value.complete:  # the server's answers broke the grammar, and repairs did not help
+            log.warning("%s: turn %d: no valid answer: %s", self.backend.name, turn, value.error)
+            out.message = {"role": "assistant", "content": value.text}
+            why = "the answer broke the turn's grammar: answer in plain text, or call tools as instructed"
+            out.calls = [registry.error_result(None, "invalid_call", why, raw=value.error)]
+            return
         if plan.mode == "json":
-            self._read_json(text, answer.finish, budget, out)
+            self._read_json(value.text, out)
             return
-        if valid:
-            out.text = text
-            calls = agent.parse_calls(text)
-            out.calls = list(calls) if calls is not None else None
-            return
-        out.text = text
-        opening, closing = fmt.call_open.strip(), fmt.call_close.strip()
-        stripped = text.strip()
-        if stripped and (stripped.startswith(opening) or agent.in_call(text)):
-            if answer.finish == "length":
-                out.truncated = registry.truncated(text, budget)
-                return
-            out.message = {"role": "assistant", "content": text}
-            if stripped.endswith(closing):
-                out.calls = _read_list(registry, "[" + stripped[len(opening) : -len(closing)] + "]", text)
-            else:
-                out.calls = [
-                    registry.error_result(None, "invalid_call", "the tool calls are not closed", raw=text)
-                ]
-            return
-        if text.strip():
-            reserved = ", ".join(repr(r) for r in fmt.reserved)
-            msg = (
-                f"an answer may not start with {reserved}: answer in plain text, or call tools as instructed"
-            )
-        else:
-            msg = "the answer was empty: answer in plain text, or call tools as instructed"
-        out.message = {"role": "assistant", "content": text}
-        out.calls = [registry.error_result(None, "invalid_call", msg, raw=text)]
+        out.text = value.text
+        calls = agent.parse_calls(value.text)
+        out.calls = list(calls) if calls is not None else None
 
-    def _read_json(self, text: str, finish: str | None, budget: int, out: TurnOutput) -> None:
-        registry = self.agent.registry
-        out.text = text
-        try:
-            obj = json.loads(text)
-        except (ValueError, RecursionError) as err:
-            if finish == "length":
-                out.truncated = registry.truncated(text, budget)
-                return
-            out.message = {"role": "assistant", "content": text}
-            out.calls = [
-                registry.error_result(
-                    None, "invalid_json", f"the turn is not valid JSON: {json_fault(err)}", raw=text
-                )
-            ]
-            return
-        if isinstance(obj, dict) and isinstance(obj.get("answer"), str):
+    def _read_json(self, text: str, out: TurnOutput) -> None:
+        """A turn valid under ``calls_schema``: ``{"answer": text}``, or calls (each still validated
+        against its tool's schema by the registry before it runs)."""
+        obj = json.loads(text)
+        if "answer" in obj:
             out.text = obj["answer"]
             return
-        out.message = {"role": "assistant", "content": text}
-        if isinstance(obj, dict) and isinstance(obj.get("tool_calls"), list) and obj["tool_calls"]:
-            out.calls = [registry.parse_call(c) for c in obj["tool_calls"]]
-            out.message = None  # valid calls are recorded as tool_calls
-            if any(isinstance(c, ToolResult) for c in out.calls):
-                out.message = {"role": "assistant", "content": text}
-            return
-        out.calls = [
-            registry.error_result(
-                None, "invalid_call", 'expected {"answer": ...} or {"tool_calls": [...]}', raw=text
-            )
-        ]
-
-
-def _read_list(registry: ToolRegistry, body: str, raw: str) -> list[ToolCall | ToolResult]:
-    try:
-        items = json.loads(body)
-    except (ValueError, RecursionError) as err:
-        why = json_fault(err)
-        return [
-            registry.error_result(None, "invalid_json", f"the tool calls are not valid JSON: {why}", raw=raw)
-        ]
-    if not isinstance(items, list) or not items:
-        return [registry.error_result(None, "invalid_call", "expected a list of calls", raw=raw)]
-    return [registry.parse_call(c) for c in items]
+        out.text = text
+        out.calls = [self.agent.registry.parse_call(c) for c in obj["tool_calls"]]
+        if any(isinstance(c, ToolResult) for c in out.calls):
+            out.message = {"role": "assistant", "content": text}

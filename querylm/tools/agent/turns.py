@@ -1,21 +1,20 @@
 """What every turn of the agent shares, on a local model or a hosted one: the events and the result of
 a run, how tools are written into the chat (ToolFormat), tool_choice resolved to a Choice, the union
-grammar a turn is generated under, and what a turn produced (TurnOutput)."""
+grammar a turn is generated under, the turn query run in a worker thread (Generation) and what a turn
+produced (TurnOutput)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from ...constraints import regex
+from ...runtime.turn import TurnDecoder, TurnLanguage, TurnValue, Usage, run_turn
 from ..registry import ToolCall, ToolRegistry, ToolResult
-
-if TYPE_CHECKING:
-    from ...runtime.turn import Usage
-
 
 TEXT_TURN_TOKENS = 160
 """A turn's budget when nothing bounds it (a text answer, or tools whose schemas are unbounded)."""
@@ -240,3 +239,65 @@ class TurnOutput:
 
 CALL_START = re.compile(r'\{"name": "([A-Za-z0-9_-]+)", "arguments": ')
 """Where a call starts in a turn's text, with the tool's name: streamed as ``tool_call_started``."""
+
+
+class Generation:
+    """One assistant turn (``runtime.turn.run_turn``) run in a worker thread (the model, the mask
+    engine and a hosted API's requests are blocking), its text handed to the event loop as it comes:
+    token by token on a local model, as each answer is validated on a hosted one."""
+
+    def __init__(
+        self,
+        backend: Any,
+        seq: Any,
+        role: str | None,
+        language: TurnLanguage | str,
+        budget: int,
+        decoder: TurnDecoder,
+        names: tuple[str, ...] = (),
+        messages: Iterable[Mapping[str, str]] | None = None,
+    ):
+        self.backend, self.seq, self.role = backend, seq, role
+        self.language, self.budget, self.decoder, self.names = language, budget, decoder, names
+        self.messages = messages
+        self.value = TurnValue("", 0, True)
+        self.streamed = ""
+        self._seen_calls = 0
+
+    async def tokens(self) -> AsyncIterator[str]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[str | None] = asyncio.Queue()
+
+        def on_token(piece: str) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, piece)
+
+        def work() -> None:
+            try:
+                self.value = run_turn(
+                    self.backend,
+                    self.seq,
+                    self.role,
+                    self.language,
+                    budget=self.budget,
+                    decoder=self.decoder,
+                    names=self.names,
+                    on_token=on_token,
+                    messages=self.messages,
+                )
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, None)
+
+        task = asyncio.ensure_future(asyncio.to_thread(work))
+        while True:
+            piece = await queue.get()
+            if piece is None:
+                break
+            self.streamed += piece
+            yield piece
+        await task
+
+    def new_call_names(self) -> list[str]:
+        found = CALL_START.findall(self.streamed)
+        new = found[self._seen_calls :]
+        self._seen_calls = len(found)
+        return new
