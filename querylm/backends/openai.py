@@ -37,9 +37,10 @@ from .hub import load_tokenizer
 
 log = logging.getLogger("querylm.openai")
 
-MECHANISMS = ("grammar", "json_schema", "choice", "logit_bias", "stop", "max_tokens")
+MECHANISMS = ("llguidance", "grammar", "json_schema", "choice", "logit_bias", "stop", "max_tokens")
 """Every server-side mechanism; ``mechanisms=`` restricts a backend to some of them (``()``: none, every
-constraint is then validated locally only)."""
+constraint is then validated locally only). ``llguidance``: the hole's own llguidance grammar, sent as
+it is to a server built with llguidance (probed); ``grammar``: a translation (GBNF, or a regex)."""
 
 _OPTION_TYPES: dict[str, Callable[[str], Any]] = {
     "timeout": float,
@@ -184,6 +185,9 @@ class OpenAIBackend(Backend):
         self.server = server(self.flavour)
         """What this server takes (its class in servers.py)."""
         self.client.stop_phrase_field = self.server.stop_phrase_field
+        self.llguidance = "llguidance" in self.mechanisms and self.server.llguidance(self.client, model)
+        """The server enforces llguidance's Lark grammars (probed once per server URL): each hole's
+        own grammar goes to it as written, GBNF translations only where it has none."""
         if endpoint not in ("auto", "chat", "completions"):
             raise ModelError(f"endpoint must be 'chat', 'completions' or 'auto', not {endpoint!r}")
         self.endpoint = endpoint if endpoint != "auto" else self.server.default_endpoint(model)
