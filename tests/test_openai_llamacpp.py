@@ -251,3 +251,15 @@ def test_exhausted_retries_are_a_backend_error(chat: OpenAIBackend, proxy: Fault
     msg = str(info.value)
     assert "HTTP 500" in msg and "while filling N" in msg and "3 attempts" in msg
     assert "SECRETSECRET" not in msg
+
+
+def test_distribution_and_score_on_the_native_server(completions: OpenAIBackend) -> None:
+    r = querylm.run(
+        'argmax "Q: Is the Earth round? Answer yes or no.\\nA:[A]" distribution A in [" yes", " no"]',
+        model=completions,
+    )
+    probs = dict(r.variables["P(A)"])
+    assert set(probs) == {" yes", " no"} and abs(sum(probs.values()) - 1) < 1e-6
+    assert r.variables["A"] == max(probs, key=probs.__getitem__)
+    (yes,) = querylm.score("Q: Is the Earth round? Answer yes or no.\nA:", [" yes"], model=completions)
+    assert len(yes.logprobs) == len(completions.encode(" yes")) and yes.total < 0

@@ -103,9 +103,11 @@ def hole_lang(hc: HoleConstraint, name: str, llguidance: bool = False) -> HoleLa
         if isinstance(hc.regular, Term) and not hc.stops_at and not hc.stops_before and not open_end:
             lang.regex = hc.regular.pattern
         return lang
-    if llguidance and len(grammars) == 1:
-        lark_file = len(hc.cfgs) == 1 and isinstance(hc.cfgs[0], Grammar) and hc.cfgs[0].kind == "lark"
-        lang.lark = server_lark(grammars[0], TAIL if lark_file else 0)
+    lark_file = len(hc.cfgs) == 1 and isinstance(hc.cfgs[0], Grammar) and hc.cfgs[0].kind == "lark"
+    if llguidance and len(grammars) == 1 and lark_file:
+        # (not JSON Schema holes: llguidance's %json allows whitespace without end, which the model
+        # wrote until max_tokens on the native server; the GBNF translation bounds it)
+        lang.lark = server_lark(grammars[0], TAIL)
     if len(hc.cfgs) == 1 and isinstance(hc.cfgs[0], Grammar) and hc.cfgs[0].kind == "json":
         schema = json.loads(hc.cfgs[0].text)
         lang.json_schema = for_server(schema)
