@@ -3,12 +3,15 @@ side by side with a naive client and with LMQL 0.7.3.
 
     python benchmarks/hosted.py [--base-url http://127.0.0.1:8080/v1] [--endpoint chat|completions]
                                 [--only NAME ...] [--repeats 2] [--json out.json]
+                                [--arms querylm gbnf naive lmql]
 
-Without --base-url it starts llama.cpp's server (llama-cpp-python[server]) on a free loopback port.
+Without --base-url it starts llama.cpp's native C++ server (from the ``xllamacpp`` wheel, built with
+llguidance) on a free loopback port.
 
-Arms, per query:
-- querylm: each hole one request under the strongest mechanism the server has (here a GBNF grammar),
-  validated locally, continued when cut;
+Arms, per query (``--arms`` picks some):
+- querylm: each hole one request under the strongest mechanism the server has (on the native server
+  the hole's own llguidance grammar, ``%llguidance`` Lark), validated locally, continued when cut;
+- gbnf: the same, with the llguidance mechanism left out (``mechanisms=``): GBNF translations;
 - naive: one request per hole with only ``stop`` and ``max_tokens``, the value validated afterwards
   with the same matcher, retried (sampling, temperature 0.7) up to 3 times; a hole still invalid after
   that fails the query;
@@ -37,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import querylm  # noqa: E402
 from querylm.backends.hosted.client import HoleUsage  # noqa: E402
-from querylm.backends.openai import OpenAIBackend  # noqa: E402
+from querylm.backends.openai import MECHANISMS, OpenAIBackend  # noqa: E402
 from querylm.constraints.matcher import accepts  # noqa: E402
 from querylm.decoding.hole import FREE_TEXT, HoleOutput  # noqa: E402
 from querylm.decoding.hosted import HoleRequest, HostedDecode, HostedValue, messages_of, prompt_text  # noqa: E402
@@ -131,6 +134,10 @@ argmax
 where INT(DAYS) and len(TOKENS(DAYS)) < 4 and STOPS_AT(DAY, ".") and len(TOKENS(DAY)) < 10 and YN in ["yes", "no"]
 """,
 }
+
+
+ARMS = {"querylm": "querylm", "gbnf": "querylm (GBNF)", "naive": "naive", "lmql": "lmql 0.7.3"}
+"""--arms names and the arm column's labels."""
 
 
 def inputs_of(source: str) -> dict[str, Any]:
@@ -285,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="*", help="run only these queries")
     ap.add_argument("--json", help="write the rows as JSON to this file")
     ap.add_argument("--repeats", type=int, default=2, help="runs per query and arm; the fastest is reported")
+    ap.add_argument("--arms", nargs="*", default=list(ARMS), choices=list(ARMS), help="the arms to run")
     args = ap.parse_args(argv)
     names = args.only or list(SUITE)
 
@@ -297,6 +305,14 @@ def main(argv: list[str] | None = None) -> int:
         base_url = server.base_url
     try:
         hosted = OpenAIBackend("smollm2", base_url=base_url, endpoint=args.endpoint)
+        gbnf = OpenAIBackend(
+            "smollm2",
+            base_url=base_url,
+            flavour=hosted.flavour,
+            endpoint=args.endpoint,
+            tokenizer=hosted.tokenizer,
+            mechanisms=[m for m in MECHANISMS if m != "llguidance"],
+        )
         naive = NaiveBackend(
             "smollm2",
             base_url=base_url,
@@ -306,26 +322,28 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(
             f"server {base_url}: flavour {hosted.flavour}, endpoint {args.endpoint}, tokenizer "
-            f"{Path(hosted.tokenizer_source).name} (same as the server's: {hosted.same_tokenizer})\n",
+            f"{Path(hosted.tokenizer_source).name} (same as the server's: {hosted.same_tokenizer}), "
+            f"llguidance grammars: {hosted.llguidance}\n",
             flush=True,
         )
-        for b in (hosted, naive):  # warm up: the server's first prompt, the mask engine's vocabulary
+        for b in (hosted, gbnf, naive):  # warm up: the server's first prompt, the mask engine's vocabulary
             querylm.run('"Hi: [X]" where len(TOKENS(X)) < 2', model=b)
         rows: list[Row] = []
         for name in names:
             source = SUITE[name]
-            for row in (
-                run_arm(name, "querylm", source, hosted, args.repeats),
-                run_arm(name, "naive", source, naive, args.repeats),
-                run_lmql(name, source, base_url, "smollm2"),
-            ):
+            backends = {"querylm": hosted, "gbnf": gbnf, "naive": naive}
+            for arm in args.arms:
+                if arm == "lmql":
+                    row = run_lmql(name, source, base_url, "smollm2")
+                else:
+                    row = run_arm(name, ARMS[arm], source, backends[arm], args.repeats)
                 rows.append(row)
                 print(table([row]).splitlines()[-1], flush=True)
         print()
         print(table(rows))
         print()
-        for arm in ("querylm", "naive", "lmql 0.7.3"):
-            print(totals(rows, arm))
+        for arm in args.arms:
+            print(totals(rows, ARMS[arm]))
         if args.json:
             Path(args.json).write_text(json.dumps([dataclasses.asdict(r) for r in rows], indent=1))
     finally:

@@ -37,6 +37,9 @@ class FakeServer:
     tokenize: Callable[[str], list[int]] | None = None
     requests: list[Captured] = field(default_factory=list)
     model_id: str = "test-model"
+    llguidance: bool | None = None
+    """llama.cpp's native endpoints (``/props``, ``/completion``): None, none (llama-cpp-python); True,
+    a server built with llguidance (the probe's grammar is honoured); False, one that ignores it."""
 
     def client(self) -> httpx.Client:
         return httpx.Client(transport=httpx.MockTransport(self.handle))
@@ -74,6 +77,11 @@ class FakeServer:
                 return httpx.Response(404, json={"detail": "Not Found"})
             text = body.get("input", body.get("prompt", body.get("content", "")))
             return httpx.Response(200, json={"tokens": self.tokenize(text)})
+        if path in ("/props", "/completion") and self.llguidance is not None:
+            if path == "/props":
+                return httpx.Response(200, json={"total_slots": 1})
+            honoured = self.llguidance and body.get("grammar", "").startswith("%llguidance")
+            return httpx.Response(200, json={"content": "qzx7" if honoured else "Hello"})
         if path.endswith("/completions"):
             reply = self.replies.pop(0) if self.replies else self.default
             if callable(reply):

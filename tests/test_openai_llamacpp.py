@@ -77,6 +77,20 @@ def check_values(r: querylm.QueryResult) -> None:
 def test_probe_finds_llamacpp_and_its_tokenizer(chat: OpenAIBackend) -> None:
     assert chat.flavour == "llamacpp"
     assert chat.tokenizer_source.endswith(".gguf") and chat.same_tokenizer
+    assert chat.llguidance  # the native server is built with llguidance: the probe's grammar held
+
+
+def test_gbnf_where_llguidance_is_left_out(chat: OpenAIBackend, server: LlamaServer) -> None:
+    b = OpenAIBackend(
+        "smollm2",
+        base_url=server.base_url,
+        endpoint="completions",
+        tokenizer=chat.tokenizer,
+        mechanisms=("grammar", "json_schema", "logit_bias", "stop", "max_tokens"),
+    )
+    r = querylm.run(QUERY, model=b)
+    check_values(r)
+    assert b.last_usage.requests == 3 and all("grammar" in h.mechanisms for h in b.last_usage.holes)
 
 
 @pytest.mark.parametrize("endpoint", ["completions", "chat"])
@@ -89,7 +103,7 @@ def test_one_request_per_hole_under_grammars(
     usage = b.last_usage
     assert usage is not None
     assert usage.requests == 3  # requests <= holes: every hole is one request under a grammar
-    assert all("grammar" in h.mechanisms and h.local == [] for h in usage.holes)
+    assert all("llguidance" in h.mechanisms and h.local == [] for h in usage.holes)
     assert usage.prompt_tokens > 0 and usage.completion_tokens > 0
     if endpoint == "chat":
         assert [m["role"] for m in r.messages] == ["user", "assistant"]
@@ -135,7 +149,7 @@ def test_lark_grammar_holes(chat: OpenAIBackend) -> None:
 
     datetime.date.fromisoformat(r.variables["D"])
     assert re.fullmatch(r"[-0-9+*/(). ]+", r.variables["E"])
-    assert chat.last_usage.requests <= 4 and all("grammar" in h.mechanisms for h in chat.last_usage.holes)
+    assert chat.last_usage.requests <= 4 and all("llguidance" in h.mechanisms for h in chat.last_usage.holes)
 
 
 def test_logit_bias_for_a_small_choice_set(chat: OpenAIBackend, proxy: FaultProxy) -> None:
@@ -237,3 +251,15 @@ def test_exhausted_retries_are_a_backend_error(chat: OpenAIBackend, proxy: Fault
     msg = str(info.value)
     assert "HTTP 500" in msg and "while filling N" in msg and "3 attempts" in msg
     assert "SECRETSECRET" not in msg
+
+
+def test_distribution_and_score_on_the_native_server(completions: OpenAIBackend) -> None:
+    r = querylm.run(
+        'argmax "Q: Is the Earth round? Answer yes or no.\\nA:[A]" distribution A in [" yes", " no"]',
+        model=completions,
+    )
+    probs = dict(r.variables["P(A)"])
+    assert set(probs) == {" yes", " no"} and abs(sum(probs.values()) - 1) < 1e-6
+    assert r.variables["A"] == max(probs, key=probs.__getitem__)
+    (yes,) = querylm.score("Q: Is the Earth round? Answer yes or no.\nA:", [" yes"], model=completions)
+    assert len(yes.logprobs) == len(completions.encode(" yes")) and yes.total < 0

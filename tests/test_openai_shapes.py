@@ -10,6 +10,7 @@ import json
 import logging
 import time
 
+import llguidance
 import pytest
 
 pytest.importorskip("openai")
@@ -139,7 +140,93 @@ def test_llamacpp_chat_json_falls_back_to_response_format(tok) -> None:
     assert body["messages"] == [{"role": "user", "content": "Point:"}]
 
 
+def test_llamacpp_with_llguidance_gets_the_holes_own_grammars(tok) -> None:
+    srv = FakeServer("llamacpp", replies=["42 legs", "Paris.", '{"x": 1, "y": 2}'], llguidance=True)
+    b = OpenAIBackend(
+        "m",
+        base_url="http://llg-yes/v1",
+        flavour="llamacpp",
+        endpoint="completions",
+        api_key=KEY,
+        http_client=srv.client(),
+        tokenizer=tok,
+    )
+    assert b.llguidance
+    r = querylm.run(
+        '"Q: legs?\\nA: [N]\\nCity: [C]\\nP: [P: Point]" where INT(N) and STOPS_AT(C, ".")',
+        model=b,
+        Point=Point,
+    )
+    assert r.variables == {"N": 42, "C": "Paris.", "P": Point(1, 2)}  # " legs": the tail, cut off here
+    bodies = [c.body for c in srv.completions]
+    assert all(body["grammar"].startswith("%llguidance {}\n") for body in bodies[:2])
+    G.check_gbnf(bodies[2]["grammar"])  # JSON: GBNF, whose whitespace is bounded
+    assert "QLM_TAIL" in bodies[0]["grammar"]  # an INT could go on: the model may say it ends
+    for body in bodies[:2]:  # what the server gets compiles in llguidance
+        assert llguidance.LLMatcher.validate_grammar(llguidance.grammar_from("lark", body["grammar"])) == ""
+    assert [h.mechanisms for h in b.last_usage.holes] == [["llguidance", "max_tokens"]] * 2 + [
+        ["grammar", "max_tokens"]
+    ]
+    probes = [c for c in srv.requests if c.path == "/completion"]
+    OpenAIBackend(
+        "m",
+        base_url="http://llg-yes/v1",
+        flavour="llamacpp",
+        endpoint="completions",
+        api_key=KEY,
+        http_client=srv.client(),
+        tokenizer=tok,
+    )
+    assert len(probes) == 1 == len([c for c in srv.requests if c.path == "/completion"])  # once per URL
+
+
+def test_llamacpp_grammar_ignored_by_the_probe_means_gbnf(tok) -> None:
+    srv = FakeServer("llamacpp", replies=["42"], llguidance=False)
+    b = OpenAIBackend(
+        "m",
+        base_url="http://llg-no/v1",
+        flavour="llamacpp",
+        endpoint="completions",
+        api_key=KEY,
+        http_client=srv.client(),
+        tokenizer=tok,
+    )
+    assert not b.llguidance
+    querylm.run('"N: [N]" where INT(N)', model=b)
+    G.check_gbnf(srv.completions[0].body["grammar"])
+    assert b.last_usage.holes[0].mechanisms == ["grammar", "max_tokens"]
+
+
+def test_llguidance_can_be_left_out(tok) -> None:
+    srv = FakeServer("llamacpp", replies=["42"], llguidance=True)
+    b = OpenAIBackend(
+        "m",
+        base_url="http://llg-out/v1",
+        flavour="llamacpp",
+        endpoint="completions",
+        api_key=KEY,
+        http_client=srv.client(),
+        tokenizer=tok,
+        mechanisms=("grammar", "max_tokens"),
+    )
+    assert not b.llguidance and not [c for c in srv.requests if c.path == "/completion"]  # not even probed
+    querylm.run('"N: [N]" where INT(N)', model=b)
+    G.check_gbnf(srv.completions[0].body["grammar"])
+
+
 # -- vLLM ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flavour", ["vllm", "sglang"])
+def test_regex_holes_go_as_regex(flavour: str, tok) -> None:
+    srv = FakeServer(flavour, replies=["1969-07-20"])
+    b = backend(srv, tok)
+    r = querylm.run('"Date: [D]" where REGEX(D, "[0-9]{4}-[0-9]{2}-[0-9]{2}")', model=b)
+    assert r.variables["D"] == "1969-07-20"
+    body = srv.completions[0].body
+    regex = body["structured_outputs"]["regex"] if flavour == "vllm" else body["regex"]
+    assert regex == "[0-9]{4}-[0-9]{2}-[0-9]{2}"
+    assert b.last_usage.holes[0].mechanisms == ["regex", "max_tokens"]
 
 
 def test_vllm_structured_outputs(tok) -> None:

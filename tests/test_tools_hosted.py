@@ -445,7 +445,9 @@ def test_llamacpp_calculator_agent_end_to_end(llama: OpenAIBackend) -> None:
         assert res.call is not None and res.call.name in reg.names
         assert validate(reg[res.call.name].parameters, res.call.arguments) == []
         assert res.ok, res.content
-    assert r.usage is not None and r.usage.requests - r.usage.retries == r.turns  # (a timeout under load retries)
+    assert (
+        r.usage is not None and r.usage.requests - r.usage.retries == r.turns
+    )  # (a timeout under load retries)
     assert all(h.mechanisms[0] == "grammar" for h in r.usage.holes)
     assert r.usage.completion_tokens == r.tokens > 0
 

@@ -31,15 +31,16 @@ import numpy as np
 
 from ..errors import ModelError, UnsupportedError
 from .base import Backend, Batch, Sequence
-from .hosted.client import HostedClient, Usage, scrubbing
+from .hosted.client import HoleUsage, HostedClient, Usage, scrubbing
 from .hosted.servers import FLAVOURS, probe, served_models, server
 from .hub import load_tokenizer
 
 log = logging.getLogger("querylm.openai")
 
-MECHANISMS = ("grammar", "json_schema", "choice", "logit_bias", "stop", "max_tokens")
+MECHANISMS = ("llguidance", "grammar", "json_schema", "choice", "logit_bias", "stop", "max_tokens")
 """Every server-side mechanism; ``mechanisms=`` restricts a backend to some of them (``()``: none, every
-constraint is then validated locally only)."""
+constraint is then validated locally only). ``llguidance``: the hole's own llguidance grammar, sent as
+it is to a server built with llguidance (probed); ``grammar``: a translation (GBNF, or a regex)."""
 
 _OPTION_TYPES: dict[str, Callable[[str], Any]] = {
     "timeout": float,
@@ -187,6 +188,9 @@ class OpenAIBackend(Backend):
         self.server = server(self.flavour)
         """What this server takes (its class in servers.py)."""
         self.client.stop_phrase_field = self.server.stop_phrase_field
+        self.llguidance = "llguidance" in self.mechanisms and self.server.llguidance(self.client, model)
+        """The server enforces llguidance's Lark grammars (probed once per server URL): each hole's
+        own grammar goes to it as written, GBNF translations only where it has none."""
         if endpoint not in ("auto", "chat", "completions"):
             raise ModelError(f"endpoint must be 'chat', 'completions' or 'auto', not {endpoint!r}")
         self.endpoint = endpoint if endpoint != "auto" else self.server.default_endpoint(model)
@@ -282,11 +286,38 @@ class OpenAIBackend(Backend):
             f"{self.name}: beam decoders need next-token logits, which a hosted API does not give"
         )
 
+    @scrubbing
     def score(self, prefix: list[int], continuations: list[list[int]]) -> list[np.ndarray]:
-        raise UnsupportedError(
-            f"{self.name}: scoring (distribution clauses) needs prompt log-probabilities, which a hosted API "
-            "does not give reliably"
-        )
+        """Each continuation's token log-probabilities, on a llama.cpp server built with llguidance (one
+        request per continuation: its token ids forced by a grammar of token ids, ``<[id]>``, and the
+        log-probability of each forced token read from ``logprobs``, which llama.cpp takes before the
+        grammar applies); an UnsupportedError on other servers."""
+        if not (self.llguidance and self.same_tokenizer):
+            raise UnsupportedError(
+                f"{self.name}: scoring (distribution clauses, querylm.score) needs a llama.cpp server built "
+                "with llguidance and its own tokenizer here; this server gives no reliable prompt "
+                "log-probabilities"
+            )
+        usage = Usage()
+        out = []
+        for cont in continuations:
+            grammar = "%llguidance {}\nstart: " + " ".join(f"<[{t}]>" for t in cont) + "\n"
+            params = {
+                "model": self.model,
+                "prompt": list(prefix),
+                "max_tokens": len(cont),
+                "temperature": 0.0,
+                "logprobs": 1,
+                "extra_body": {"grammar": grammar},
+            }
+            answer = self.client.send("completions", params, usage, HoleUsage("score"), "a score")
+            lps = [lp for _, lp in answer.logprobs or []]
+            if len(lps) != len(cont):
+                raise ModelError(
+                    f"{self.name}: the server scored {len(lps)} of a continuation's {len(cont)} tokens"
+                )
+            out.append(np.array(lps, dtype=np.float64))
+        return out
 
     def cancel(self) -> None:
         """Stop the runs in progress: the next request (or backoff wait) raises BackendError. A request

@@ -609,3 +609,9 @@ def longest_bytes(dfa: Automaton, state: int) -> int | None:
         return best
 
     return walk(state)
+
+
+def ends_open(dfa: Automaton) -> bool:
+    """Whether a value may end where it could also go on (an accepting state with a way out): a
+    server that ends answers only at end-of-text needs a tail there to let the model say it ends."""
+    return any(dfa.accept[s] and dfa.trans[s] for s in range(len(dfa)))

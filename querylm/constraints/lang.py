@@ -9,6 +9,7 @@ where the other constraints hold (LMQL's side conditions).
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 
 from . import regex
@@ -178,3 +179,33 @@ def to_grammar(
         start = f"{lit} {start}"
     lark = f"start: {start}\n" + "\n".join(b.lines) + "\n"
     return json.dumps({"grammars": [{"lark_grammar": lark}, *b.subgrammars]})
+
+
+def server_lark(grammar: str, tail: int = 0) -> str | None:
+    """A hole's llguidance grammar (``grammar``, the TopLevelGrammar JSON text the local matcher
+    compiles) as one ``%llguidance`` Lark text for a server built with llguidance, so that the server
+    enforces what the local matcher checks; None where it is not one Lark grammar (a grammar file
+    within other constraints refers to its subgrammar, which one text can't carry).
+
+    ``tail`` > 0: after a value the model may also write up to ``tail`` characters of anything. A
+    server ends an answer only at its end-of-text token, so where a value is complete but could go on
+    (an INT after "8"), the model could otherwise only go on in digits where it wants " legs"; with the
+    tail it says " legs", which is the end, as the local decoder reads it. The caller cuts the tail off
+    (and the server's tokens, which may run past the value mid-token, are re-validated locally)."""
+    top = json.loads(grammar)
+    grammars = top.get("grammars", [])
+    if len(grammars) == 2 and grammars[0].get("lark_grammar", "").startswith("start: r"):
+        # a grammar file alone: the main grammar only points at it ("start: r1 ... r1: @g2")
+        main = grammars[0]["lark_grammar"]
+        name = grammars[1].get("name", "")
+        if main.strip().splitlines()[-1].endswith(f": @{name}") and main.count("\n") == 3:
+            grammars = grammars[1:]
+    if len(grammars) != 1 or "lark_grammar" not in grammars[0]:
+        return None
+    lark = grammars[0]["lark_grammar"]
+    if not tail:
+        return f"%llguidance {{}}\n{lark}"
+    # the value's own start rule, renamed: the new start is the value and then perhaps the tail
+    renamed = re.sub(r"(?m)^(\??)start(\s*:)", r"\1qlm_value\2", lark)
+    renamed = re.sub(r"(?<![\w\"'/])start(?![\w\"'/])", "qlm_value", renamed)
+    return f"%llguidance {{}}\nstart: qlm_value QLM_TAIL?\nQLM_TAIL: /(?s:.){{1,{tail}}}/\n{renamed}"

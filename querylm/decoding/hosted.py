@@ -24,7 +24,7 @@ from typing import Any
 from ..backends.hosted.client import HoleUsage, Usage, scrubbing
 from ..backends.openai import OpenAIBackend
 from ..constraints import automata, gbnf
-from ..constraints.lang import Grammar
+from ..constraints.lang import Grammar, Term, server_lark
 from ..constraints.matcher import PrefixMatcher
 from ..constraints.schema import for_server
 from ..constraints.where import HoleConstraint
@@ -74,13 +74,20 @@ class HoleLang:
     json_schema: dict | None = None
     whole_grammar: str | None = None
     """GBNF for whole values only (JSON Schema, Lark grammars): no form for the rest of a cut value."""
+    lark: str | None = None
+    """The hole's own llguidance grammar as one ``%llguidance`` Lark text (whole values only), for a
+    server built with llguidance: what it enforces is then exactly what the local matcher checks."""
+    regex: str | None = None
+    """A regular expression of whole values (one REGEX-like pattern, no stop phrase, no open end)."""
     exact: bool = False
     """True when the server-side form is the whole mask language (else it is a superset, or absent)."""
 
 
-def hole_lang(hc: HoleConstraint, name: str) -> HoleLang:
-    """``hc``'s language in the forms servers take (``name``: the model's, for the log)."""
+def hole_lang(hc: HoleConstraint, name: str, llguidance: bool = False) -> HoleLang:
+    """``hc``'s language in the forms servers take (``name``: the model's, for the log); with
+    ``llguidance`` (the server takes llguidance's Lark) no GBNF is made for whole values."""
     lang = HoleLang()
+    grammars = hc.grammars()
     if not hc.cfgs:
         if hc.regular is None and not hc.stops_at and not hc.stops_before:
             lang.exact = True  # free text
@@ -90,26 +97,43 @@ def hole_lang(hc: HoleConstraint, name: str) -> HoleLang:
             lang.exact = True
         except automata.NotTranslatable as err:
             log.info("%s: no server grammar for %s (%s)", name, hc.hole, err)
+        open_end = lang.dfa is None or automata.ends_open(lang.dfa)
+        if llguidance and len(grammars) == 1:
+            lang.lark = server_lark(grammars[0], TAIL if open_end else 0)
+            lang.exact = lang.lark is not None
+        if isinstance(hc.regular, Term) and not hc.stops_at and not hc.stops_before and not open_end:
+            lang.regex = hc.regular.pattern
         return lang
+    lark_file = len(hc.cfgs) == 1 and isinstance(hc.cfgs[0], Grammar) and hc.cfgs[0].kind == "lark"
+    own_gbnf = lark_file and isinstance(hc.cfgs[0], Grammar) and hc.cfgs[0].gbnf is not None
+    if llguidance and len(grammars) == 1 and lark_file and not own_gbnf:
+        # (not a grammar that brings its own GBNF, as an agent turn's does, nor JSON Schema holes:
+        # llguidance's %json allows whitespace without end, which the model wrote until max_tokens on
+        # the native server; the GBNF translation bounds it)
+        lang.lark = server_lark(grammars[0], TAIL)
     if len(hc.cfgs) == 1 and isinstance(hc.cfgs[0], Grammar) and hc.cfgs[0].kind == "json":
         schema = json.loads(hc.cfgs[0].text)
         lang.json_schema = for_server(schema)
-        try:
-            lang.whole_grammar = gbnf.json_gbnf(schema)
-            gbnf.check_gbnf(lang.whole_grammar)
-        except (automata.NotTranslatable, ValueError) as err:
-            log.info("%s: no GBNF for the JSON Schema of %s (%s)", name, hc.hole, err)
-            lang.whole_grammar = None
+        if lang.lark is None:
+            try:
+                lang.whole_grammar = gbnf.json_gbnf(schema)
+                gbnf.check_gbnf(lang.whole_grammar)
+            except (automata.NotTranslatable, ValueError) as err:
+                log.info("%s: no GBNF for the JSON Schema of %s (%s)", name, hc.hole, err)
+                lang.whole_grammar = None
         lang.exact = hc.regular is None and not hc.stops_at and not hc.stops_before
     elif len(hc.cfgs) == 1 and isinstance(hc.cfgs[0], Grammar) and hc.cfgs[0].kind == "lark":
         cfg = hc.cfgs[0]
-        try:
-            lang.whole_grammar = cfg.gbnf or gbnf.lark_gbnf(cfg.text, tail=TAIL)
-            gbnf.check_gbnf(lang.whole_grammar)
-        except (automata.NotTranslatable, ValueError) as err:
-            log.info("%s: no GBNF for the grammar of %s (%s)", name, hc.hole, err)
-            lang.whole_grammar = None
-        lang.exact = lang.whole_grammar is not None and hc.regular is None
+        if lang.lark is None:
+            try:
+                lang.whole_grammar = cfg.gbnf or gbnf.lark_gbnf(cfg.text, tail=TAIL)
+                gbnf.check_gbnf(lang.whole_grammar)
+            except (automata.NotTranslatable, ValueError) as err:
+                log.info("%s: no GBNF for the grammar of %s (%s)", name, hc.hole, err)
+                lang.whole_grammar = None
+        lang.exact = (lang.whole_grammar is not None or lang.lark is not None) and hc.regular is None
+    if lang.lark is not None:
+        lang.exact = True  # the hole's whole grammar (one), as the local matcher has it
     return lang
 
 
@@ -147,7 +171,7 @@ def _fill(b: OpenAIBackend, run: HostedDecode, req: HoleRequest) -> HostedValue:
     where = f"{hc.hole} ({pos.filename}:{pos.line})" if pos is not None else hc.hole
     hole = HoleUsage(hc.hole)
     run.usage.holes.append(hole)
-    lang = hole_lang(hc, b.name)
+    lang = hole_lang(hc, b.name, b.llguidance)
     grammars = hc.grammars() or [FREE_TEXT]
     v = PrefixMatcher(b.ll_tokenizer, grammars, b.encode, b.eos_ids)
     budget = hc.max_tokens  # in the local tokenizer's tokens, as the runtime re-checks len(TOKENS(X))
@@ -195,7 +219,9 @@ def _fill(b: OpenAIBackend, run: HostedDecode, req: HoleRequest) -> HostedValue:
                 f"{hc.hole} reached max_len={req.max_len} tokens before its value was complete: {hc.description}",
                 pos,
             )
-        if v.text or (can_continue and lang.whole_grammar is None and lang.json_schema is None):
+        if v.text or (
+            can_continue and lang.whole_grammar is None and lang.json_schema is None and lang.lark is None
+        ):
             # e.g. the rest of the only choice left: no request needed. (Not the opening of a JSON
             # value: the server's JSON grammar applies to whole values only.)
             forced = v.forced()
@@ -266,7 +292,7 @@ def _fill(b: OpenAIBackend, run: HostedDecode, req: HoleRequest) -> HostedValue:
 
 
 def _has_grammar(mech: list[str]) -> bool:
-    return any(m in ("grammar", "json_schema", "choice") for m in mech)
+    return any(m in ("grammar", "llguidance", "regex", "json_schema", "choice") for m in mech)
 
 
 def _logprob_of_prefix(logprobs: list[tuple[str, float]], length: int) -> float:
@@ -395,8 +421,12 @@ def _request(
         if longest is not None:
             limit = min(limit, max(1, longest + 4 * TAIL))
 
+    allowed = b.mechanisms
+    native = lang.lark is not None and not so_far and "llguidance" in allowed and b.llguidance
     grammar = None
-    if lang.dfa is not None and state is not None:
+    if native:
+        pass  # the server takes the hole's own grammar: no GBNF
+    elif lang.dfa is not None and state is not None:
         try:
             grammar = gbnf.dfa_gbnf(lang.dfa, state, tail=TAIL)
             gbnf.check_gbnf(grammar)
@@ -413,9 +443,17 @@ def _request(
     if choices is not None:
         choices = [c for c in choices if c]
 
-    allowed = b.mechanisms
-    if "grammar" in allowed and grammar is not None and srv.grammar:
-        as_choice = srv.choice and choices and not so_far and "choice" in allowed
+    as_choice = srv.choice and choices and not so_far and "choice" in allowed
+    if native:
+        assert lang.lark is not None
+        extra.update(srv.lark_params(lang.lark))
+        mech.append("llguidance")
+        exact = lang.exact
+    elif "grammar" in allowed and srv.regex and lang.regex is not None and not so_far and not as_choice:
+        extra.update(srv.regex_params(lang.regex))
+        mech.append("regex")
+        exact = lang.exact
+    elif "grammar" in allowed and grammar is not None and srv.grammar:
         entries, used = srv.grammar_params(grammar, choices if as_choice else None)
         extra.update(entries)
         mech.append(used)

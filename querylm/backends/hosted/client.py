@@ -232,16 +232,14 @@ class HostedClient:
                 text = text.replace(secret, "***")
         return KEY_PATTERN.sub(lambda m: m.group(1) + "-***", text)
 
-    def raw(self, method: str, url: str, body: Any = None) -> Any:
-        """One plain HTTP call through the SDK's client (its headers and timeout); None on any failure."""
+    def raw(self, method: str, url: str, body: Any = None, timeout: float = 10.0) -> Any:
+        """One plain HTTP call through the SDK's client (its headers; ``timeout``, at most the
+        client's); None on any failure."""
+        sdk = self.sdk.with_options(max_retries=0, timeout=min(self.timeout, timeout))
         try:
             if method == "GET":
-                return self.sdk.with_options(max_retries=0, timeout=min(self.timeout, 10.0)).get(
-                    url, cast_to=object
-                )
-            return self.sdk.with_options(max_retries=0, timeout=min(self.timeout, 10.0)).post(
-                url, body=body, cast_to=object
-            )
+                return sdk.get(url, cast_to=object)
+            return sdk.post(url, body=body, cast_to=object)
         except Exception as err:  # noqa: BLE001 - a probe: any failure means "not this"
             log.debug("probe %s %s: %s", method, url, self.scrub(str(err)))
             return None

@@ -52,6 +52,23 @@ class Server:
     """The served model may be a file on this machine, whose tokenizer can then be loaded here."""
     tokenize_adds_bos: ClassVar[bool] = False
     """Its tokenize endpoint puts a BOS token first."""
+    regex: ClassVar[bool] = False
+    """Takes a regular expression (``regex_params``)."""
+    takes_n: ClassVar[bool] = False
+    """Honours ``n`` (several choices from one request), as far as known before a server refuses it."""
+
+    def llguidance(self, client: HostedClient, model: str) -> bool:
+        """Whether the server enforces llguidance's Lark grammars (``%llguidance``), probed once per
+        server URL (``lark_params``)."""
+        return False
+
+    def lark_params(self, lark: str) -> dict[str, Any]:
+        """The ``extra_body`` entries of a llguidance Lark grammar (``%llguidance`` first)."""
+        raise NotImplementedError(f"{self.name} takes no llguidance grammar")
+
+    def regex_params(self, pattern: str) -> dict[str, Any]:
+        """The ``extra_body`` entries of a regular expression the whole answer must match."""
+        raise NotImplementedError(f"{self.name} takes no regular expression")
 
     def default_endpoint(self, model: str) -> str:
         return "chat"
@@ -113,14 +130,24 @@ class OpenAI(Server):
 
 
 class VLLM(Server):
+    """vLLM >= 0.12: every structured-output parameter under ``structured_outputs`` (``choice``,
+    ``regex``, ``json``, ``grammar``), which replaced the ``guided_*`` fields removed in v0.12.0
+    (docs.vllm.ai/en/latest/features/structured_outputs/). Its grammar backend is the server's choice
+    (xgrammar by default, which reads GBNF), so grammars go as GBNF, not as llguidance's Lark."""
+
     name = "vllm"
     grammar = True
     choice = True
+    regex = True
     logit_bias = True
     reports_stop = True
     min_tokens = True
     prefill = "flags"
     json_on_completions = True
+    takes_n = True
+
+    def regex_params(self, pattern: str) -> dict[str, Any]:
+        return {"structured_outputs": {"regex": pattern}}
 
     def tokenize(self, client: HostedClient, model: str, text: str) -> list[int] | None:
         r = client.raw(
@@ -144,12 +171,21 @@ class VLLM(Server):
 
 
 class SGLang(Server):
+    """SGLang: one of ``json_schema``, ``regex`` or ``ebnf`` per request, in ``extra_body``
+    (docs.sglang.io/advanced_features/structured_outputs.html); its default grammar backend, XGrammar,
+    reads GBNF."""
+
     name = "sglang"
     grammar = True
+    regex = True
     reports_stop = True
     stop_phrase_field = "matched_stop"
     prefill = "flags"
     json_on_completions = True
+    takes_n = True
+
+    def regex_params(self, pattern: str) -> dict[str, Any]:
+        return {"regex": pattern}
 
     def grammar_params(self, grammar: str, choices: list[str] | None) -> tuple[dict[str, Any], str]:
         return {"ebnf": grammar}, "grammar"
@@ -160,8 +196,15 @@ class SGLang(Server):
         return super().json_params(schema, name, chat)
 
 
+LARK_PROBE = '%llguidance {}\nstart: "qzx7"\n'
+"""A grammar that forces an answer no model would give: a server that honours it says exactly that."""
+_LLGUIDANCE: dict[str, bool] = {}
+"""The probe's answer, by server URL."""
+
+
 class LlamaCpp(Server):
-    """llama.cpp's server, native (C++) or llama-cpp-python's: the same parameters."""
+    """llama.cpp's server, native (C++) or llama-cpp-python's: the same parameters. The native server
+    is built with llguidance: a ``grammar`` whose first line is ``%llguidance`` is llguidance's Lark."""
 
     name = "llamacpp"
     grammar = True
@@ -169,6 +212,26 @@ class LlamaCpp(Server):
     prefill = "template"
     local_files = True
     tokenize_adds_bos = True
+    takes_n = True  # the native server, up to its number of slots (it says so with HTTP 400 past them)
+
+    def llguidance(self, client: HostedClient, model: str) -> bool:
+        """Probed, never guessed: a llama.cpp server without llguidance ignores a grammar it can't parse
+        without a word, so the probe sends one that forces "qzx7" and checks that the answer is that.
+        Only a server with the native ``/props`` endpoint is asked (llama-cpp-python's has none)."""
+        url = client.base_url
+        if url not in _LLGUIDANCE:
+            ok = False
+            root = root_url(client)
+            if isinstance(client.raw("GET", f"{root}/props"), dict):
+                # the native endpoint (not /v1/completions: not a request of any run)
+                body = {"prompt": "The word is", "grammar": LARK_PROBE, "n_predict": 8, "temperature": 0.0}
+                r = client.raw("POST", f"{root}/completion", body, timeout=120.0)  # a loaded server is slow
+                ok = isinstance(r, dict) and r.get("content") == "qzx7"
+            _LLGUIDANCE[url] = ok
+        return _LLGUIDANCE[url]
+
+    def lark_params(self, lark: str) -> dict[str, Any]:
+        return {"grammar": lark}
 
     def tokenize(self, client: HostedClient, model: str, text: str) -> list[int] | None:
         root = root_url(client)
