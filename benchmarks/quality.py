@@ -1,7 +1,7 @@
 """Answer quality on the default model: constrained queries against the same model unconstrained.
 
     python benchmarks/quality.py [--quick] [--families sentiment,date] [--per-family N] [--no-tools]
-                                 [--tools-only] [--tool-tasks N] [--model M] [--json OUT]
+                                 [--tools-only] [--tool-tasks N] [--threads T] [--json OUT]
 
 Constraints make every value valid; this measures whether they also keep it right. 72 labelled items
 of our own (benchmarks/quality_data/items.jsonl, 12 per family: sentiment, topic, yes/no, a date, a
@@ -15,7 +15,7 @@ quality_data/tool_args.json). Every arm of an item sees the same prompt; the arm
   ``querylm.run``'s signature; for tools, in ``querylm.Agent``'s): otherwise those arms read "n/a" and the
   arms that ran are the ones without healing;
 - ``unconstrained``: the same prompt with a free hole (a token budget only), the answer read leniently
-  from the text: the first label word, the first number, the first date in any common format, the first
+  from the text: the first label word (not a read-back of the options), the first number, the first date in any common format, the first
   capitalised name; for tools, the call parsed out of the text as tool_calls.py does.
 
 Odd and even items of a family alternate two query styles, one of them LMQL's documented style (the
@@ -160,13 +160,17 @@ def norm_name(text: str) -> str:
 
 
 def first_label(text: str, labels: list[str]) -> str | None:
-    """The label word that comes first in a free answer ("The sentiment is positive." -> positive)."""
-    best: tuple[int, str] | None = None
+    """The label word that comes first in a free answer ("The sentiment is positive." -> positive). An
+    answer naming three labels or more of a longer list reads the question's options back ("The topic is
+    sports, politics, technology...") and gives none: otherwise the first option would win by echo."""
+    found = []
     for label in labels:
         m = re.search(rf"\b{re.escape(label)}\b", text, re.I)
-        if m and (best is None or m.start() < best[0]):
-            best = (m.start(), label)
-    return best[1] if best else None
+        if m:
+            found.append((m.start(), label))
+    if not found or (len(labels) >= 3 and len(found) >= 3):
+        return None
+    return min(found)[1]
 
 
 NUMBER_WORDS = {
@@ -632,6 +636,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--tool-tasks", type=int, default=None, help="only the first N tool tasks")
     ap.add_argument("--no-tools", action="store_true", help="skip the tool tasks")
     ap.add_argument("--tools-only", action="store_true", help="only the tool tasks")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
     ap.add_argument("--batch-size", type=int, default=16, help="rows per batch (querylm.map)")
     ap.add_argument("--json", default=None, help="write every answer and the summary here, as it goes")
     args = ap.parse_args(argv)
@@ -657,7 +662,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         expected = json.loads((DATA / "tool_args.json").read_text(encoding="utf-8"))
         tasks = [(q, name, expected[q]) for q, name in bench.TASKS[:n_tools]]
 
+    import torch
     from tqdm import tqdm
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     backend = resolve(args.model)
     registry = ToolRegistry(bench.TOOLS)
@@ -670,6 +679,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "python": platform.python_version(),
         "machine": platform.machine(),
         "arms": [a.name for a in arms],
+        "torch threads": torch.get_num_threads(),
     }
     print(f"model {backend.name}, healing {'on/off' if has_heal else 'not in this querylm'}", file=sys.stderr)
     results: list[dict[str, Any]] = []

@@ -34,6 +34,8 @@ def load() -> Any:
         (" Negative. It is not positive at all.", "negative"),
         ("I can't tell.", None),
         ("Positively", None),  # a whole word, not a prefix
+        ("It is positive, negative or neutral.", None),  # the options read back are no answer
+        ("Neutral, not negative.", "neutral"),
     ],
 )
 def test_first_label(text: str, label: str | None) -> None:
