@@ -136,8 +136,10 @@ def test_the_data_covers_every_family_and_every_tool_task() -> None:
         mine = [i for i in items if i["family"] == fam]
         assert len(mine) >= 10, fam
         assert any(i["lmql_style"] for i in mine) and not all(i["lmql_style"] for i in mine)
-        if fam in q.LABELS:
+        if fam in q.LABELS:  # every label, and no style whose items share one answer (a constant would win)
             assert {i["answer"] for i in mine} == set(q.LABELS[fam])
+            for style in (True, False):
+                assert len({i["answer"] for i in mine if i["lmql_style"] is style}) >= 2, (fam, style)
     expected = json.loads((ROOT / "benchmarks" / "quality_data" / "tool_args.json").read_text())
     assert {t for t, _ in q._tool_calls().TASKS} == set(expected)
     assert len(expected) >= 20
