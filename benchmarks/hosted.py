@@ -305,21 +305,14 @@ def main(argv: list[str] | None = None) -> int:
         base_url = server.base_url
     try:
         hosted = OpenAIBackend("smollm2", base_url=base_url, endpoint=args.endpoint)
-        gbnf = OpenAIBackend(
-            "smollm2",
-            base_url=base_url,
-            flavour=hosted.flavour,
-            endpoint=args.endpoint,
-            tokenizer=hosted.tokenizer,
-            mechanisms=[m for m in MECHANISMS if m != "llguidance"],
-        )
-        naive = NaiveBackend(
-            "smollm2",
-            base_url=base_url,
-            flavour=hosted.flavour,
-            endpoint=args.endpoint,
-            tokenizer=hosted.tokenizer,
-        )
+        same = {  # the server as probed once: its flavour and tokenizer
+            "base_url": base_url,
+            "flavour": hosted.flavour,
+            "endpoint": args.endpoint,
+            "tokenizer": hosted.tokenizer,
+        }
+        gbnf = OpenAIBackend("smollm2", **same, mechanisms=[m for m in MECHANISMS if m != "llguidance"])
+        naive = NaiveBackend("smollm2", **same)
         print(
             f"server {base_url}: flavour {hosted.flavour}, endpoint {args.endpoint}, tokenizer "
             f"{Path(hosted.tokenizer_source).name} (same as the server's: {hosted.same_tokenizer}), "

@@ -39,7 +39,8 @@ def backend(srv: FakeServer, tok, **kw) -> OpenAIBackend:
     kw.setdefault("endpoint", "completions")
     kw.setdefault("tokenizer", tok)
     kw.setdefault("backoff", 0.001)
-    return OpenAIBackend("test-model", base_url="http://fake/v1", api_key=KEY, http_client=srv.client(), **kw)
+    kw.setdefault("base_url", "http://fake/v1")  # (a server's llguidance probe is cached by URL)
+    return OpenAIBackend("test-model", api_key=KEY, http_client=srv.client(), **kw)
 
 
 @dataclasses.dataclass
@@ -142,15 +143,7 @@ def test_llamacpp_chat_json_falls_back_to_response_format(tok) -> None:
 
 def test_llamacpp_with_llguidance_gets_the_holes_own_grammars(tok) -> None:
     srv = FakeServer("llamacpp", replies=["42 legs", "Paris.", '{"x": 1, "y": 2}'], llguidance=True)
-    b = OpenAIBackend(
-        "m",
-        base_url="http://llg-yes/v1",
-        flavour="llamacpp",
-        endpoint="completions",
-        api_key=KEY,
-        http_client=srv.client(),
-        tokenizer=tok,
-    )
+    b = backend(srv, tok, base_url="http://llg-yes/v1")
     assert b.llguidance
     r = querylm.run(
         '"Q: legs?\\nA: [N]\\nCity: [C]\\nP: [P: Point]" where INT(N) and STOPS_AT(C, ".")',
@@ -168,29 +161,13 @@ def test_llamacpp_with_llguidance_gets_the_holes_own_grammars(tok) -> None:
         ["grammar", "max_tokens"]
     ]
     probes = [c for c in srv.requests if c.path == "/completion"]
-    OpenAIBackend(
-        "m",
-        base_url="http://llg-yes/v1",
-        flavour="llamacpp",
-        endpoint="completions",
-        api_key=KEY,
-        http_client=srv.client(),
-        tokenizer=tok,
-    )
+    backend(srv, tok, base_url="http://llg-yes/v1")
     assert len(probes) == 1 == len([c for c in srv.requests if c.path == "/completion"])  # once per URL
 
 
 def test_llamacpp_grammar_ignored_by_the_probe_means_gbnf(tok) -> None:
     srv = FakeServer("llamacpp", replies=["42"], llguidance=False)
-    b = OpenAIBackend(
-        "m",
-        base_url="http://llg-no/v1",
-        flavour="llamacpp",
-        endpoint="completions",
-        api_key=KEY,
-        http_client=srv.client(),
-        tokenizer=tok,
-    )
+    b = backend(srv, tok, base_url="http://llg-no/v1")
     assert not b.llguidance
     querylm.run('"N: [N]" where INT(N)', model=b)
     G.check_gbnf(srv.completions[0].body["grammar"])
@@ -199,16 +176,7 @@ def test_llamacpp_grammar_ignored_by_the_probe_means_gbnf(tok) -> None:
 
 def test_llguidance_can_be_left_out(tok) -> None:
     srv = FakeServer("llamacpp", replies=["42"], llguidance=True)
-    b = OpenAIBackend(
-        "m",
-        base_url="http://llg-out/v1",
-        flavour="llamacpp",
-        endpoint="completions",
-        api_key=KEY,
-        http_client=srv.client(),
-        tokenizer=tok,
-        mechanisms=("grammar", "max_tokens"),
-    )
+    b = backend(srv, tok, base_url="http://llg-out/v1", mechanisms=("grammar", "max_tokens"))
     assert not b.llguidance and not [c for c in srv.requests if c.path == "/completion"]  # not even probed
     querylm.run('"N: [N]" where INT(N)', model=b)
     G.check_gbnf(srv.completions[0].body["grammar"])
