@@ -45,7 +45,7 @@ from querylm.constraints.matcher import accepts  # noqa: E402
 from querylm.decoding.hole import FREE_TEXT, HoleOutput  # noqa: E402
 from querylm.decoding.hosted import HoleRequest, HostedDecode, HostedValue, messages_of, prompt_text  # noqa: E402
 from querylm.errors import QueryError  # noqa: E402
-from querylm.runtime.run import HOSTED_DECODERS  # noqa: E402
+from querylm.runtime.hosted import HOSTED_DECODERS  # noqa: E402
 
 
 @dataclasses.dataclass

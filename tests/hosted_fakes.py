@@ -40,6 +40,10 @@ class FakeServer:
     llguidance: bool | None = None
     """llama.cpp's native endpoints (``/props``, ``/completion``): None, none (llama-cpp-python); True,
     a server built with llguidance (the probe's grammar is honoured); False, one that ignores it."""
+    slots: int = 1
+    """The native llama.cpp server's ``total_slots`` (``/props``)."""
+    max_choices: int | None = None
+    """The most choices one answer has, whatever ``n`` asks (None: as many as asked)."""
 
     def client(self) -> httpx.Client:
         return httpx.Client(transport=httpx.MockTransport(self.handle))
@@ -79,19 +83,25 @@ class FakeServer:
             return httpx.Response(200, json={"tokens": self.tokenize(text)})
         if path in ("/props", "/completion") and self.llguidance is not None:
             if path == "/props":
-                return httpx.Response(200, json={"total_slots": 1})
+                return httpx.Response(200, json={"total_slots": self.slots})
             honoured = self.llguidance and body.get("grammar", "").startswith("%llguidance")
             return httpx.Response(200, json={"content": "qzx7" if honoured else "Hello"})
         if path.endswith("/completions"):
-            reply = self.replies.pop(0) if self.replies else self.default
-            if callable(reply):
-                reply = reply(body)
-            if isinstance(reply, httpx.Response):
-                return reply
+            wanted = int(body.get("n") or 1)
+            replies = []
+            for _ in range(min(wanted, self.max_choices or wanted)):
+                reply = self.replies.pop(0) if self.replies else self.default
+                if callable(reply):
+                    reply = reply(body)
+                if isinstance(reply, httpx.Response):
+                    return reply
+                replies.append(reply)
             chat = path.endswith("/chat/completions")
-            return httpx.Response(
-                200, json=completion(reply, chat=chat), headers={"x-request-id": f"req_{len(self.requests)}"}
-            )
+            data = completion(replies[0], chat=chat)
+            data["choices"] = [
+                dict(completion(r, chat=chat)["choices"][0], index=i) for i, r in enumerate(replies)
+            ]
+            return httpx.Response(200, json=data, headers={"x-request-id": f"req_{len(self.requests)}"})
         return httpx.Response(404, json={"detail": "Not Found"})
 
 

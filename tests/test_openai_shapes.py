@@ -528,3 +528,67 @@ def test_tiktoken_encodings_become_tokenizers(tmp_path, monkeypatch: pytest.Monk
     querylm.run('"Answer: [A]" where A in ["yes", "no"]', model=b)
     bias = srv.completions[0].body["logit_bias"]
     assert {int(k) for k in bias} == set(enc.encode("yes") + enc.encode("no"))
+
+
+# -- sample(n) ----------------------------------------------------------------------------------------
+
+SAMPLES = 'sample(n=3, temperature=0.8, seed=1) "N: [N]\\nC: [C]" where INT(N) and STOPS_AT(C, ".")'
+
+
+def test_sample_n_is_one_request_with_n(tok) -> None:
+    """The first hole's prompt is every sample's: one request with n=3, its three choices one per sample;
+    the second hole's prompts differ (they follow different values), so one request each."""
+    srv = FakeServer("vllm", replies=["1", "2", "3", "Oslo.", "Rome.", "Bern."])
+    b = backend(srv, tok)
+    results = querylm.run(SAMPLES, model=b)
+    assert [r.variables for r in results] == [
+        {"N": 1, "C": "Oslo."},
+        {"N": 2, "C": "Rome."},
+        {"N": 3, "C": "Bern."},
+    ]
+    bodies = [c.body for c in srv.completions]
+    assert len(bodies) == 4 and bodies[0]["n"] == 3 and all("n" not in body for body in bodies[1:])
+    assert bodies[0]["temperature"] == 0.8
+    assert [body["prompt"] for body in bodies[1:]] == ["N: 1\nC: ", "N: 2\nC: ", "N: 3\nC: "]
+    holes = [r.usage["holes"][0] for r in results]  # the shared request is billed once, to sample 1
+    assert [(h["requests"], h["shared"]) for h in holes] == [(1, 0), (0, 1), (0, 1)]
+    assert sum(r.usage["requests"] for r in results) == 4
+
+
+def test_each_choice_is_validated_and_continued_alone(tok) -> None:
+    """A choice that breaks the constraint is cut and continued by its own sample, as a single answer
+    is; the others are taken as they are."""
+    srv = FakeServer("openai", replies=["12", "x", "7 apples", "4"])
+    b = backend(srv, tok, mechanisms=("max_tokens",))
+    results = querylm.run('sample(n=3, temperature=1.0) "N: [N]" where INT(N)', model=b)
+    assert [r.variables["N"] for r in results] == [12, 4, 7]
+    first, again = (c.body for c in srv.completions)
+    assert first["n"] == 3 and "n" not in again and again["prompt"] == "N: "
+
+
+def test_fewer_choices_than_asked_are_asked_again(tok) -> None:
+    srv = FakeServer("sglang", replies=["1", "2", "3", "4"], max_choices=2)
+    b = backend(srv, tok)
+    results = querylm.run('sample(n=4, temperature=1.0) "N: [N]" where INT(N)', model=b)
+    assert sorted(r.variables["N"] for r in results) == [1, 2, 3, 4]
+    assert [c.body.get("n", 1) for c in srv.completions] == [4, 2]
+
+
+@pytest.mark.parametrize(("slots", "ns"), [(1, [1, 1, 1]), (2, [2, 1]), (4, [3])])
+def test_llamacpp_asks_for_n_up_to_its_slots(tok, slots: int, ns: list[int]) -> None:
+    """The native server refuses n past its slots (HTTP 400): its /props decides, once per URL."""
+    srv = FakeServer("llamacpp", replies=["1", "2", "3"], default="5", llguidance=True, slots=slots)
+    b = backend(srv, tok, base_url=f"http://slots-{slots}/v1")
+    results = querylm.run('sample(n=3, temperature=1.0) "N: [N]" where INT(N)', model=b)
+    assert [r.variables["N"] for r in results] == [1, 2, 3]
+    assert [c.body.get("n", 1) for c in srv.completions] == ns
+    querylm.run('sample(n=3, temperature=1.0) "N: [N]" where INT(N)', model=b)
+    assert len([c for c in srv.requests if c.path == "/props"]) == 2  # the llguidance probe's, and n's
+
+
+def test_llama_cpp_python_gets_one_request_per_sample(tok) -> None:
+    srv = FakeServer("llamacpp", replies=["1", "2"])  # no /props: llama-cpp-python ignores n
+    b = backend(srv, tok, base_url="http://llama-cpp-python/v1")
+    results = querylm.run('sample(n=2, temperature=1.0) "N: [N]" where INT(N)', model=b)
+    assert [r.variables["N"] for r in results] == [1, 2]
+    assert [c.body.get("n", 1) for c in srv.completions] == [1, 1]

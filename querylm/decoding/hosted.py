@@ -17,11 +17,11 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
-from ..backends.hosted.client import HoleUsage, Usage, scrubbing
+from ..backends.hosted.client import Answer, HoleUsage, Usage, scrubbing
 from ..backends.openai import OpenAIBackend
 from ..constraints import automata, gbnf
 from ..constraints.lang import Grammar, Term, server_lark
@@ -161,10 +161,63 @@ class HostedDecode:
     def fill(self, req: HoleRequest) -> HostedValue:
         """One hole: request, validate, cut to the valid prefix, continue (or start over where the API
         can't continue a partly written answer), until the value is complete."""
+        steps = self.steps(req)
+        try:
+            ask = next(steps)
+            while True:
+                ask = steps.send(
+                    self.backend.client.send(ask.kind, ask.params, self.usage, ask.hole, ask.where)
+                )
+        except StopIteration as done:
+            return done.value
+
+    def steps(self, req: HoleRequest) -> Generator[Ask, Answer, HostedValue]:
+        """``fill`` as a generator: it yields each request it needs (an ``Ask``) and is sent the
+        answer, so that a caller may answer several samples' equal requests with one request of ``n``
+        choices (``send_grouped``); it returns the value."""
         return _fill(self.backend, self, req)
 
 
-def _fill(b: OpenAIBackend, run: HostedDecode, req: HoleRequest) -> HostedValue:
+@dataclass
+class Ask:
+    """A request one sample's hole needs: sent with that sample's ``usage`` and ``hole`` counts."""
+
+    kind: str
+    params: dict[str, Any]
+    usage: Usage
+    hole: HoleUsage
+    where: str
+
+    def key(self) -> str:
+        """What makes two samples' requests the same request (the seed aside: one request of ``n``
+        choices has one seed, and its choices differ all the same)."""
+        return json.dumps([self.kind, {k: v for k, v in self.params.items() if k != "seed"}], sort_keys=True)
+
+
+def send_grouped(b: OpenAIBackend, asks: list[Ask]) -> list[Answer | None]:
+    """Answers for ``asks``, in order: equal requests (``Ask.key``) go as one request with ``n`` (at most
+    the server's ``max_n``), counted in the first one's usage, the others' ``shared``; the rest one by
+    one. A server that answers fewer choices than asked leaves None for the asks it did not answer
+    (to be asked again)."""
+    out: list[Answer | None] = [None] * len(asks)
+    groups: dict[str, list[int]] = {}
+    for i, ask in enumerate(asks):
+        groups.setdefault(ask.key(), []).append(i)
+    most = max(1, b.server.max_n(b.client))
+    for members in groups.values():
+        for start in range(0, len(members), most):
+            chunk = members[start : start + most]
+            first = asks[chunk[0]]
+            params = dict(first.params, n=len(chunk)) if len(chunk) > 1 else first.params
+            answers = b.client.send_many(first.kind, params, first.usage, first.hole, first.where)
+            for i, answer in zip(chunk, answers[: len(chunk)], strict=False):
+                out[i] = answer
+                if i != chunk[0]:
+                    asks[i].hole.shared += 1
+    return out
+
+
+def _fill(b: OpenAIBackend, run: HostedDecode, req: HoleRequest) -> Generator[Ask, Answer, HostedValue]:
     hc = req.hc
     pos = req.position
     logprob = 0.0
@@ -245,9 +298,7 @@ def _fill(b: OpenAIBackend, run: HostedDecode, req: HoleRequest) -> HostedValue:
         if asked:
             hole.continued += 1
         asked += 1
-        answer = b.client.send(
-            "chat" if "messages" in params else "completions", params, run.usage, hole, where
-        )
+        answer = yield Ask("chat" if "messages" in params else "completions", params, run.usage, hole, where)
         text = last = answer.text
         if answer.stop_phrase and answer.stop_phrase in (*hc.stops_at, *hc.stops_before):
             if not text.endswith(answer.stop_phrase):

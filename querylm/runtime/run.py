@@ -20,13 +20,13 @@ from ..backends.openai import OpenAIBackend
 from ..decoding.choices import MODES, decide_value
 from ..decoding.choose import Argmax, Chooser, Sample
 from ..decoding.hole import HoleOutput, decode_hole
-from ..decoding.hosted import HoleRequest, HostedDecode
 from ..errors import ModelError, QueryCompileError, QueryInputError, QueryRuntimeError, UnsupportedError
 from ..language.check import Plan, bind_inputs, check_decoder, compile_source
 from ..language.ir import DecoderSpec
 from ..language.parse import parse_decoder
 from .beams import beam_search
 from .execute import Decode, Execution, PendingHole, StreamFn
+from .hosted import HostedHoles, hosted_samples
 from .result import QueryResult
 from .samples import sample_batch
 from .trace import Tracer
@@ -132,6 +132,16 @@ def run_plan(
         for r in samples:
             r.decoder = spec.name
         return samples
+    if n > 1 and isinstance(backend, OpenAIBackend) and spec.name == "sample":
+        roots = [Execution(plan, backend, backend.new_sequence(), max_len=limit, chat=chat) for _ in range(n)]
+        runs = hosted_samples(roots, backend, spec, inputs)
+        samples = []
+        for ex, holes in zip(roots, runs, strict=True):
+            r = ex.result()
+            r.decoder = spec.name
+            r.usage = holes.usage.to_json()
+            samples.append(r)
+        return samples
     results = []
     for i in range(n):
         if stream is not None and n > 1:
@@ -152,37 +162,6 @@ def run_plan(
     for r in results:
         r.decoder = spec.name
     return results if n > 1 else results[0]
-
-
-class HostedHoles:
-    """The holes of one hosted run (one sample): each pending hole becomes a HoleRequest for the hosted
-    decoder (``decoding/hosted.py``, which never sees an execution), and its value goes back into the
-    execution's sequence and score. ``usage`` is what the run cost."""
-
-    def __init__(self, backend: OpenAIBackend, spec: DecoderSpec, index: int):
-        self.decoder = HOSTED_DECODERS.get(type(backend), HostedDecode)(backend, spec, index)
-        self.usage = self.decoder.usage
-        backend.begin_run(self.usage)
-
-    def __call__(self, ex: Execution, pending: PendingHole) -> HoleOutput:
-        req = HoleRequest(
-            hc=pending.hc,
-            position=pending.hole.position,
-            prompt_ids=list(ex.seq.ids[: pending.start]),
-            used=len(ex.seq.ids),
-            max_len=ex.max_len,
-            messages=[dict(m) for m in ex.messages],
-            prompt="".join(ex.prompt),
-            emit=ex.emit,
-        )
-        value = self.decoder.fill(req)
-        ex.score += value.logprob
-        ex.seq.append(value.output.tokens)
-        return value.output
-
-
-HOSTED_DECODERS: dict[type, type[HostedDecode]] = {}
-"""A hosted backend class whose holes another decoder fills (the naive arm of benchmarks/hosted.py)."""
 
 
 def sequential(chooser: Chooser, tracer: Tracer | None = None, *, by_value: bool = False) -> Decode:

@@ -2,7 +2,7 @@
 the caller's grammar (an agent's answer-or-calls union), its token budget a where clause. The hole is
 filled by the runtime's Execution with the decoder every query's holes get: on a local backend the
 token loop (``run.sequential``: streaming, the end/budget policy, the final checks), on a hosted one
-the hosted hole decoder (``run.HostedHoles``: request, validate, cut to the valid prefix, continue), so
+the hosted hole decoder (``hosted.HostedHoles``: request, validate, cut to the valid prefix, continue), so
 an agent is not a second runtime.
 
 A turn continues a chat the caller keeps: on a local backend one sequence whose KV cache carries over
@@ -36,7 +36,8 @@ from ..language.check import check_decoder, compile_source
 from ..language.ir import DecoderSpec
 from ..language.parse import parse_decoder
 from .execute import Decode, Execution
-from .run import HostedHoles, chooser_for, sequential
+from .hosted import HostedHoles
+from .run import chooser_for, sequential
 
 TURN_QUERY = """argmax
     "{:assistant}[TURN: turn]"
@@ -131,7 +132,7 @@ def turn_spec(decoder: str | None, temperature: float = 0.0, seed: int | None = 
 class TurnDecoder:
     """How one chat's turns are decoded, from its decoder clause: on a local backend the runtime's
     chooser (``run.chooser_for``: one stream for all the turns), on a hosted one the hosted hole decoder
-    queries use (``run.HostedHoles``, the clause's temperature, top_p and seed in every request);
+    queries use (``hosted.HostedHoles``, the clause's temperature, top_p and seed in every request);
     ``usage``: what a hosted chat cost, one hole per turn (None on a local backend)."""
 
     def __init__(self, backend: Backend, spec: DecoderSpec):

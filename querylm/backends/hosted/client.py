@@ -103,6 +103,9 @@ class HoleUsage:
     continued), and Python predicates."""
     continued: int = 0
     """Requests after the first: continuing a cut or invalid answer, or starting over."""
+    shared: int = 0
+    """Answers this hole took from another sample's request (``sample(n)``: one request, ``n`` choices),
+    which ``requests`` and the token counts leave out: that request is billed where it was made."""
     ended_by: str = ""
 
     def to_json(self) -> dict[str, Any]:
@@ -163,6 +166,8 @@ class Answer:
     stop_phrase: str | None = None
     tool_calls: list[Any] = field(default_factory=list)
     """A chat answer's ``message.tool_calls`` as the SDK parsed them (the agent's native tool path)."""
+    choice: Any = None
+    """The choice as the SDK parsed it (scoring reads its ``prompt_logprobs`` or ``top_logprobs``)."""
 
 
 class _Malformed(Exception):
@@ -244,9 +249,16 @@ class HostedClient:
             log.debug("probe %s %s: %s", method, url, self.scrub(str(err)))
             return None
 
-    @scrubbing
     def send(self, kind: str, params: dict[str, Any], usage: Usage, hole: HoleUsage, where: str) -> Answer:
-        """One completion, retried with exponential backoff and jitter on 408/409/429/5xx, connection
+        """One completion (``send_many``'s first choice)."""
+        return self.send_many(kind, params, usage, hole, where)[0]
+
+    @scrubbing
+    def send_many(
+        self, kind: str, params: dict[str, Any], usage: Usage, hole: HoleUsage, where: str
+    ) -> list[Answer]:
+        """One request's choices (``n`` of them where ``params`` asks for several; a server may give
+        fewer), by their index, retried with exponential backoff and jitter on 408/409/429/5xx, connection
         errors, timeouts and malformed answers (honouring Retry-After up to ``max_backoff``); a
         BackendError naming the hole when retries are exhausted, the error can't be retried, or the
         run's ``deadline`` passes (it bounds every request's whole answer and every wait)."""
@@ -270,11 +282,11 @@ class HostedClient:
                 with create.with_streaming_response.create(**params, timeout=per_request) as raw:
                     request_id = raw.headers.get("x-request-id")
                     body = _read_within(raw, time.monotonic() + per_request)
-                answer = self._answer(kind, _parse(kind, body), request_id)
-                usage.add_response(answer.usage, hole)
+                answers = self._answers(kind, _parse(kind, body), request_id)
+                usage.add_response(answers[0].usage, hole)
                 with self._lock:
-                    self.total.add_response(answer.usage, HoleUsage(hole.name))
-                return answer
+                    self.total.add_response(answers[0].usage, HoleUsage(hole.name))
+                return answers
             except openai.APIStatusError as err:
                 status = err.status_code
                 rid = err.request_id or request_id
@@ -340,11 +352,14 @@ class HostedClient:
         text = str(msg if msg is not None else getattr(err, "message", "") or "")
         return self.scrub(text.strip().splitlines()[0][:300] if text.strip() else "(no message)")
 
-    def _answer(self, kind: str, parsed: Any, request_id: str | None) -> Answer:
+    def _answers(self, kind: str, parsed: Any, request_id: str | None) -> list[Answer]:
         choices = getattr(parsed, "choices", None)
         if not isinstance(choices, list) or not choices:
             raise _Malformed("no choices")
-        choice = choices[0]
+        order = sorted(range(len(choices)), key=lambda i: _index(choices[i], i))
+        return [self._answer(kind, parsed, choices[i], request_id) for i in order]
+
+    def _answer(self, kind: str, parsed: Any, choice: Any, request_id: str | None) -> Answer:
         finish = getattr(choice, "finish_reason", None)
         logprobs = None
         calls: list[Any] = []
@@ -385,7 +400,13 @@ class HostedClient:
             logprobs,
             phrase if isinstance(phrase, str) else None,
             list(calls),
+            choice,
         )
+
+
+def _index(choice: Any, default: int) -> int:
+    index = getattr(choice, "index", None)
+    return index if isinstance(index, int) else default
 
 
 def _token_logprobs(lp: Any) -> list[tuple[str, float]] | None:

@@ -54,13 +54,18 @@ class Server:
     """Its tokenize endpoint puts a BOS token first."""
     regex: ClassVar[bool] = False
     """Takes a regular expression (``regex_params``)."""
-    takes_n: ClassVar[bool] = False
-    """Honours ``n`` (several choices from one request), as far as known before a server refuses it."""
+    most_n: ClassVar[int] = 1
+    """The most choices one request may ask for (``n``): 1 where the server ignores ``n``."""
 
     def llguidance(self, client: HostedClient, model: str) -> bool:
         """Whether the server enforces llguidance's Lark grammars (``%llguidance``), probed once per
         server URL (``lark_params``)."""
         return False
+
+    def max_n(self, client: HostedClient) -> int:
+        """How many choices (``n``) one request of ``sample(n)`` may ask this server for: ``sample(n)``
+        sends one request for the samples that need the same one, in chunks of this size."""
+        return self.most_n
 
     def lark_params(self, lark: str) -> dict[str, Any]:
         """The ``extra_body`` entries of a llguidance Lark grammar (``%llguidance`` first)."""
@@ -111,6 +116,7 @@ class Server:
 
 class OpenAI(Server):
     name = "openai"
+    most_n = 128  # the API's documented limit
     logit_bias = True
     max_stops = 4
     native_tools = True
@@ -144,7 +150,7 @@ class VLLM(Server):
     min_tokens = True
     prefill = "flags"
     json_on_completions = True
-    takes_n = True
+    most_n = 1024  # no limit of its own: a bound on one request's fan-out
 
     def regex_params(self, pattern: str) -> dict[str, Any]:
         return {"structured_outputs": {"regex": pattern}}
@@ -182,7 +188,7 @@ class SGLang(Server):
     stop_phrase_field = "matched_stop"
     prefill = "flags"
     json_on_completions = True
-    takes_n = True
+    most_n = 1024  # no limit of its own: a bound on one request's fan-out
 
     def regex_params(self, pattern: str) -> dict[str, Any]:
         return {"regex": pattern}
@@ -200,6 +206,8 @@ LARK_PROBE = '%llguidance {}\nstart: "qzx7"\n'
 """A grammar that forces an answer no model would give: a server that honours it says exactly that."""
 _LLGUIDANCE: dict[str, bool] = {}
 """The probe's answer, by server URL."""
+_SLOTS: dict[str, int] = {}
+"""A native llama.cpp server's ``total_slots`` (``/props``), by server URL."""
 
 
 class LlamaCpp(Server):
@@ -212,7 +220,6 @@ class LlamaCpp(Server):
     prefill = "template"
     local_files = True
     tokenize_adds_bos = True
-    takes_n = True  # the native server, up to its number of slots (it says so with HTTP 400 past them)
 
     def llguidance(self, client: HostedClient, model: str) -> bool:
         """Probed, never guessed: a llama.cpp server without llguidance ignores a grammar it can't parse
@@ -232,6 +239,17 @@ class LlamaCpp(Server):
 
     def lark_params(self, lark: str) -> dict[str, Any]:
         return {"grammar": lark}
+
+    def max_n(self, client: HostedClient) -> int:
+        """The native server's number of slots (``/props`` ``total_slots``, read once per URL): it
+        answers ``n`` choices at once up to that and refuses more (HTTP 400); llama-cpp-python's
+        server (no ``/props``) silently answers one choice."""
+        url = client.base_url
+        if url not in _SLOTS:
+            props = client.raw("GET", f"{root_url(client)}/props")
+            slots = props.get("total_slots") if isinstance(props, dict) else None
+            _SLOTS[url] = slots if isinstance(slots, int) and slots > 0 else 1
+        return _SLOTS[url]
 
     def tokenize(self, client: HostedClient, model: str, text: str) -> list[int] | None:
         root = root_url(client)
