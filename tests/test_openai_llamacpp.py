@@ -263,3 +263,17 @@ def test_distribution_and_score_on_the_native_server(completions: OpenAIBackend)
     assert r.variables["A"] == max(probs, key=probs.__getitem__)
     (yes,) = querylm.score("Q: Is the Earth round? Answer yes or no.\nA:", [" yes"], model=completions)
     assert len(yes.logprobs) == len(completions.encode(" yes")) and yes.total < 0
+
+
+def test_sample_n_on_the_native_server(completions: OpenAIBackend) -> None:
+    """The native server has one slot here (/props): sample(n) sends one request per sample, not n
+    (which it would refuse with HTTP 400), and every sample satisfies its constraint."""
+    before = completions.total.requests
+    results = querylm.run(
+        'sample(n=3, temperature=1.0, seed=5) "Q: How many legs does a spider have?\\nA: [N]" '
+        "where INT(N) and len(TOKENS(N)) < 4",
+        model=completions,
+    )
+    assert len(results) == 3 and all(isinstance(r.variables["N"], int) for r in results)
+    assert completions.server.max_n(completions.client) == 1
+    assert completions.total.requests - before == sum(r.usage["requests"] for r in results) >= 3

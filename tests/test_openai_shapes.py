@@ -592,3 +592,95 @@ def test_llama_cpp_python_gets_one_request_per_sample(tok) -> None:
     results = querylm.run('sample(n=2, temperature=1.0) "N: [N]" where INT(N)', model=b)
     assert [r.variables["N"] for r in results] == [1, 2]
     assert [c.body.get("n", 1) for c in srv.completions] == [1, 1]
+
+
+# -- scoring ------------------------------------------------------------------------------------------
+
+
+def _vllm_scores(body: dict) -> httpx.Response:
+    """vLLM's answer to a list of prompts with ``prompt_logprobs``: one choice per prompt, each with
+    ``prompt_logprobs``, a list with one entry per prompt token (None for the first), each a map from
+    token id (a JSON key) to ``{"logprob", "rank", "decoded_token"}``; here each token's logprob is
+    -0.1 × its byte value, and the top-1 alternative is always token 32."""
+    choices = []
+    for i, prompt in enumerate(body["prompt"]):
+        entries: list = [None]
+        for t in prompt[1:]:
+            entry = {str(t): {"logprob": -0.1 * t, "rank": 2, "decoded_token": chr(t)}}
+            entry.setdefault("32", {"logprob": -0.05, "rank": 1, "decoded_token": " "})
+            entries.append(entry)
+        choices.append(
+            {"index": i, "text": "x", "finish_reason": "length", "logprobs": None, "prompt_logprobs": entries}
+        )
+    return httpx.Response(
+        200,
+        json={
+            "id": "cmpl-1",
+            "object": "text_completion",
+            "created": 0,
+            "model": "test-model",
+            "choices": choices,
+            "usage": {"prompt_tokens": 20, "completion_tokens": 2, "total_tokens": 22},
+        },
+    )
+
+
+def test_vllm_scores_from_prompt_logprobs(tok) -> None:
+    srv = FakeServer("vllm", replies=[_vllm_scores, _vllm_scores], tokenize=lambda s: list(s.encode()))
+    b = backend(srv, tok)
+    assert b.same_tokenizer
+    yes, no = querylm.score("Q: A:", [" yes", " no"], model=b)
+    assert yes.logprobs == pytest.approx([-0.1 * c for c in b" yes"])
+    assert no.logprobs == pytest.approx([-0.1 * c for c in b" no"])
+    (body,) = (c.body for c in srv.completions)  # one request for every continuation
+    assert body["prompt"] == [list(b"Q: A: yes"), list(b"Q: A: no")]
+    assert body["prompt_logprobs"] == 1 and body["max_tokens"] == 1
+    r = querylm.run('argmax "Q: A:[A]" distribution A in [" no", " yes"]', model=b)
+    assert r.variables["A"] == " no" and dict(r.variables["P(A)"])[" no"] > 0.5  # 'n' < 'y': likelier
+
+
+def _openai_top(tokens: dict[str, float]) -> dict:
+    """OpenAI's chat answer with ``logprobs``/``top_logprobs``: ``logprobs.content`` has one item per
+    answer token, ``{"token", "logprob", "bytes", "top_logprobs": [{"token", "logprob", "bytes"}]}``."""
+    top = [{"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in tokens.items()]
+    first = top[0]
+    return {
+        "message": {"role": "assistant", "content": first["token"]},
+        "finish_reason": "length",
+        "logprobs": {"content": [dict(first, top_logprobs=top)], "refusal": None},
+    }
+
+
+def test_openai_scores_first_tokens_from_top_logprobs(tok) -> None:
+    srv = FakeServer("openai", replies=[_openai_top({"N": -0.2, "B": -1.9, "P": -3.0})])
+    b = backend(srv, tok, endpoint="chat")
+    b.same_tokenizer = True  # as with tiktoken:<model>: OpenAI's tokens are the local ones
+    r = querylm.run(
+        'argmax "{:user} Which city?" "{:assistant}[C]" distribution C in ["New York", "Boston"]',
+        model=b,
+    )
+    assert r.variables["C"] == "New York"
+    probs = dict(r.variables["P(C)"])
+    assert probs["New York"] == pytest.approx(1 / (1 + 2.718281828 ** (-1.7)), rel=1e-6)
+    body = srv.completions[0].body
+    assert body["messages"] == [{"role": "user", "content": "Which city?"}]
+    assert body["logprobs"] is True and body["top_logprobs"] == 20 and body["max_completion_tokens"] == 1
+
+
+@pytest.mark.parametrize(
+    ("values", "reason"),
+    [(["New York", "Nairobi"], "first tokens differ"), (["New York", "Zurich"], "most likely first tokens")],
+)
+def test_openai_scoring_says_why_it_cant(tok, values: list[str], reason: str) -> None:
+    srv = FakeServer("openai", default=_openai_top({"N": -0.2, "B": -1.9}))
+    b = backend(srv, tok, endpoint="chat")
+    b.same_tokenizer = True
+    with pytest.raises(UnsupportedError, match=reason):
+        querylm.score("Which city?", values, model=b)
+
+
+@pytest.mark.parametrize("flavour", ["sglang", "ollama"])
+def test_servers_without_scoring_say_so(tok, flavour: str) -> None:
+    b = backend(FakeServer(flavour), tok)
+    with pytest.raises(UnsupportedError, match=f"this {flavour} server gives no reliable"):
+        querylm.score("Q:", [" yes", " no"], model=b)

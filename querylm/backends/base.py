@@ -49,9 +49,13 @@ class Sequence(ABC):
     def fork(self) -> Sequence:
         """An independent copy that shares nothing mutable with this one."""
 
-    def score(self, backend: Backend, continuations: list[list[int]]) -> list[np.ndarray]:
+    def score(
+        self, backend: Backend, continuations: list[list[int]], messages: list[dict[str, str]] | None = None
+    ) -> list[np.ndarray]:
         """``backend.score`` after ``self.ids``: a sequence that keeps a KV cache (a local model's)
-        scores from it, so the prompt is computed once, for the scores and the decoding after them."""
+        scores from it, so the prompt is computed once, for the scores and the decoding after them.
+        ``messages``: the chat so far, for a sequence whose model is reached through a chat API (a
+        hosted one's); the others score their token ids."""
         return backend.score(list(self.ids), continuations)
 
 

@@ -78,7 +78,9 @@ class LocalSequence(Sequence):
             self.cached = n
             self.last = self._launched = None
 
-    def score(self, backend: Backend, continuations: list[list[int]]) -> list[np.ndarray]:
+    def score(
+        self, backend: Backend, continuations: list[list[int]], messages: list[dict[str, str]] | None = None
+    ) -> list[np.ndarray]:
         """From this sequence's own cache: the prompt's pending tokens are fed once (decoding goes on
         from them), and the continuations run over a copy of the cache."""
         if not self.ids:

@@ -80,6 +80,13 @@ def load(model_id: str) -> OpenAIBackend:
 class HostedSequence(Sequence):
     """Only the token ids: the server holds the model."""
 
+    def score(
+        self, backend: Backend, continuations: list[list[int]], messages: list[dict[str, str]] | None = None
+    ) -> list[np.ndarray]:
+        if isinstance(backend, OpenAIBackend):
+            return backend.score(list(self.ids), continuations, messages)
+        return backend.score(list(self.ids), continuations)
+
     def logits(self) -> np.ndarray:
         raise UnsupportedError("a hosted model gives no next-token logits: use argmax or sample decoders")
 
@@ -284,18 +291,46 @@ class OpenAIBackend(Backend):
         )
 
     @scrubbing
-    def score(self, prefix: list[int], continuations: list[list[int]]) -> list[np.ndarray]:
-        """Each continuation's token log-probabilities, on a llama.cpp server built with llguidance (one
-        request per continuation: its token ids forced by a grammar of token ids, ``<[id]>``, and the
-        log-probability of each forced token read from ``logprobs``, which llama.cpp takes before the
-        grammar applies); an UnsupportedError on other servers."""
-        if not (self.llguidance and self.same_tokenizer):
+    def score(
+        self,
+        prefix: list[int],
+        continuations: list[list[int]],
+        messages: list[dict[str, str]] | None = None,
+    ) -> list[np.ndarray]:
+        """Each continuation's token log-probabilities after ``prefix`` (``messages``: the chat so far,
+        for a chat endpoint), as the server's class says it can (``Server.scoring``):
+
+        - llama.cpp built with llguidance: one request per continuation, its token ids forced by a
+          grammar of token ids (``<[id]>``) and each forced token's log-probability read from
+          ``logprobs`` (which llama.cpp takes before the grammar applies);
+        - vLLM: one request for all of them (a list of prompts, prefix + continuation, with
+          ``prompt_logprobs``): the prompt's own log-probabilities at the continuation's positions;
+        - OpenAI: one request whose first answer token comes with its 20 most likely alternatives
+          (``top_logprobs``): each continuation's first token must be among them and differ from the
+          others', so that it decides the choice; its other tokens, which that choice forces, count 0.
+          OpenAI reports no log-probability of a text it did not write.
+
+        An UnsupportedError where the server can't (saying why), and where ids don't mean the same
+        on both sides (a tokenizer here that is not the server's)."""
+        how = self.server.scoring
+        if how == "forced" and not self.llguidance:
+            how = ""
+        if not how or not self.same_tokenizer:
+            why = (
+                "gives no reliable prompt log-probabilities"
+                if not how
+                else "does not tokenize as the tokenizer here does (its token ids would mean other tokens)"
+            )
             raise UnsupportedError(
-                f"{self.name}: scoring (distribution clauses, querylm.score) needs a llama.cpp server built "
-                "with llguidance and its own tokenizer here; this server gives no reliable prompt "
-                "log-probabilities"
+                f"{self.name}: scoring (distribution clauses, querylm.score) needs a server that reports "
+                "log-probabilities of given tokens (llama.cpp built with llguidance, vLLM, OpenAI's "
+                f"top_logprobs) and its own tokenizer here; this {self.flavour} server {why}"
             )
         usage = Usage()
+        if how == "prompt_logprobs":
+            return self._prompt_logprobs(prefix, continuations, usage)
+        if how == "top_logprobs":
+            return self._first_token_logprobs(prefix, continuations, messages, usage)
         out = []
         for cont in continuations:
             grammar = "%llguidance {}\nstart: " + " ".join(f"<[{t}]>" for t in cont) + "\n"
@@ -316,6 +351,97 @@ class OpenAIBackend(Backend):
             out.append(np.array(lps, dtype=np.float64))
         return out
 
+    def _prompt_logprobs(
+        self, prefix: list[int], continuations: list[list[int]], usage: Usage
+    ) -> list[np.ndarray]:
+        """vLLM: ``prompt_logprobs`` of each prompt prefix + continuation, one request for all. Each
+        choice's ``prompt_logprobs`` has one entry per prompt token (None for the first, which follows
+        nothing), a map from token id to ``{"logprob", "rank", "decoded_token"}`` that always holds the
+        prompt's own token."""
+        if not prefix:
+            raise UnsupportedError(f"{self.name}: scoring needs a prompt (the first token follows nothing)")
+        params = {
+            "model": self.model,
+            "prompt": [list(prefix) + list(cont) for cont in continuations],
+            "max_tokens": 1,
+            "temperature": 0.0,
+            "extra_body": {"prompt_logprobs": 1},
+        }
+        answers = self.client.send_many("completions", params, usage, HoleUsage("score"), "a score")
+        if len(answers) != len(continuations):
+            raise ModelError(f"{self.name}: {len(answers)} answers to {len(continuations)} prompts to score")
+        out = []
+        for cont, answer in zip(continuations, answers, strict=True):
+            extra = getattr(answer.choice, "model_extra", None) or {}
+            entries = extra.get("prompt_logprobs") or getattr(answer.choice, "prompt_logprobs", None)
+            if not isinstance(entries, list) or len(entries) < len(prefix) + len(cont):
+                raise ModelError(f"{self.name}: the answer has no prompt_logprobs for the continuation")
+            lps = []
+            for at, token in enumerate(cont, start=len(prefix)):
+                entry = entries[at] if isinstance(entries[at], dict) else {}
+                value = entry.get(str(token), entry.get(token))  # type: ignore[call-overload]
+                logprob = value.get("logprob") if isinstance(value, dict) else None
+                if not isinstance(logprob, (int, float)):
+                    raise ModelError(f"{self.name}: no prompt logprob for token {token} at position {at}")
+                lps.append(float(logprob))
+            out.append(np.array(lps, dtype=np.float64))
+        return out
+
+    def _first_token_logprobs(
+        self,
+        prefix: list[int],
+        continuations: list[list[int]],
+        messages: list[dict[str, str]] | None,
+        usage: Usage,
+    ) -> list[np.ndarray]:
+        """OpenAI: one answer token with its ``top_logprobs`` (chat: ``logprobs.content[0].top_logprobs``,
+        a list of ``{"token", "logprob", "bytes"}``, at most 20; completions: ``logprobs.top_logprobs[0]``,
+        a map from token to logprob, at most 5)."""
+        firsts = [self.decode(cont[:1]) for cont in continuations]
+        for i, first in enumerate(firsts):
+            if not first or firsts.index(first) != i:
+                raise UnsupportedError(
+                    f"{self.name}: OpenAI reports log-probabilities only of the tokens it writes, so scoring "
+                    f"needs continuations whose first tokens differ; {first!r} begins more than one"
+                )
+        chat = self.endpoint == "chat"
+        params: dict[str, Any] = {"model": self.model, "temperature": 0.0}
+        if chat:
+            params["messages"] = self._score_messages(prefix, messages)
+            params.update(logprobs=True, top_logprobs=20, max_completion_tokens=1)
+        else:
+            params.update(prompt=self.decode(list(prefix)), logprobs=5, max_tokens=1)
+        answer = self.client.send(
+            "chat" if chat else "completions", params, usage, HoleUsage("score"), "a score"
+        )
+        top = _top_logprobs(getattr(answer.choice, "logprobs", None))
+        out = []
+        for cont, first in zip(continuations, firsts, strict=True):
+            if first not in top:
+                raise UnsupportedError(
+                    f"{self.name}: {first!r} is not among the {len(top)} most likely first tokens OpenAI "
+                    "reports, so its log-probability is unknown"
+                )
+            out.append(np.array([top[first]] + [0.0] * (len(cont) - 1), dtype=np.float64))
+        return out
+
+    def _score_messages(
+        self, prefix: list[int], messages: list[dict[str, str]] | None
+    ) -> list[dict[str, str]]:
+        """The chat before the continuations: the query's messages, or its text as the user's message
+        (as the hosted decoder sends a prompt without roles)."""
+        if not messages:
+            return [{"role": "user", "content": self.decode(list(prefix))}]
+        chat = [dict(m) for m in messages]
+        if chat[-1]["role"] == "assistant":
+            if chat[-1]["content"]:
+                raise UnsupportedError(
+                    f"{self.name}: OpenAI's chat API can't continue a partly written assistant message, so it "
+                    "can't score what follows one"
+                )
+            chat.pop()
+        return chat
+
     def cancel(self) -> None:
         """Stop the runs in progress: the next request (or backoff wait) raises BackendError. A request
         already sent finishes (bounded by ``timeout``)."""
@@ -331,6 +457,27 @@ class OpenAIBackend(Backend):
         is ``usage`` (which the run's hole decoder fills)."""
         self.client.cancelled.clear()
         self._local.usage = usage
+
+
+def _top_logprobs(lp: Any) -> dict[str, float]:
+    """The first answer token's alternatives (token → logprob) from either shape: chat's
+    ``content[0].top_logprobs`` list or the completions endpoint's ``top_logprobs[0]`` map."""
+    if lp is None:
+        return {}
+    content = lp.get("content") if isinstance(lp, dict) else getattr(lp, "content", None)
+    legacy = lp.get("top_logprobs") if isinstance(lp, dict) else getattr(lp, "top_logprobs", None)
+    out: dict[str, float] = {}
+    if isinstance(content, list) and content:
+        first = content[0]
+        items = first.get("top_logprobs") if isinstance(first, dict) else getattr(first, "top_logprobs", None)
+        for item in items or []:
+            token = item.get("token") if isinstance(item, dict) else getattr(item, "token", None)
+            value = item.get("logprob") if isinstance(item, dict) else getattr(item, "logprob", None)
+            if isinstance(token, str) and isinstance(value, (int, float)):
+                out.setdefault(token, float(value))
+    elif isinstance(legacy, list) and legacy and isinstance(legacy[0], dict):
+        out = {str(t): float(v) for t, v in legacy[0].items() if isinstance(v, (int, float))}
+    return out
 
 
 __all__ = ["OpenAIBackend", "Usage", "load", "FLAVOURS", "MECHANISMS"]

@@ -418,7 +418,8 @@ class Execution:
         conts = [self.backend.encode(str(v)) for v in values]
         if any(not c for c in conts):
             raise QueryCompileError("distribution values can't be empty strings", position)
-        totals = np.array([lp.sum() for lp in self.seq.score(self.backend, conts)])
+        scores = self.seq.score(self.backend, conts, self.messages if self.chat else None)
+        totals = np.array([lp.sum() for lp in scores])
         top = totals.max()
         log_p = totals - (top + np.log(np.exp(totals - top).sum()))
         best = int(np.argmax(totals))

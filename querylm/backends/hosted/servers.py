@@ -54,6 +54,11 @@ class Server:
     """Its tokenize endpoint puts a BOS token first."""
     regex: ClassVar[bool] = False
     """Takes a regular expression (``regex_params``)."""
+    scoring: ClassVar[str] = ""
+    """How it scores continuations (``OpenAIBackend.score``): ``"forced"`` (each continuation's token ids
+    forced by a llguidance grammar, their logprobs read back: llama.cpp built with llguidance),
+    ``"prompt_logprobs"`` (the prompt's own logprobs: vLLM), ``"top_logprobs"`` (the first token's 20
+    most likely alternatives: OpenAI), or ``""`` (it can't)."""
     most_n: ClassVar[int] = 1
     """The most choices one request may ask for (``n``): 1 where the server ignores ``n``."""
 
@@ -117,6 +122,7 @@ class Server:
 class OpenAI(Server):
     name = "openai"
     most_n = 128  # the API's documented limit
+    scoring = "top_logprobs"
     logit_bias = True
     max_stops = 4
     native_tools = True
@@ -142,6 +148,7 @@ class VLLM(Server):
     (xgrammar by default, which reads GBNF), so grammars go as GBNF, not as llguidance's Lark."""
 
     name = "vllm"
+    scoring = "prompt_logprobs"
     grammar = True
     choice = True
     regex = True
@@ -215,6 +222,7 @@ class LlamaCpp(Server):
     is built with llguidance: a ``grammar`` whose first line is ``%llguidance`` is llguidance's Lark."""
 
     name = "llamacpp"
+    scoring = "forced"  # where the server has llguidance (probed)
     grammar = True
     logit_bias = True
     prefill = "template"
