@@ -191,7 +191,9 @@ class Ask:
     def key(self) -> str:
         """What makes two samples' requests the same request (the seed aside: one request of ``n``
         choices has one seed, and its choices differ all the same)."""
-        return json.dumps([self.kind, {k: v for k, v in self.params.items() if k != "seed"}], sort_keys=True)
+        return json.dumps(
+            [self.kind, {k: v for k, v in self.params.items() if k != "seed"}], sort_keys=True, default=repr
+        )
 
 
 def send_grouped(b: OpenAIBackend, asks: list[Ask]) -> list[Answer | None]:
