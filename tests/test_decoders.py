@@ -38,7 +38,9 @@ def test_constrained_beam_finds_the_best_sequences_of_the_language(tiny: LocalBa
     "Colour: [C]\\n" where C in COLOURS and len(TOKENS(C)) == 1
     "Size: [S]" where S in SIZES and len(TOKENS(S)) == 1
 """
-    results = querylm.run(q, model=tiny, chat=False, COLOURS=colours, SIZES=sizes)
+    # heal=False: the scores below are computed over the prompt as tokenized (healing backs off
+    # its trailing space and scores the value with it).
+    results = querylm.run(q, model=tiny, chat=False, heal=False, COLOURS=colours, SIZES=sizes)
     # Exhaustive enumeration: every (colour, size) pair, scored by a plain forward pass.
     scored = []
     for c, s in itertools.product(colours, sizes):
@@ -64,7 +66,9 @@ def test_beam_over_a_program_with_code_between_holes(tiny: LocalBackend):
         "Count: [N]" where N in ["1", "2"] and len(TOKENS(N)) == 1
     return A
 """
-    results = querylm.run(q, model=tiny, chat=False)
+    # heal=False: the scores below are computed over the prompt as tokenized (healing backs off
+    # its trailing space and scores the value with it).
+    results = querylm.run(q, model=tiny, chat=False, heal=False)
     for r in results:  # each beam ran its own branch of the program with its own bound values
         assert r.return_value == r.variables["A"]
         assert ("B" in r.variables) == (r.variables["A"] == "yes")
@@ -214,7 +218,9 @@ def test_forced_tokens_in_beams_are_scored(tiny: LocalBackend):
     q = """beam(n=2)
     "Motto: [M]\\nSo: [S]" where M in ["the quick brown fox jumps over the lazy dog", "the slow brown fox"] and S in ["yes", "no"]
 """
-    results = querylm.run(q, model=tiny, chat=False)
+    # heal=False: the scores below are computed over the prompt as tokenized (healing backs off
+    # its trailing space and scores the value with it).
+    results = querylm.run(q, model=tiny, chat=False, heal=False)
     assert len(results) == 2
     for r in results:
         m_ids, s_ids = (h.ids for h in r.holes)  # the tokenization the beam took

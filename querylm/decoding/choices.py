@@ -13,6 +13,14 @@ Only values the hole's whole constraint accepts compete (the set is a superset: 
 rule some out), and only those that fit the token budget and the sequence's ``max_len``. A value is
 scored in its own tokenization, which the mask engine accepts like any other. ``choices="tokens"``
 switches back to token-by-token decoding.
+
+With token healing (``decoding/heal.py``) a value is scored as the healed text and the value, the way
+the model would write both. Where the hole opens a message or a line (``HoleConstraint.line_start``:
+a chat template's "assistant\\n", or prompt text ending in a newline), a value's leading whitespace is
+layout the boundary already gives: LMQL's style ``X in [" positive", " negative"]`` is scored as
+"positive" / "negative", which is how the model starts a reply or a line, while the value stays exactly
+the option written (" positive"). Measured on the default model (sentiment of four reviews, chat
+template): scored with their spaces 2 of 4 right, without them 3 of 4.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from ..backends.base import Backend, Sequence
 from ..constraints.matcher import accepts
 from ..constraints.where import HoleConstraint
 from .choose import END, Chooser
+from .heal import inside
 from .hole import HoleOutput
 
 MODES = ("values", "tokens")
@@ -31,17 +40,25 @@ decodes every hole token by token."""
 
 
 def candidates(backend: Backend, hc: HoleConstraint, *, room: int) -> list[tuple[str, list[int]]]:
-    """The values of ``hc.choices`` the hole's constraint accepts, each with its tokens, that fit its
-    token budget and ``room`` (tokens left in the sequence)."""
+    """The values of ``hc.choices`` the hole's constraint accepts, each with the tokens it is scored and
+    written as (``hc.heal`` first; see the module's docstring for ``line_start``), that fit its token
+    budget and ``room`` (tokens left in the sequence). Each value's text is its healed text and the
+    value as written, as the token loop's would be."""
     if not hc.choices:
         return []
     grammars = hc.grammars()
+    heal = hc.heal
     out = []
     for text in dict.fromkeys(hc.choices):  # each value once, in the order given
-        ids = backend.encode(text)
-        fits = hc.min_tokens <= len(ids) <= min(room, hc.max_tokens if hc.max_tokens is not None else room)
-        if ids and fits and all(accepts(backend.ll_tokenizer, g, text) for g in grammars):
-            out.append((text, ids))
+        written = text.lstrip() if hc.line_start and text.strip() else text
+        ids = backend.encode(heal + written)
+        made = len(ids) - inside(backend, heal, ids)
+        fits = (
+            hc.min_tokens <= made <= (hc.max_tokens if hc.max_tokens is not None else made)
+            and len(ids) <= room
+        )
+        if made and fits and all(accepts(backend.ll_tokenizer, g, heal + text) for g in grammars):
+            out.append((heal + text, ids))
     return out
 
 

@@ -112,7 +112,15 @@ class _Row:
         self.seq = ragged.add()
         alone = job.n == 1  # sample(n > 1) streams and traces nothing, as ``run_plan`` does
         chat, stream = job.options.get("chat"), job.options.get("stream") if alone else None
-        self.ex = Execution(job.plan, job.backend, self.seq, max_len=job.max_len, chat=chat, stream=stream)
+        self.ex = Execution(
+            job.plan,
+            job.backend,
+            self.seq,
+            max_len=job.max_len,
+            chat=chat,
+            stream=stream,
+            heal=job.options.get("heal", True),
+        )
         chooser = chooser_for(job.spec, sample)
         self.tracer = Tracer(chooser, job.backend) if job.options.get("trace") and alone else None
         self.chooser = self.tracer if self.tracer is not None else chooser
@@ -151,7 +159,7 @@ class _Row:
                     self.chooser,  # type: ignore[arg-type]
                     max_len=self.ex.max_len,
                     position=self.pending.hole.position,
-                    on_token=self.ex.emit,
+                    on_token=self.ex.value_stream(self.pending),
                     skip_forced=self.tracer is None,
                 )
             if self.step.ready():
@@ -163,7 +171,7 @@ class _Row:
         assert self.pending is not None
         out = take_value(self.seq, values, scores, self.chooser)
         self.values = None
-        self.ex.emit(out.text)
+        self.ex.value_stream(self.pending)(out.text)
         self.ex.finish(self.pending, out)
 
     def take(self, logits: Any, scored: list[Any] | Exception | None = None) -> None:

@@ -60,9 +60,9 @@ def sample_batch(
                 value.matcher,
                 choice.allowed,
                 logits[i],
-                value.tokens,
+                choice.made,
                 may_end,
-                backend.decode,
+                lambda: backend.decode(value.tokens),  # noqa: B023 (called at once, if at all)
                 value.position,
             )
             token = choosers[i].choose(logits[i], allowed, end)
