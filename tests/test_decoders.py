@@ -38,9 +38,7 @@ def test_constrained_beam_finds_the_best_sequences_of_the_language(tiny: LocalBa
     "Colour: [C]\\n" where C in COLOURS and len(TOKENS(C)) == 1
     "Size: [S]" where S in SIZES and len(TOKENS(S)) == 1
 """
-    # heal=False: the scores below are computed over the prompt as tokenized (healing backs off
-    # its trailing space and scores the value with it).
-    results = querylm.run(q, model=tiny, chat=False, heal=False, COLOURS=colours, SIZES=sizes)
+    results = querylm.run(q, model=tiny, chat=False, COLOURS=colours, SIZES=sizes)
     # Exhaustive enumeration: every (colour, size) pair, scored by a plain forward pass.
     scored = []
     for c, s in itertools.product(colours, sizes):
@@ -66,9 +64,7 @@ def test_beam_over_a_program_with_code_between_holes(tiny: LocalBackend):
         "Count: [N]" where N in ["1", "2"] and len(TOKENS(N)) == 1
     return A
 """
-    # heal=False: the scores below are computed over the prompt as tokenized (healing backs off
-    # its trailing space and scores the value with it).
-    results = querylm.run(q, model=tiny, chat=False, heal=False)
+    results = querylm.run(q, model=tiny, chat=False)
     for r in results:  # each beam ran its own branch of the program with its own bound values
         assert r.return_value == r.variables["A"]
         assert ("B" in r.variables) == (r.variables["A"] == "yes")

@@ -104,6 +104,14 @@ class HoleConstraint:
         return " and ".join(self.labels) if self.labels else "(no constraint)"
 
     @property
+    def counts_tokens(self) -> bool:
+        """Whether a token budget (``len(TOKENS(X))``) bounds the value. Such a hole is not healed: its
+        budget counts the tokens the model writes for the value, and a healed first token is partly
+        the prompt's, so the value alone would be tokenized differently (and often longer: " Saint"
+        is one token, "Saint" without its space two) than what the budget counted."""
+        return self.max_tokens is not None or self.min_tokens > 0
+
+    @property
     def side_conditioned(self) -> bool:
         """Whether a stop phrase waits for other constraints (LMQL's side conditions)."""
         return bool(self.stops_at or self.stops_before) and (self.regular is not None or self.stop_after > 0)
@@ -142,14 +150,9 @@ class HoleConstraint:
 
     def grammars_after(self, prefix: str) -> list[str]:
         """The grammars once the first ``stop_after`` tokens, ``prefix``, are made: a phrase ending
-        after them ends the value where the other constraints hold. ``prefix`` is the text of those
-        tokens, the healed text (``heal``) included."""
-        heal = self.heal
-        assert prefix.startswith(heal), "a value's tokens write its healed text first"
-        out = [to_grammar(g, [], [], heal=heal) for g in self.cfgs]
-        out.append(
-            to_grammar(self.regular, self.stops_at, self.stops_before, prefix=prefix[len(heal) :], heal=heal)
-        )
+        after them ends the value where the other constraints hold (a token minimum: never healed)."""
+        out = [to_grammar(g, [], []) for g in self.cfgs]
+        out.append(to_grammar(self.regular, self.stops_at, self.stops_before, prefix=prefix))
         return out
 
     def add_lang(self, lang: Lang) -> None:

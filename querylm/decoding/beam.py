@@ -23,7 +23,6 @@ from ..constraints.where import HoleConstraint
 from ..errors import Position
 from .budget import forced_room, is_last, must_end
 from .choose import END
-from .heal import inside
 from .hole import FREE_TEXT, HoleOutput, end_logit, forced_run
 
 
@@ -77,11 +76,9 @@ class Choice:
 
     allowed: TokenSet
     complete: bool
-    made: int
-    """The value's tokens as its budgets count them (``heal.inside``)."""
 
     def may_end(self, value: Value) -> bool:
-        return self.complete and self.made >= value.hc.min_tokens
+        return self.complete and len(value.tokens) >= value.hc.min_tokens
 
 
 def settle(value: Value, seq: Sequence, backend: Backend, max_len: int) -> Choice | str:
@@ -91,8 +88,7 @@ def settle(value: Value, seq: Sequence, backend: Backend, max_len: int) -> Choic
     while True:
         allowed = value.matcher.next_tokens()
         complete = allowed.discard(backend.eos_ids)
-        made = len(value.tokens) - inside(backend, value.hc.heal, value.tokens)
-        length = len(seq.ids)
+        made, length = len(value.tokens), len(seq.ids)
         reason = must_end(
             value.hc,
             value.matcher,
@@ -111,7 +107,7 @@ def settle(value: Value, seq: Sequence, backend: Backend, max_len: int) -> Choic
         room = forced_room(value.hc, made, max_len - length)
         run = [] if complete else forced_run(value.matcher, allowed, room, go_on=True)
         if not run:
-            return Choice(allowed, complete, made)
+            return Choice(allowed, complete)
         value.forced.extend(range(length, length + len(run)))
         seq.append(run)
         value.tokens.extend(run)
@@ -130,7 +126,7 @@ def options(
     """The value's continuations worth ranking, as (token or END, log-probability): its ``k`` best
     allowed tokens, and ending it when it may end here. With ``gamma`` (LMQL's best_k), only tokens
     with probability >= 0.05, but never none of them."""
-    last = is_last(value.hc, choice.made)
+    last = is_last(value.hc, len(value.tokens))
     pick = best_allowed(choice.allowed, row, k, value.matcher if last else None)
     lp = row[pick].astype(np.float64) - log_z
     if gamma and pick.size:

@@ -31,7 +31,6 @@ from ..backends.base import Backend, Sequence
 from ..constraints.matcher import accepts
 from ..constraints.where import HoleConstraint
 from .choose import END, Chooser
-from .heal import inside
 from .hole import HoleOutput
 
 MODES = ("values", "tokens")
@@ -47,17 +46,13 @@ def candidates(backend: Backend, hc: HoleConstraint, *, room: int) -> list[tuple
     if not hc.choices:
         return []
     grammars = hc.grammars()
-    heal = hc.heal
+    heal = hc.heal  # never with a token budget (``HoleConstraint.counts_tokens``)
     out = []
     for text in dict.fromkeys(hc.choices):  # each value once, in the order given
         written = text.lstrip() if hc.line_start and text.strip() else text
         ids = backend.encode(heal + written)
-        made = len(ids) - inside(backend, heal, ids)
-        fits = (
-            hc.min_tokens <= made <= (hc.max_tokens if hc.max_tokens is not None else made)
-            and len(ids) <= room
-        )
-        if made and fits and all(accepts(backend.ll_tokenizer, g, heal + text) for g in grammars):
+        fits = hc.min_tokens <= len(ids) <= min(room, hc.max_tokens if hc.max_tokens is not None else room)
+        if ids and fits and all(accepts(backend.ll_tokenizer, g, heal + text) for g in grammars):
             out.append((heal + text, ids))
     return out
 

@@ -18,8 +18,12 @@ API, which owns the whole prompt and decides how far to back off by itself; quer
 ``LLMatcher``s (several AND-ed per hole, forked for beams) and must not back off across a role tag or
 a previous value, so it backs off here and gives the grammars the text as a literal prefix.
 
-The tokens that only re-create the healed text do not count against the value's token budgets
-(``inside``); the sequence is one token shorter while they are made, so ``max_len`` is unaffected.
+A hole with a token budget (``len(TOKENS(X))``, ``HoleConstraint.counts_tokens``) is not healed:
+the budget counts the tokens the model writes for the value, and a healed first token is partly the
+prompt's, so the value alone tokenizes otherwise, most often longer (" seventeenth" is one token,
+"seventeenth" three): LMQL's own programs count a value by re-tokenizing it, and healing under a
+budget broke their bounds. ``inside`` tells the tokens that only write the healed text again, which
+the hole's record does not count as the value's.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ def backoff(backend: Backend, ids: list[int], *, before: int) -> tuple[list[int]
 
 def inside(backend: Backend, heal: str, tokens: list[int]) -> int:
     """How many of a value's first ``tokens`` lie wholly inside its healed text ``heal``: they write the
-    prompt again, not the value, so token budgets don't count them."""
+    prompt again, not the value, so the value's count of tokens leaves them out."""
     if not heal:
         return 0
     room = len(heal.encode("utf-8"))

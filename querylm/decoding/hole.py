@@ -29,7 +29,6 @@ from ..constraints.where import HoleConstraint
 from ..errors import ConstraintError, Position
 from .budget import forced_room, is_last, must_end, over_budget
 from .choose import END, Chooser, logsumexp
-from .heal import inside
 
 FREE_TEXT = '{"grammars": [{"lark_grammar": "start: /(?s:.*)/\\n"}]}'
 """An unconstrained hole still runs under a grammar: it keeps special tokens (``<|im_start|>``) out."""
@@ -109,18 +108,13 @@ class HoleStep:
         self.complete = False
         self.t0 = self.t1 = 0.0
 
-    def made(self) -> int:
-        """The value's tokens so far, as its budgets count them (not those that only heal the prompt)."""
-        return len(self.tokens) - inside(self.backend, self.hc.heal, self.tokens)
-
     def ready(self) -> bool:
         """Make the moves that need no choice; True when the next token must be chosen from the logits
         of ``seq``, False when the value has ended (``output()``). A dead end raises ConstraintError."""
         hc, matcher, seq, tokens = self.hc, self.matcher, self.seq, self.tokens
         while True:
             self.t0 = t0 = self.clock()
-            made = self.made()
-            if self.staged and made >= hc.stop_after:
+            if self.staged and len(tokens) >= hc.stop_after:
                 self.matcher = matcher = restage(self.backend, hc, tokens, self.position)
                 self.staged = False
             allowed = matcher.next_tokens()
@@ -130,7 +124,7 @@ class HoleStep:
                 matcher,
                 allowed,
                 complete,
-                made=made,
+                made=len(tokens),
                 length=len(seq.ids),
                 max_len=self.max_len,
                 position=self.position,
@@ -139,9 +133,9 @@ class HoleStep:
             if reason is not None:
                 self.ended_by = reason
                 return False
-            room = forced_room(hc, made, self.max_len - len(seq.ids))
+            room = forced_room(hc, len(tokens), self.max_len - len(seq.ids))
             if self.staged:  # the stop phrases start to count at a token of their own
-                room = min(room, hc.stop_after - made)
+                room = min(room, hc.stop_after - len(tokens))
             run = forced_run(matcher, allowed, room) if self.skip_forced and not complete else []
             if not run:
                 self.allowed, self.complete = allowed, complete
@@ -159,11 +153,9 @@ class HoleStep:
         hc, matcher, tokens, allowed = self.hc, self.matcher, self.tokens, self.allowed
         assert allowed is not None, "take() follows a ready() that returned True"
         t2 = self.clock()
-        made = self.made()
-        may_end = self.complete and made >= hc.min_tokens
+        may_end = self.complete and len(tokens) >= hc.min_tokens
         end = self.ending.tokens(allowed) if may_end else None  # what can't continue: from all allowed
-        so_far = lambda: self.backend.decode(tokens)  # noqa: E731 (only for an error message)
-        allowed = budgeted(hc, matcher, allowed, logits, made, may_end, so_far, self.position)
+        allowed = budgeted(hc, matcher, allowed, logits, tokens, may_end, self.backend.decode, self.position)
         token = self.chooser.choose(logits, allowed, end)
         self.allowed = None
         if token == END:
@@ -238,19 +230,18 @@ def budgeted(
     matcher: Matcher,
     allowed: TokenSet,
     logits: np.ndarray,
-    made: int,
+    tokens: list[int],
     may_end: bool,
-    so_far: Callable[[], str],
+    decode: Callable[[list[int]], str],
     position: Position | None,
 ) -> TokenSet:
-    """The tokens a value with ``made`` budgeted tokens may choose next: on its last budgeted one, only
-    those that leave it whole (``completing``); none, when it can't end here either, is a
-    ConstraintError (``so_far``: the value's text, for its message)."""
-    if not is_last(hc, made):
+    """The tokens a value with ``tokens`` made may choose next: on its last budgeted one, only those
+    that leave it whole (``completing``); none, when it can't end here either, is a ConstraintError."""
+    if not is_last(hc, len(tokens)):
         return allowed
     allowed = completing(matcher, allowed, logits)
     if not allowed.any() and not may_end:
-        raise over_budget(hc, so_far(), position)
+        raise over_budget(hc, decode(tokens), position)
     return allowed
 
 

@@ -387,7 +387,7 @@ class Execution:
             typed=typed,
             base_dir=plan.base_dir,
         )
-        self.before_hole(heal=True)
+        self.before_hole(heal=not hc.counts_tokens)
         hc.heal = self.healing
         hc.line_start = self.tail == "" or self.tail.endswith("\n")
         return PendingHole(hole, hc, len(self.seq.ids), evaluate, env, typed.convert if typed else None)

@@ -60,9 +60,9 @@ def sample_batch(
                 value.matcher,
                 choice.allowed,
                 logits[i],
-                choice.made,
+                value.tokens,
                 may_end,
-                lambda: backend.decode(value.tokens),  # noqa: B023 (called at once, if at all)
+                backend.decode,
                 value.position,
             )
             token = choosers[i].choose(logits[i], allowed, end)
