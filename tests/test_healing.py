@@ -146,13 +146,13 @@ def test_whole_values_are_scored_with_the_healed_text(rnd):
 
 def test_whole_values_at_a_line_start_are_scored_without_leading_whitespace(rnd):
     """After a newline (or at a message's start) " positive"'s space is layout: "positive" is scored,
-    and the value is still the option as written."""
+    and the value is still the option as written, in the sequence too."""
     prompt, values = "Review: great phone.\n", [" positive", " negative"]
     q = 'argmax\n    "{p}[S]"\nwhere S in OPTIONS\n'
     r = querylm.run(q, p=prompt, OPTIONS=values, model=rnd, chat=False)
     heal = healed_text(rnd, prompt)
     assert r.variables["S"] in values and r.prompt == prompt + r.variables["S"]
-    assert r.holes[-1].ids == rnd.encode(heal + r.variables["S"].lstrip())
+    assert r.holes[-1].ids == rnd.encode(heal + r.variables["S"])
     scores = querylm.score(prompt[: -len(heal)], [heal + v.lstrip() for v in values], model=rnd)
     assert r.variables["S"] == values[int(np.argmax([s.total for s in scores]))]
 

@@ -34,7 +34,7 @@ from ..backends.base import Backend
 from ..backends.openai import OpenAIBackend
 from ..backends.prefix_cache import PrefixCache
 from ..backends.ragged import Ragged
-from ..decoding.choices import candidates, take_value
+from ..decoding.choices import Candidate, candidates, take_value
 from ..decoding.hole import HoleStep
 from ..language.check import Plan, bind_inputs, compile_source
 from ..language.ir import DecoderSpec
@@ -131,7 +131,7 @@ class _Row:
         self.ex.start(job.inputs)
         self.pending: PendingHole | None = None
         self.step: HoleStep | None = None
-        self.values: list[tuple[str, list[int]]] | None = None  # a whole-value choice due (``advance``)
+        self.values: list[Candidate] | None = None  # a whole-value choice due (``advance``)
 
     def advance(self) -> bool:
         """Run on to the next choice: True when the row needs its logits, False when the query is done."""
@@ -166,7 +166,7 @@ class _Row:
                 return True
             self.close()
 
-    def decide(self, values: list[tuple[str, list[int]]], scores: list[Any] | None) -> None:
+    def decide(self, values: list[Candidate], scores: list[Any] | None) -> None:
         """Finish the hole with the value the chooser picks by ``scores`` (``choices.take_value``)."""
         assert self.pending is not None
         out = take_value(self.seq, values, scores, self.chooser)
@@ -350,7 +350,7 @@ class Engine:
             return {}
         try:
             scored = self.ragged.score(
-                [r.seq for r in deciding], [[i for _, i in r.values or ()] for r in deciding]
+                [r.seq for r in deciding], [[c.scored for c in r.values or ()] for r in deciding]
             )
         except Exception as err:  # noqa: BLE001 - the model failed: every deciding row fails
             return {id(r): err for r in deciding}
