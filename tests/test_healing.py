@@ -3,6 +3,7 @@ and the value's first token(s) write that text again. The prompt's text never ch
 excludes it; never across a role tag, a previous value or a special token, nor on a hole with a token
 budget (it counts the tokens the model writes for the value)."""
 
+import json
 import re
 
 import numpy as np
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 
 import querylm
 from querylm.backends.models import resolve
+from querylm.cli import main
 from querylm.decoding.heal import backoff, inside, value_pieces
 
 FREE = 'argmax\n    "{p}[S]"\nwhere len(S) < 12\n'
@@ -201,3 +203,15 @@ def test_sentiment_in_lmqls_style_on_the_default_model():
     q = 'argmax\n    "Review: {r}\\nSentiment:[S]"\nwhere S in [" positive", " negative", " neutral"]\n'
     got = [querylm.run(q, r=r).variables["S"] for r in REVIEWS]
     assert sum(g == w for g, w in zip(got, GOLD, strict=True)) >= 3, got
+
+
+@pytest.mark.parametrize("heal", [True, False])
+def test_the_cli_heals_unless_told_not_to(rnd, tmp_path, capsys, heal):
+    query = tmp_path / "q.lmql"
+    query.write_text('argmax\n    "The answer is [S]"\nwhere len(S) < 12\n', encoding="utf-8")
+    args = ["run", str(query), "--model", "random", "--no-chat", "--json"]
+    assert main(args if heal else [*args, "--no-heal"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    alone = querylm.run(query, model=rnd, chat=False, heal=heal)
+    assert printed == {"prompt": alone.prompt, "variables": alone.variables}
+    assert printed["prompt"] == "The answer is " + printed["variables"]["S"]
