@@ -12,8 +12,9 @@ quality_data/tool_args.json). Every arm of an item sees the same prompt; the arm
   log-probability (``choices="values"``, querylm's default); tools: tool names scored in full;
 - ``tokens``: the same query decided token by token (``choices="tokens"``); tools: names token by token;
 - each of those with token healing on and off, where the installed querylm has it (``heal`` in
-  ``querylm.run``'s signature; for tools, in ``querylm.Agent``'s): otherwise those arms read "n/a" and the
-  arms that ran are the ones without healing;
+  ``querylm.run``'s signature): otherwise those arms read "n/a" and the arms that ran are the ones
+  without healing. Tool tasks have no healing arms: an agent turn opens the assistant's message, where
+  no prompt text comes before the call to heal;
 - ``unconstrained``: the same prompt with a free hole (a token budget only), the answer read leniently
   from the text: the first label word (not a read-back of the options), the first number, the first date in any common format, the first
   capitalised name; for tools, the call parsed out of the text as tool_calls.py does.
@@ -462,21 +463,22 @@ def tool_row(
     }
 
 
-def make_agents(backend: Any, registry: ToolRegistry, arms: list[Arm], has_heal: bool) -> dict[str, Any]:
+TOOL_ARMS = [Arm("values", None), Arm("tokens", None), Arm(None, None)]
+"""The tool tasks' arms: healing has nothing to heal at the start of an agent's turn (a role tag)."""
+
+
+def make_agents(backend: Any, registry: ToolRegistry, arms: list[Arm]) -> dict[str, Any]:
     agents = {}
     for arm in arms:
         if arm.choices is None:
             continue
-        options: dict[str, Any] = {"score_tool_names": arm.choices == "values"}
-        if has_heal and arm.heal is not None:
-            options["heal"] = arm.heal
         agents[arm.name] = querylm.Agent(
             model=backend,
             tools=registry,
             tool_choice="required",
             max_turns=1,
             answer_last_turn=False,
-            **options,
+            score_tool_names=arm.choices == "values",
         )
     return agents
 
@@ -515,10 +517,10 @@ def report(
     results: list[dict[str, Any]],
     families: list[str],
     arms: tuple[list[str], list[str]],
-    tool_arms: tuple[list[str], list[str]],
+    tool_arms: list[str],
 ) -> tuple[str, dict[str, Any]]:
-    """The tables and the target checks, as text and as JSON. ``arms``/``tool_arms``: the names of the
-    arms that ran and of those this querylm can't run."""
+    """The tables and the target checks, as text and as JSON. ``arms``: the names of the arms that ran
+    and of those this querylm can't run; ``tool_arms``: the tool tasks' arms."""
     cells = summarise(results)
     out: list[str] = []
     summary: dict[str, Any] = {"families": {}, "tools": {}, "targets": {}}
@@ -541,11 +543,9 @@ def report(
     if rows:
         out.append(table(["family", "arm", "accuracy", "n", "tokens", "s"], rows))
     rows = []
-    for name in ordered(*tool_arms) if any(k[0] == "tools" for k in cells) else []:
+    for name in tool_arms if any(k[0] == "tools" for k in cells) else []:
         c = cells.get(("tools", name))
-        if name in tool_arms[1]:
-            rows.append([name, NA, "", "", "", "", ""])
-        elif c is not None:
+        if c is not None:
             tool, valid = c.extra.get("tool", 0), c.extra.get("valid", 0)
             rows.append(
                 [
@@ -569,7 +569,7 @@ def report(
             }
     if rows:
         out.append(table(["tools arm", "tasks", "right tool", "args exact", "valid", "tokens", "s"], rows))
-    out.append(footer(summary, ran, arms[0][0], tool_arms[0][0], bool(arms[1]) or bool(tool_arms[1])))
+    out.append(footer(summary, ran, arms[0][0], tool_arms[0], bool(arms[1])))
     return "\n\n".join(out), summary
 
 
@@ -601,8 +601,6 @@ def footer(
         for c in ("values", "tokens"):
             on = sum(fams[f].get(f"{c}, heal", {}).get("right", 0) for f in families)
             off = sum(fams[f].get(f"{c}, no heal", {}).get("right", 0) for f in families)
-            on += tools.get(f"{c}, heal", {}).get("args exact", 0)
-            off += tools.get(f"{c}, no heal", {}).get("args exact", 0)
             check(
                 f"healing never worse in total: {c}",
                 on >= off,
@@ -652,9 +650,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     n_tools = args.tool_tasks if args.tool_tasks is not None else (QUICK_TOOL_TASKS if args.quick else None)
 
     has_heal = "heal" in inspect.signature(querylm.run).parameters
-    agent_heal = "heal" in inspect.signature(querylm.Agent).parameters
     arms, missing = arms_for(has_heal)
-    tool_arms, tool_missing = arms_for(has_heal and agent_heal)
+    tool_arms = TOOL_ARMS
     items = load_items(families, per_family)
     bench = _tool_calls()
     tasks: list[tuple[str, str, dict[str, Any]]] = []
@@ -670,7 +667,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     backend = resolve(args.model)
     registry = ToolRegistry(bench.TOOLS)
-    agents = make_agents(backend, registry, tool_arms, has_heal and agent_heal)
+    agents = make_agents(backend, registry, tool_arms)
     system = next(iter(agents.values())).format.system_prompt(registry, "") if agents else ""
     meta = {
         "model": backend.name,
@@ -679,12 +676,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "python": platform.python_version(),
         "machine": platform.machine(),
         "arms": [a.name for a in arms],
+        "tool arms": [a.name for a in tool_arms],
         "torch threads": torch.get_num_threads(),
     }
     print(f"model {backend.name}, healing {'on/off' if has_heal else 'not in this querylm'}", file=sys.stderr)
     results: list[dict[str, Any]] = []
     names = ([a.name for a in arms], missing)
-    tool_names = ([a.name for a in tool_arms], tool_missing)
+    tool_names = [a.name for a in tool_arms]
 
     def save() -> None:
         if args.json:

@@ -59,6 +59,11 @@ def _parser() -> argparse.ArgumentParser:
         help="decide a hole with a few possible values by whole values (default) or token by token",
     )
     r.add_argument(
+        "--no-heal",
+        action="store_true",
+        help="no token healing: a hole starts after the prompt's last token, as the prompt was tokenized",
+    )
+    r.add_argument(
         "--trace",
         type=Path,
         metavar="OUT",
@@ -150,6 +155,7 @@ def _run(args: argparse.Namespace) -> int:
         stream=None if args.json else stream,
         chat=False if args.no_chat else None,
         choices=args.choices,
+        heal=not args.no_heal,
         device=args.device,
         dtype=args.dtype,
         trace=args.trace is not None,

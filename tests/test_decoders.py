@@ -214,7 +214,9 @@ def test_forced_tokens_in_beams_are_scored(tiny: LocalBackend):
     q = """beam(n=2)
     "Motto: [M]\\nSo: [S]" where M in ["the quick brown fox jumps over the lazy dog", "the slow brown fox"] and S in ["yes", "no"]
 """
-    results = querylm.run(q, model=tiny, chat=False)
+    # heal=False: the scores below are computed over the prompt as tokenized (healing backs off
+    # its trailing space and scores the value with it).
+    results = querylm.run(q, model=tiny, chat=False, heal=False)
     assert len(results) == 2
     for r in results:
         m_ids, s_ids = (h.ids for h in r.holes)  # the tokenization the beam took

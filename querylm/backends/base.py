@@ -63,6 +63,9 @@ class Backend(ABC):
     name: str
     supports_beams = True
     """False for backends without next-token log-probabilities (hosted APIs)."""
+    heals = True
+    """Whether a hole may back off the prompt's last token (token healing, ``decoding/heal.py``): the
+    decoder must see and re-tokenize the prompt it continues."""
     overlap = False
     """Whether decoders should launch a forward pass (``prefetch``) before computing the next masks."""
     tokenizer: Any

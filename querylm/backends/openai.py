@@ -103,6 +103,9 @@ class OpenAIBackend(Backend):
     """A model behind an OpenAI-style HTTP API. See the module docstring."""
 
     supports_beams = False
+    heals = False
+    """No token healing: the server tokenizes the prompt (text or messages) itself, so the prompt can't
+    end one token early, and its tokens need not be the ones the local tokenizer made."""
     OPTIONS = (  # the options a model id may carry (the rest: api_key, default_headers, http_client)
         "base_url",
         "organization",

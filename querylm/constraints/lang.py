@@ -116,7 +116,12 @@ def _overlap(stops: list[str]) -> bool:
 
 
 def to_grammar(
-    value: Lang | None, stops_at: list[str], stops_before: list[str], *, prefix: str | None = None
+    value: Lang | None,
+    stops_at: list[str],
+    stops_before: list[str],
+    *,
+    prefix: str | None = None,
+    heal: str = "",
 ) -> str:
     """A llguidance TopLevelGrammar (JSON text) for a value in ``value`` that ends at the first stop
     phrase: kept in the value for ``stops_at``, generated and then dropped for ``stops_before``.
@@ -124,8 +129,12 @@ def to_grammar(
     With other constraints (``value``), LMQL's semantics: a phrase ends the value only where those
     constraints hold on the text so far (phrase included), so ``STOPS_AT(X, ".") and len(X) > 40`` may
     hold a "." before its 41st character. ``prefix``: the text generated before a side condition that
-    the grammar can't see (a token minimum) came to hold; only a phrase ending after it counts."""
+    the grammar can't see (a token minimum) came to hold; only a phrase ending after it counts.
+    ``heal``: prompt text backed off by token healing (``decoding/heal.py``), which the value's first
+    token(s) must write again before the value itself; ``value`` None with nothing else is free text."""
     b = _Builder(lines=[f"ANY: /{regex.ANY}/"])
+    if value is None and not stops_at and not stops_before:
+        value = Term(regex.ANY)
     stops = stops_at + stops_before
     if stops and value is not None and not is_regular(value):
         raise NotExpressible(value)
@@ -164,6 +173,10 @@ def to_grammar(
         b.lines.append(f"{stop_point}: {v}{after} & /{regex.ANY}{regex.alternation(stops)}/")
         start = b.new("V")
         b.lines.append(f"{start}: {v} & ~({stop_point} /(?s:.)+/)")
+    if heal:  # a lexeme of its own: the value's grammar starts where the healed text ends
+        lit = b.new("H")
+        b.lines.append(f"{lit}: /{regex.literal(heal)}/")
+        start = f"{lit} {start}"
     lark = f"start: {start}\n" + "\n".join(b.lines) + "\n"
     return json.dumps({"grammars": [{"lark_grammar": lark}, *b.subgrammars]})
 

@@ -92,10 +92,24 @@ class HoleConstraint:
     """A finite set the value must come from (``X in [...]``, a ``Literal`` or enum type), when one is
     known: a superset of the hole's language (other conjuncts may rule some out), so that the value can
     be decided by scoring each whole value (``decoding/choices.py``) rather than token by token."""
+    heal: str = ""
+    """Token healing (``decoding/heal.py``): the prompt's last token, backed off; every grammar starts
+    with this text, so the value's first token(s) write it again (the value itself excludes it)."""
+    line_start: bool = False
+    """The hole opens a message or a line: leading whitespace of a whole value is layout the prompt
+    already gives (``decoding/choices.py`` scores the value without it)."""
 
     @property
     def description(self) -> str:
         return " and ".join(self.labels) if self.labels else "(no constraint)"
+
+    @property
+    def counts_tokens(self) -> bool:
+        """Whether a token budget (``len(TOKENS(X))``) bounds the value. Such a hole is not healed: its
+        budget counts the tokens the model writes for the value, and a healed first token is partly
+        the prompt's, so the value alone would be tokenized differently (and often longer: " Saint"
+        is one token, "Saint" without its space two) than what the budget counted."""
+        return self.max_tokens is not None or self.min_tokens > 0
 
     @property
     def side_conditioned(self) -> bool:
@@ -110,12 +124,15 @@ class HoleConstraint:
                 f"a stop phrase that waits for a token minimum ({self.description}) is decoded only by "
                 "the argmax and sample decoders on a local or random model"
             )
-        out = [to_grammar(g, [], []) for g in self.cfgs]
+        heal = self.heal
+        out = [to_grammar(g, [], [], heal=heal) for g in self.cfgs]
         if self.stop_after:
             if self.regular is not None:
-                out.append(to_grammar(self.regular, [], []))
+                out.append(to_grammar(self.regular, [], [], heal=heal))
         elif self.regular is not None or self.stops_at or self.stops_before:
-            out.append(to_grammar(self.regular, self.stops_at, self.stops_before))
+            out.append(to_grammar(self.regular, self.stops_at, self.stops_before, heal=heal))
+        if heal and not out:  # free text, after the healed text
+            out.append(to_grammar(None, [], [], heal=heal))
         return out
 
     def cut(self, text: str, last_token_start: int) -> str:
@@ -133,7 +150,7 @@ class HoleConstraint:
 
     def grammars_after(self, prefix: str) -> list[str]:
         """The grammars once the first ``stop_after`` tokens, ``prefix``, are made: a phrase ending
-        after them ends the value where the other constraints hold."""
+        after them ends the value where the other constraints hold (a token minimum: never healed)."""
         out = [to_grammar(g, [], []) for g in self.cfgs]
         out.append(to_grammar(self.regular, self.stops_at, self.stops_before, prefix=prefix))
         return out

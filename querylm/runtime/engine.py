@@ -34,7 +34,7 @@ from ..backends.base import Backend
 from ..backends.openai import OpenAIBackend
 from ..backends.prefix_cache import PrefixCache
 from ..backends.ragged import Ragged
-from ..decoding.choices import candidates, take_value
+from ..decoding.choices import Candidate, candidates, take_value
 from ..decoding.hole import HoleStep
 from ..language.check import Plan, bind_inputs, compile_source
 from ..language.ir import DecoderSpec
@@ -112,7 +112,15 @@ class _Row:
         self.seq = ragged.add()
         alone = job.n == 1  # sample(n > 1) streams and traces nothing, as ``run_plan`` does
         chat, stream = job.options.get("chat"), job.options.get("stream") if alone else None
-        self.ex = Execution(job.plan, job.backend, self.seq, max_len=job.max_len, chat=chat, stream=stream)
+        self.ex = Execution(
+            job.plan,
+            job.backend,
+            self.seq,
+            max_len=job.max_len,
+            chat=chat,
+            stream=stream,
+            heal=job.options.get("heal", True),
+        )
         chooser = chooser_for(job.spec, sample)
         self.tracer = Tracer(chooser, job.backend) if job.options.get("trace") and alone else None
         self.chooser = self.tracer if self.tracer is not None else chooser
@@ -123,7 +131,7 @@ class _Row:
         self.ex.start(job.inputs)
         self.pending: PendingHole | None = None
         self.step: HoleStep | None = None
-        self.values: list[tuple[str, list[int]]] | None = None  # a whole-value choice due (``advance``)
+        self.values: list[Candidate] | None = None  # a whole-value choice due (``advance``)
 
     def advance(self) -> bool:
         """Run on to the next choice: True when the row needs its logits, False when the query is done."""
@@ -151,19 +159,19 @@ class _Row:
                     self.chooser,  # type: ignore[arg-type]
                     max_len=self.ex.max_len,
                     position=self.pending.hole.position,
-                    on_token=self.ex.emit,
+                    on_token=self.ex.value_stream(self.pending),
                     skip_forced=self.tracer is None,
                 )
             if self.step.ready():
                 return True
             self.close()
 
-    def decide(self, values: list[tuple[str, list[int]]], scores: list[Any] | None) -> None:
+    def decide(self, values: list[Candidate], scores: list[Any] | None) -> None:
         """Finish the hole with the value the chooser picks by ``scores`` (``choices.take_value``)."""
         assert self.pending is not None
         out = take_value(self.seq, values, scores, self.chooser)
         self.values = None
-        self.ex.emit(out.text)
+        self.ex.value_stream(self.pending)(out.text)
         self.ex.finish(self.pending, out)
 
     def take(self, logits: Any, scored: list[Any] | Exception | None = None) -> None:
@@ -342,7 +350,7 @@ class Engine:
             return {}
         try:
             scored = self.ragged.score(
-                [r.seq for r in deciding], [[i for _, i in r.values or ()] for r in deciding]
+                [r.seq for r in deciding], [[c.scored for c in r.values or ()] for r in deciding]
             )
         except Exception as err:  # noqa: BLE001 - the model failed: every deciding row fails
             return {id(r): err for r in deciding}

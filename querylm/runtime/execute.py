@@ -7,6 +7,10 @@ the first hole is the user's message, and the assistant's reply starts at the fi
 models answer a "Q: ...\nA: [ANSWER]" far better so than when the reply has to continue "A: ").
 ``chat=False`` feeds the prompt as raw text.
 
+Token healing (``decoding/heal.py``, on unless ``heal=False``): a hole right after prompt text gets
+that text's last token backed off, and the hole's grammar starts with its text; the prompt keeps its
+text, and the value excludes it.
+
 An Execution is steppable: ``advance()`` runs the program to its next hole and returns it as a
 PendingHole (its constraint built, the prompt flushed into the sequence); the decoder fills it token by
 token; ``finish()`` checks and binds the value. ``fork()`` copies an execution for another beam or
@@ -31,6 +35,7 @@ from ..constraints.lang import Grammar, to_grammar
 from ..constraints.matcher import accepts
 from ..constraints.types import TypeNotSupported, typed_hole
 from ..constraints.where import HoleConstraint, build, resolve_grammar
+from ..decoding.heal import backoff, inside, streamed, value_pieces
 from ..decoding.hole import HoleOutput
 from ..errors import (
     ConstraintError,
@@ -82,6 +87,7 @@ class Execution:
         max_len: int = 2048,
         chat: bool | None = None,
         stream: StreamFn | None = None,
+        heal: bool = True,
     ):
         self.plan = plan
         self.backend = backend
@@ -89,6 +95,9 @@ class Execution:
         self.stream = stream
         self.seq = seq
         self.chat = backend.has_chat_template if chat is None else (chat and backend.has_chat_template)
+        self.heal = heal and backend.heals
+        self.healing = ""  # the text backed off before the hole being opened (``before_hole``)
+        self.tail = ""  # the text last written into the sequence; "" after a role transition
         self.prompt: list[str] = []
         self.pending = ""
         self.role: str | None = None
@@ -254,7 +263,9 @@ class Execution:
         self.pending += text
         self.emit(text)
 
-    def flush(self, *, end_of_message: bool = False) -> None:
+    def flush(self, *, end_of_message: bool = False, heal: bool = False) -> None:
+        """Write the pending prompt text into the sequence; with ``heal`` (right before a hole), its last
+        token is held back for the hole to write again (``self.healing``)."""
         text = self.pending
         self.pending = ""
         if self.chat and self.strip_next:
@@ -264,12 +275,17 @@ class Execution:
             text = text.rstrip()
         if not text:
             return
-        self.seq.append(self.backend.encode(text))
+        ids = self.backend.encode(text)
+        if heal and self.heal:
+            ids, self.healing = backoff(self.backend, ids, before=len(self.seq.ids))
+        self.seq.append(ids)
+        self.tail = text
         if self.chat and self.role is not None:
             self.messages[-1]["content"] += text
 
     def open_message(self, role: str) -> None:
         open_role(self.backend, self.seq, self.role, role)
+        self.tail = ""
         self.role = role
         self.messages.append({"role": role, "content": ""})
         self.strip_next = True
@@ -280,12 +296,14 @@ class Execution:
         self.flush(end_of_message=True)
         self.open_message(role)
 
-    def before_hole(self) -> None:
+    def before_hole(self, *, heal: bool = False) -> None:
+        """Write the prompt up to a hole into the sequence; ``heal``: heal its last token (``flush``)."""
+        self.healing = ""
         if self.chat and self.role is None:  # no role tags: the text so far is the user's message
             self.open_message("user")
             self.flush(end_of_message=True)
             self.open_message("assistant")
-        self.flush()
+        self.flush(heal=heal)
         if not self.seq.ids:  # nothing to condition on: start from BOS like generate() does
             bos = self.backend.tokenizer.bos_token_id
             self.seq.append([bos if bos is not None else self.backend.eos_ids[0]])
@@ -322,7 +340,7 @@ class Execution:
         for d in pending.decorators:
             if deco.kind(d) == "streaming":
                 for k in range(len(tokens) + 1):
-                    partial = self.backend.decode(tokens[:k])
+                    partial = self.backend.decode(tokens[:k])[len(pending.hc.heal) :]
                     self.call_user(functools.partial(d, partial, Context(self)), position)
             else:
                 value = self.call_user(functools.partial(d, value), position)
@@ -369,40 +387,58 @@ class Execution:
             typed=typed,
             base_dir=plan.base_dir,
         )
-        self.before_hole()
+        self.before_hole(heal=not hc.counts_tokens)
+        hc.heal = self.healing
+        hc.line_start = self.tail == "" or self.tail.endswith("\n")
         return PendingHole(hole, hc, len(self.seq.ids), evaluate, env, typed.convert if typed else None)
+
+    def value_stream(self, pending: PendingHole) -> StreamFn:
+        """Where a hole's generated text streams: the prompt's stream, less the healed text it has shown."""
+        return streamed(pending.hc.heal, self.emit)
 
     def finish(self, pending: PendingHole, out: HoleOutput) -> Any:
         """Close a hole the decoder filled (its tokens are in the sequence): drop a STOPS_BEFORE phrase,
         convert, check every constraint in Python, bind the value for the program."""
         hole, hc = pending.hole, pending.hc
-        text, tokens = out.text, out.tokens
+        heal = hc.heal  # the value's tokens write it first; the value is what follows
+        assert out.text.startswith(heal), "a healed hole's grammar starts with the healed text"
+        made = out.text[len(heal) :]
+        text, tokens = made, out.tokens
         if hc.side_conditioned:
-            text = hc.cut(text, len(self.backend.decode(tokens[:-1])))
-            if text != out.text:
-                tokens = self.retokenize_tail(pending.start, tokens, text)
+            text = hc.cut(text, max(0, len(self.backend.decode(tokens[:-1])) - len(heal)))
+            if text != made:
+                tokens = self.retokenize_tail(pending.start, tokens, heal + text)
         for phrase in [] if hc.side_conditioned else sorted(hc.stops_before, key=len, reverse=True):
             if text.endswith(phrase):  # ["b", "ab"] on "xab" drops "ab"
                 text = text[: -len(phrase)]
-                tokens = self.retokenize_tail(pending.start, tokens, text)
+                tokens = self.retokenize_tail(pending.start, tokens, heal + text)
                 break
-        raw_tokens = self._token_strings(tokens)
+        raw_tokens = value_pieces(self._token_strings(tokens), heal)
         value = self.convert(hole, hc, pending.convert, text)
         # LMQL's side conditions hold on the text the phrase ended, before a STOPS_BEFORE drops it
-        seen = out.text if hc.side_conditioned else text
+        seen = made if hc.side_conditioned else text
         self.check(hole, hc, seen, value, raw_tokens, pending.evaluate, pending.env)
         if pending.decorators:
             decorated = self.decorated(pending, value, tokens)
             if decorated is not value and str(decorated) != text:  # the prompt shows what the program sees
                 text = str(decorated)
-                tokens = self.retokenize_tail(pending.start, tokens, text)
+                tokens = self.retokenize_tail(pending.start, tokens, heal + text)
             value = decorated
         self.prompt.append(text)
+        self.tail = heal + text or self.tail
         if self.chat and self.role is not None:
             self.messages[-1]["content"] += text
         self.strip_next = False
         self.holes.append(
-            HoleRecord(hole.name, value, text, len(tokens), hc.description, out.ended_by, list(tokens))
+            HoleRecord(
+                hole.name,
+                value,
+                text,
+                len(tokens) - inside(self.backend, heal, tokens),
+                hc.description,
+                out.ended_by,
+                list(tokens),
+            )
         )
         self.bind(hole, value)
         return value
@@ -430,6 +466,7 @@ class Execution:
         text = str(values[best])
         self.seq.append(conts[best])
         self.prompt.append(text)
+        self.tail = text
         self.emit(text)
         if self.chat and self.role is not None:
             self.messages[-1]["content"] += text
@@ -534,7 +571,13 @@ class Execution:
         self.before_hole()
         mark = len(self.seq.ids)
         inner = Execution(
-            plan, self.backend, self.seq, max_len=self.max_len, chat=self.chat, stream=self.stream
+            plan,
+            self.backend,
+            self.seq,
+            max_len=self.max_len,
+            chat=self.chat,
+            stream=self.stream,
+            heal=self.heal,
         )
         inner.role, inner.messages = self.role, [dict(m) for m in self.messages]
         result = inner.run(inputs, self.decode_nested)
@@ -543,6 +586,7 @@ class Execution:
         text = str(value)
         self.seq.append(self.backend.encode(text))
         self.prompt.append(text)
+        self.tail = text or self.tail
         if self.chat and self.role is not None and self.messages:
             self.messages[-1]["content"] += text
         self.emit(f"\n[{hole.name} = {text!r}]\n" if self.stream else "")

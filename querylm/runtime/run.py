@@ -96,6 +96,7 @@ def run_plan(
     dtype: str | None = None,
     trace: bool = False,
     choices: str = "values",
+    heal: bool = True,
 ) -> QueryResult | list[QueryResult]:
     if choices not in MODES:
         raise QueryInputError(f"choices must be one of {', '.join(map(repr, MODES))}, not {choices!r}")
@@ -105,7 +106,7 @@ def run_plan(
     )
     if spec.name in ("beam", "beam_sample", "best_k"):
         batch = backend.new_batch(1, [])
-        root = Execution(plan, backend, batch.row(0), max_len=limit, chat=chat)
+        root = Execution(plan, backend, batch.row(0), max_len=limit, chat=chat, heal=heal)
         root.start(inputs)
         sampled = spec.name == "beam_sample"
         best = beam_search(
@@ -125,7 +126,7 @@ def run_plan(
     hosted = isinstance(backend, OpenAIBackend)  # it writes whole values: the hosted hole decoder
     if n > 1 and not hosted and spec.name == "sample":
         batch = backend.new_batch(1, [])
-        root = Execution(plan, backend, batch.row(0), max_len=limit, chat=chat)
+        root = Execution(plan, backend, batch.row(0), max_len=limit, chat=chat, heal=heal)
         root.start(inputs)
         choosers = [chooser_for(spec, i) for i in range(n)]
         samples = [ex.result() for ex in sample_batch(root, batch, choosers, by_value=by_value)]
@@ -146,7 +147,9 @@ def run_plan(
     for i in range(n):
         if stream is not None and n > 1:
             stream(f"\n--- sample {i + 1} of {n} ---\n")
-        ex = Execution(plan, backend, backend.new_sequence(), max_len=limit, chat=chat, stream=stream)
+        ex = Execution(
+            plan, backend, backend.new_sequence(), max_len=limit, chat=chat, stream=stream, heal=heal
+        )
         tracer = Tracer(chooser_for(spec, i), backend) if trace and not hosted else None
         if isinstance(backend, OpenAIBackend):  # (hosted, spelled so for the type checker)
             decode: Decode = HostedHoles(backend, spec, i)
@@ -174,7 +177,7 @@ def sequential(chooser: Chooser, tracer: Tracer | None = None, *, by_value: bool
         if by_value:
             out = decide_value(ex.backend, ex.seq, pending.hc, chooser, max_len=ex.max_len)
             if out is not None:
-                ex.emit(out.text)
+                ex.value_stream(pending)(out.text)
                 return out
         return decode_hole(
             ex.backend,
@@ -183,7 +186,7 @@ def sequential(chooser: Chooser, tracer: Tracer | None = None, *, by_value: bool
             chooser,
             max_len=ex.max_len,
             position=pending.hole.position,
-            on_token=ex.emit,
+            on_token=ex.value_stream(pending),
             skip_forced=tracer is None,
         )
 
@@ -249,6 +252,7 @@ def run(
     dtype: str | None = None,
     trace: bool = False,
     choices: str = "values",
+    heal: bool = True,
     **inputs: Any,
 ) -> QueryResult | list[QueryResult]:
     """Run a query (its text, or the path of a ``.lmql`` file) with ``inputs`` for the names it reads.
@@ -260,7 +264,12 @@ def run(
     token's probability, the top alternatives, the entropy and the mass the constraints removed, in
     ``result.trace`` (argmax and sample). ``choices``: "values" (default) decides a hole that must be
     one of a few values (``X in [...]``, ``Literal``, enums) by each whole value's log-probability
-    under argmax and sample; "tokens" decodes it token by token like any other hole."""
+    under argmax and sample; "tokens" decodes it token by token like any other hole. ``heal``: token
+    healing (default on): a hole right after prompt text starts by writing the prompt's last token
+    again, so the value begins where the model would have cut the text (" positive" after
+    "Sentiment:"), not where the prompt's tokenization did; the prompt and the value are unchanged
+    in what they say (``decoding/heal.py``). Off on hosted models, which tokenize the prompt
+    themselves."""
     plan = compile_source(query)
     return run_plan(
         plan,
@@ -274,6 +283,7 @@ def run(
         dtype=dtype,
         trace=trace,
         choices=choices,
+        heal=heal,
     )
 
 
