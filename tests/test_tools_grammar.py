@@ -11,6 +11,7 @@ import datetime
 import enum
 import inspect
 import json
+import math
 import time
 from typing import Annotated, Any, Literal, Optional
 
@@ -331,6 +332,39 @@ def test_agent_forced_choices_on_random(seed, choice, first_turn_tools):
         assert all(r.ok for r in result.tool_results), [r.content for r in result.tool_results]
     else:  # a call that did not fit the turn budget: reported, never run
         assert result.tool_results[-1].error == "truncated" and events[-2].type == "error"
+
+
+class Place(BaseModel):
+    city: str
+    country: str = "NL"
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_agent_calls_tools_with_real_world_names_on_random(seed):
+    """Dotted, slashed and unicode names are the grammar's names as they are (a model argument's $defs
+    renamed by wire name, which a JSON pointer can hold), streamed and dispatched as themselves (seeds
+    0-2 call all three tools between them)."""
+
+    def visit(place: Place) -> str:
+        """Visit a place."""
+        return place.city
+
+    def factorial(n: Annotated[int, Field(ge=0, le=9)]) -> int:
+        """n!"""
+        return math.factorial(n)
+
+    reg = ToolRegistry([Tool(visit, name="trips/visit"), Tool(factorial, name="math.factorial")])
+    reg.register(Tool(lambda text: text[::-1], name="文字@rev", schema=SCHEMA_TEXT))
+    agent = Agent(rnd(seed), reg, tool_choice="required", max_turns=1, parallel_tool_calls=2)
+    events = list(agent.stream("Go."))
+    result = events[-1].result
+    started = [e.name for e in events if e.type == "tool_call_started"]
+    assert result.tool_results and started == [r.name for r in result.tool_results]
+    assert set(started) <= set(reg.names)
+    assert all(r.ok for r in result.tool_results), [r.content for r in result.tool_results]
+
+
+SCHEMA_TEXT = {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}
 
 
 class TreeNode(BaseModel):

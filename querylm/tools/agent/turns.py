@@ -237,8 +237,9 @@ class TurnOutput:
     """The assistant message to record, when the driver has its own (a hosted model's tool_calls)."""
 
 
-CALL_START = re.compile(r'\{"name": "([A-Za-z0-9_-]+)", "arguments": ')
-"""Where a call starts in a turn's text, with the tool's name: streamed as ``tool_call_started``."""
+CALL_START = re.compile(r'\{"name": "([^"\\]+)", "arguments": ')
+"""Where a call starts in a turn's text, with the tool's name (which ``tool.NAME_RE`` keeps free of
+quotes and backslashes, so JSON writes it as it is): streamed as ``tool_call_started``."""
 
 
 class Generation:
