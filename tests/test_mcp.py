@@ -192,14 +192,18 @@ def test_what_a_call_returns_is_read_from_its_content_blocks() -> None:
     assert result_value(t.CallToolResult(content=[], structured_content={"n": 1})) == {"n": 1}
 
 
-def test_a_tool_name_querylm_cant_export_is_a_clear_error() -> None:
+def test_mcp_tools_keep_their_names_and_a_name_querylm_cant_take_is_a_clear_error() -> None:
     class Listed:  # what a session holds after listing: the SDK's Tool objects
         target = "fake-server"
-        tools = [mcp.types.Tool(name="notes.search", input_schema={"type": "object"})]
+        tools = [
+            mcp.types.Tool(name="notes.search", input_schema={"type": "object"}),
+            mcp.types.Tool(name="notes search", input_schema={"type": "object"}),
+        ]
 
-    with pytest.raises(ToolError, match="fake-server: tool name 'notes.search' must match.*include="):
+    with pytest.raises(ToolError, match="fake-server: tool name 'notes search' must be .*include="):
         mcp_tools(Listed())  # type: ignore[arg-type]
-    assert mcp_tools(Listed(), include=[]) == []  # type: ignore[arg-type]
+    (dotted,) = mcp_tools(Listed(), include=["notes.search"])  # type: ignore[arg-type]
+    assert dotted.name == "notes.search" and dotted.wire_name.startswith("notes_search_")
 
 
 def free_port() -> int:

@@ -14,13 +14,15 @@ import time
 from typing import Annotated, Any, Literal, Optional
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 from pydantic import BaseModel, Field
 
 import querylm
 from querylm.tools import Tool, ToolCall, ToolError, ToolRegistry, ToolResult, tool
 from querylm.tools.openai import strict_call_arguments, strict_projection
-from querylm.tools.tool import parse_docstring
+from querylm.tools.tool import NAME_RE, WIRE_NAME_RE, parse_docstring, wire_name
 
 # -- schema generation: a table of signatures and the schemas they must give -----------------------------
 
@@ -252,7 +254,11 @@ def test_explicit_schema_passes_json_values_unchanged():
     ("make", "match"),
     [
         (lambda: tool(name="v")(lambda *xs: None), "can't be passed by a JSON call"),
-        (lambda: tool(name="bad name!")(lambda: None), "must match"),
+        (lambda: tool(name="bad name!")(lambda: None), "must be 1 to 256 letters"),
+        (lambda: tool(name="")(lambda: None), "must be 1 to 256 letters"),
+        (lambda: tool(name="a" * 257)(lambda: None), "must be 1 to 256 letters"),
+        (lambda: tool(name="read\n")(lambda: None), "must be 1 to 256 letters"),
+        (lambda: tool(name='say"hi"')(lambda: None), "must be 1 to 256 letters"),
         (
             lambda: tool(name="s", schema={"type": "object", "properties": {"a": {"type": "nope"}}})(
                 lambda: None
@@ -269,6 +275,55 @@ def test_definition_errors_raise_tool_error(make, match):
     with pytest.raises(ToolError, match=match):
         make()
     assert issubclass(ToolError, querylm.QueryError)
+
+
+# -- real-world tool names and the names hosted servers get ---------------------------------------------
+
+
+REAL_NAMES = ["math.factorial", "files/read", "user@svc", "計算", "ns:tool+v2", "a" * 256, "get_weather"]
+
+
+def named(name: str) -> Tool:
+    @tool(name=name)
+    def f(n: int) -> int:
+        """Add one."""
+        return n + 1
+
+    return f
+
+
+def test_real_world_tool_names_are_accepted_and_sent_by_wire_name():
+    reg = ToolRegistry([named(n) for n in REAL_NAMES])
+    assert reg.names == REAL_NAMES
+    wires = [reg.wire_name(n) for n in REAL_NAMES]
+    assert all(WIRE_NAME_RE.fullmatch(w) for w in wires) and len(set(wires)) == len(wires)
+    assert reg.wire_name("get_weather") == "get_weather"  # a name OpenAI allows goes unchanged
+    assert wires[0].startswith("math_factorial_") and wires[1].startswith("files_read_")
+    assert [reg.real_name(w) for w in wires] == REAL_NAMES
+    assert [t["function"]["name"] for t in reg.to_openai()] == wires
+    # a server's call names the wire name; it is read back as the tool's own and runs it
+    call = reg.parse_openai({"id": "c1", "function": {"name": wires[0], "arguments": '{"n": 4}'}})
+    assert isinstance(call, ToolCall) and call.name == "math.factorial"
+    assert reg.dispatch(call).value == 5
+    bad = reg.parse_openai({"id": "c2", "function": {"name": wires[1], "arguments": "{"}})
+    assert isinstance(bad, ToolResult) and bad.call is not None and bad.call.name == "files/read"
+    # the local grammar uses the names as they are, and its $defs stay JSON-pointer safe
+    schema = reg.call_schema()
+    assert [b["properties"]["name"]["const"] for b in schema["anyOf"]] == REAL_NAMES
+
+
+def test_a_name_equal_to_another_tools_wire_name_is_refused():
+    with pytest.raises(ToolError, match="would be sent to hosted servers as 'files_read_"):
+        ToolRegistry([named(wire_name("files/read")), named("files/read")])
+
+
+@given(st.sets(st.from_regex(NAME_RE, fullmatch=True), min_size=1, max_size=6))
+def test_wire_names_are_allowed_deterministic_and_distinct(names):
+    wires = {n: wire_name(n) for n in names}
+    assert all(WIRE_NAME_RE.fullmatch(w) for w in wires.values())
+    assert len(set(wires.values())) == len(names)
+    assert all(wire_name(n) == w for n, w in wires.items())
+    assert all(w == n for n, w in wires.items() if WIRE_NAME_RE.fullmatch(n))
 
 
 def test_async_tools_are_detected_and_awaited():

@@ -11,6 +11,7 @@ import datetime
 import enum
 import inspect
 import json
+import math
 import time
 from typing import Annotated, Any, Literal, Optional
 
@@ -305,8 +306,47 @@ def test_turn_grammar_enforces_tool_choice():
     assert not ok("auto", "<tool_call>[oops") and not ok("auto", "<tool_response>\n4\n</tool_response>")
     assert not ok("auto", "<tool_response") and not ok("auto", " \n<user_response>4") and ok("auto", "4 <")
     assert not ok("auto", '<tool_call>[\n{"name": "read", "arguments": {"path": "z.md"}}\n]</tool_call>')
-    with pytest.raises(ValueError, match="unknown tool"):
+    with pytest.raises(ToolError, match=r"unknown tool 'delete' \(known: search, read, write\)"):
         resolve_choice("delete", reg)
+
+
+@pytest.mark.parametrize(
+    ("settings", "match"),
+    [
+        ({"tool_choice": "delete"}, r"unknown tool 'delete' \(known: search, read, write\)"),
+        ({"tool_choice": ["read", "rm", "mv"]}, r"unknown tools 'rm', 'mv' \(known: search, read, write\)"),
+        ({"tool_choice": {"mode": "required", "tools": ["rm"]}}, r"unknown tool 'rm' \(known"),
+        ({"tool_choice": {"type": "function", "function": {"name": "rm"}}}, r"unknown tool 'rm' \(known"),
+        ({"tool_choice": {"mode": "sometimes"}}, r'a dict is \{"mode"'),
+        ({"tool_choice": 3}, "unknown tool_choice 3"),
+        ({"tool_choice": "none", "answer_last_turn": False, "max_turns": 1}, "allows none"),
+        ({"tool_choice": [], "answer_last_turn": False}, "allows none"),
+        ({"tool_choice": "required", "answer_last_turn": True, "max_turns": 1}, "answer in text"),
+        ({"tool_choice": "required", "max_tool_calls": 0}, "max_tool_calls=0 allows none"),
+        ({"tool_choice": {"mode": "required", "tools": []}}, "requires a call but allows no tool"),
+        ({"max_turns": 0}, "max_turns must be a whole number >= 1"),
+        ({"parallel_tool_calls": 0}, "parallel_tool_calls must be"),
+        ({"max_tool_calls": -1}, "max_tool_calls must be a whole number >= 0"),
+        ({"max_turn_tokens": 0}, "max_turn_tokens must be"),
+        ({"max_tokens": 2.5}, "max_tokens must be"),
+    ],
+)
+def test_agent_settings_that_contradict_each_other_are_tool_errors(settings, match):
+    with pytest.raises(ToolError, match=match):
+        Agent(rnd(), registry(), **settings)
+
+
+def test_a_required_call_with_no_tools_and_a_runs_unknown_choice_are_tool_errors():
+    with pytest.raises(
+        ToolError, match=r"tool_choice='required' requires a call but allows no tool \(registered: none"
+    ):
+        Agent(rnd(), [], tool_choice="required")
+    agent = Agent(rnd(), registry(), answer_last_turn=False)
+    with pytest.raises(ToolError, match="unknown tool 'rm'"):
+        agent.run("x", tool_choice="rm")
+    with pytest.raises(ToolError, match="allows none"):
+        agent.run("x", tool_choice="none")
+    assert Agent(rnd(), [], max_turn_tokens=8).run("Hi").stopped_by in ("final", "truncated")
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -331,6 +371,39 @@ def test_agent_forced_choices_on_random(seed, choice, first_turn_tools):
         assert all(r.ok for r in result.tool_results), [r.content for r in result.tool_results]
     else:  # a call that did not fit the turn budget: reported, never run
         assert result.tool_results[-1].error == "truncated" and events[-2].type == "error"
+
+
+class Place(BaseModel):
+    city: str
+    country: str = "NL"
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_agent_calls_tools_with_real_world_names_on_random(seed):
+    """Dotted, slashed and unicode names are the grammar's names as they are (a model argument's $defs
+    renamed by wire name, which a JSON pointer can hold), streamed and dispatched as themselves (seeds
+    0-2 call all three tools between them)."""
+
+    def visit(place: Place) -> str:
+        """Visit a place."""
+        return place.city
+
+    def factorial(n: Annotated[int, Field(ge=0, le=9)]) -> int:
+        """n!"""
+        return math.factorial(n)
+
+    reg = ToolRegistry([Tool(visit, name="trips/visit"), Tool(factorial, name="math.factorial")])
+    reg.register(Tool(lambda text: text[::-1], name="文字@rev", schema=SCHEMA_TEXT))
+    agent = Agent(rnd(seed), reg, tool_choice="required", max_turns=1, parallel_tool_calls=2)
+    events = list(agent.stream("Go."))
+    result = events[-1].result
+    started = [e.name for e in events if e.type == "tool_call_started"]
+    assert result.tool_results and started == [r.name for r in result.tool_results]
+    assert set(started) <= set(reg.names)
+    assert all(r.ok for r in result.tool_results), [r.content for r in result.tool_results]
+
+
+SCHEMA_TEXT = {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}
 
 
 class TreeNode(BaseModel):

@@ -20,7 +20,7 @@ from querylm.backends.openai import OpenAIBackend  # noqa: E402
 from querylm.constraints import automata as A
 from querylm.constraints import gbnf as G  # noqa: E402
 from querylm.errors import ModelError, UnsupportedError  # noqa: E402
-from querylm.tools import Agent, ToolRegistry, validate  # noqa: E402
+from querylm.tools import Agent, Tool, ToolRegistry, validate  # noqa: E402
 from querylm.tools.agent import Choice, ToolFormat, resolve_choice  # noqa: E402
 from querylm.tools.agent.hosted import calls_schema, openai_tool_choice, server_grammar  # noqa: E402
 
@@ -125,6 +125,28 @@ def test_openai_request_shape_and_tool_messages(tok) -> None:
     assert r.usage.holes[0].mechanisms[0] == "tools"
     assert r.tokens == 6  # the fake reports 3 completion tokens per answer
     assert [m["role"] for m in r.messages] == ["system", "user", "assistant", "tool", "assistant"]
+
+
+def test_openai_gets_wire_names_and_the_conversation_keeps_the_tools_own(tok) -> None:
+    """OpenAI allows only [A-Za-z0-9_-]{1,64} in a function's name: a dotted or unicode tool name goes
+    as its wire name (tools, tool_choice, the assistant's earlier calls) and comes back as itself."""
+    reg = ToolRegistry([Tool(calculate.fn, name="math.calc"), Tool(lookup.fn, name="辞書")])
+    calc, dic = reg.wire_name("math.calc"), reg.wire_name("辞書")
+    srv = FakeServer("openai")
+    srv.replies = [calls_reply(tool_call(calc, {"a": 2, "op": "+", "b": 3}, "call_A")), "It is 5."]
+    events = list(Agent(hosted(srv, tok), reg, tool_choice="math.calc").stream("2 + 3?"))
+    r = events[-1].result
+    assert r.output == "It is 5." and [(x.name, x.value) for x in r.tool_results] == [("math.calc", 5)]
+    assert [e.name for e in events if e.type == "tool_call_started"] == ["math.calc"]
+    assert r.messages[1]["tool_calls"][0]["function"]["name"] == "math.calc"
+    first, second = chat_bodies(srv)
+    assert [t["function"]["name"] for t in first["tools"]] == [calc, dic]
+    assert first["tool_choice"] == {"type": "function", "function": {"name": calc}}
+    assert second["messages"][1]["tool_calls"][0]["function"]["name"] == calc
+    assert second["tool_choice"] == {
+        "type": "allowed_tools",
+        "allowed_tools": {"mode": "auto", "tools": [{"type": "function", "function": {"name": calc}}]},
+    }
 
 
 @pytest.mark.parametrize(
@@ -277,6 +299,19 @@ def test_grammar_server_request_and_local_validation(tok) -> None:
     assert second["messages"][2] == {"role": "assistant", "content": call}
     assert second["messages"][3]["role"] == "user" and "42" in second["messages"][3]["content"]
     assert r.usage.requests == 2 and r.usage.holes[0].mechanisms == ["grammar", "max_tokens"]
+
+
+def test_grammar_servers_get_the_real_tool_names_in_the_grammar(tok) -> None:
+    """A grammar server writes the call as text under our grammar: its names are the tools' own."""
+    reg = ToolRegistry([Tool(calculate.fn, name="math.calc"), Tool(lookup.fn, name="辞書")])
+    srv = FakeServer("llamacpp")
+    call = '<tool_call>[\n{"name": "辞書", "arguments": {"word": "犬", "limit": 1}}\n]</tool_call>'
+    srv.replies = [call, "A dog."]
+    r = Agent(hosted(srv, tok), reg, tool_choice="required").run("犬?")
+    assert r.output == "A dog." and [(x.name, x.value) for x in r.tool_results] == [("辞書", ["犬 (1)"])]
+    first, _ = chat_bodies(srv)
+    G.check_gbnf(first["grammar"])
+    assert G.gbnf_literal('"math.calc"') in first["grammar"]
 
 
 CALL = '<tool_call>[\n{"name": "calculate", "arguments": {"a": 2, "op": "*", "b": 21}}\n]</tool_call>'

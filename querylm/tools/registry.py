@@ -157,6 +157,7 @@ class ToolRegistry:
         the grammar calls are generated under, so a small model can't write one string forever (the
         validated schema is not changed)."""
         self._tools: dict[str, Tool] = {}
+        self._real: dict[str, str] = {}  # wire name -> name (wire_name)
         self._sessions: list[Any] = []  # open MCP connections (tools/mcp.py), closed by close()
         self._allowed: frozenset[str] | None = None
         self._bind: Literal["result", "call"] = "result"
@@ -192,7 +193,14 @@ class ToolRegistry:
             raise ToolError(f"can't register {obj!r}: expected a Tool, a function or a LangChain tool")
         if t.name in self._tools and self._tools[t.name] is not t:
             raise ToolError(f"a tool named {t.name!r} is already registered")
+        taken = self._real.get(t.wire_name, t.name)
+        if taken != t.name:
+            raise ToolError(
+                f"tool {t.name!r} would be sent to hosted servers as {t.wire_name!r}, the name {taken!r} "
+                "is already sent as: rename one of them"
+            )
         self._tools[t.name] = t
+        self._real[t.wire_name] = t.name
         return t
 
     @classmethod
@@ -264,6 +272,16 @@ class ToolRegistry:
 
     def __repr__(self) -> str:
         return f"ToolRegistry({self.names})"
+
+    def wire_name(self, name: str) -> str:
+        """The name a hosted server is sent for tool ``name`` (OpenAI allows only ``[A-Za-z0-9_-]``, 64
+        at most: ``tool.wire_name``); local grammars use the name as it is."""
+        return self._tools[name].wire_name if name in self._tools else name
+
+    def real_name(self, wire: str) -> str:
+        """The tool a server's call of ``wire`` means (``wire_name`` undone); a name no tool is sent as
+        stays as it is, so dispatch reports it as unknown."""
+        return self._real.get(wire, wire)
 
     # -- views ------------------------------------------------------------------------------------------
 
@@ -360,7 +378,7 @@ class ToolRegistry:
         return _json_bytes(schema, defs, set())
 
     def _generation_schema(self, t: Tool, defs: dict[str, Any]) -> dict[str, Any]:
-        prefix = f"{t.name}__"
+        prefix = f"{t.wire_name}__"  # a JSON pointer-safe name ("files/read" is not)
 
         def bound(s: dict[str, Any]) -> dict[str, Any]:
             ref = s.get("$ref")
@@ -439,9 +457,13 @@ class ToolRegistry:
         return call
 
     def parse_openai(self, tool_call: Any) -> ToolCall | ToolResult:
-        """A call a server sent for a tool exported strict: nulls standing for omitted optional
-        arguments (openai.py, rule 2) are dropped, so defaults apply."""
+        """A call a server sent for a tool exported with ``to_openai``: its wire name read back as the
+        tool's own (``real_name``), and, where the tool went strict, nulls standing for omitted
+        optional arguments (openai.py, rule 2) dropped, so defaults apply."""
         call = self.parse_call(tool_call)
+        named = call if isinstance(call, ToolCall) else call.call
+        if named is not None:
+            named.name = self.real_name(named.name)
         if isinstance(call, ToolCall) and call.name in self:
             call.arguments = strict_call_arguments(self[call.name].parameters, call.arguments)
         return call

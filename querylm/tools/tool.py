@@ -9,6 +9,7 @@ OpenAI and LangChain: one source of truth per tool.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 import re
@@ -20,8 +21,29 @@ from ..errors import QueryError
 from .openai import NotStrict, openai_tool
 from .validate import InvalidSchema, SchemaIssue, check_schema, validate
 
-NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-"""OpenAI's rule for function names; kept everywhere so a tool exports unchanged."""
+NAME_RE = re.compile(r"[\w.:/@+-]{1,256}")
+"""What a tool may be called (whole names): letters and digits of any script and ``_ . : / @ + -``, 1
+to 256 characters, as real tool sets name them (``math.factorial``, ``files/read``, ``user@svc``).
+Local grammars use the name as it is; a backend with a narrower rule gets ``wire_name``."""
+
+WIRE_NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+"""OpenAI's rule for function names: what hosted servers are sent (``wire_name``)."""
+
+_WIRE_HASH = 8
+"""Hex digits of the name's hash a mapped wire name ends with."""
+
+
+def wire_name(name: str) -> str:
+    """``name`` as OpenAI's rule (``WIRE_NAME_RE``) allows it: unchanged where it already does; else
+    each run of other characters becomes ``_``, cut to leave room, and ``_`` plus a hash of the whole
+    name is added. Deterministic (a server's call maps back by the same function), and two names map to
+    one only if their hashes collide or a tool is literally called like another's mapped form, which
+    ``ToolRegistry.register`` refuses."""
+    if WIRE_NAME_RE.fullmatch(name):
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:_WIRE_HASH]
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_")[: 64 - _WIRE_HASH - 1]
+    return f"{stem or 'tool'}_{digest}"
 
 
 class ToolError(QueryError):
@@ -48,8 +70,11 @@ class Tool:
     ):
         self.fn = fn
         self.name: str = name or str(getattr(fn, "__name__", ""))
-        if not NAME_RE.match(self.name):
-            raise ToolError(f"tool name {self.name!r} must match {NAME_RE.pattern} (OpenAI's rule)")
+        if not NAME_RE.fullmatch(self.name):
+            raise ToolError(
+                f"tool name {self.name!r} must be 1 to 256 letters, digits or _ . : / @ + - "
+                f"(the pattern {NAME_RE.pattern})"
+            )
         summary, param_docs = parse_docstring(inspect.getdoc(fn) or "")
         self.description = description if description is not None else summary
         self.timeout = timeout
@@ -97,12 +122,17 @@ class Tool:
     # -- export --------------------------------------------------------------------------------------
 
     def to_openai(self, *, strict: bool | None = None) -> dict[str, Any]:
-        """This tool as an entry of OpenAI's ``tools`` list (see ``openai.py`` for the strict projection).
-        LangChain: ``ToolRegistry([tool]).to_langchain()``."""
+        """This tool as an entry of OpenAI's ``tools`` list (see ``openai.py`` for the strict projection),
+        named by its ``wire_name``. LangChain: ``ToolRegistry([tool]).to_langchain()``."""
         try:
-            return openai_tool(self.name, self.description, self.parameters, strict=strict)
+            return openai_tool(self.wire_name, self.description, self.parameters, strict=strict)
         except NotStrict as err:
             raise ToolError(f"tool {self.name!r} can't be exported strict: its schema {err}") from None
+
+    @property
+    def wire_name(self) -> str:
+        """The name hosted servers are sent (OpenAI's rule; ``wire_name``)."""
+        return wire_name(self.name)
 
     def to_json(self) -> dict[str, Any]:
         """The tool as listed to a model: name, description, parameters."""

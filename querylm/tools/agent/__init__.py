@@ -118,7 +118,13 @@ class Agent:
         their first token. ``decoder``: how turns are decoded, a decoder clause as a query takes
         (``"argmax"``, the default, or ``"sample(temperature=0.7, seed=1)"``; on a hosted model its
         temperature, top_p and seed go into every request); ``temperature`` and ``seed`` are the short
-        form of ``sample(...)`` (0: argmax) when no decoder is given."""
+        form of ``sample(...)`` (0: argmax) when no decoder is given.
+
+        Settings that contradict each other are a ToolError here (and, for a run's own
+        ``tool_choice``, when the run starts), never a run that quietly does something else: an
+        unknown tool in ``tool_choice``; a required call with no tool to call or ``max_tool_calls=0``;
+        ``answer_last_turn=True`` with a forced call and one turn; ``answer_last_turn=False`` with a
+        choice that allows no tool (``"none"``); budgets below one turn, call or token."""
         self.model = model
         self.registry = tools if isinstance(tools, ToolRegistry) else ToolRegistry(tools or [])
         self.instructions = instructions
@@ -128,7 +134,7 @@ class Agent:
         self.max_turn_tokens = max_turn_tokens
         self.tool_choice = tool_choice
         self.reset_tool_choice = reset_tool_choice
-        self.parallel_tool_calls = max(1, int(parallel_tool_calls))
+        self.parallel_tool_calls = parallel_tool_calls
         self.max_concurrency = max_concurrency
         self.approve = approve
         self.answer_last_turn = answer_last_turn
@@ -136,16 +142,46 @@ class Agent:
         self.decoder = turn_spec(decoder, temperature, seed)  # checked now: a bad clause fails early
         self.format = tool_format or ToolFormat()
         self.device = device
-        self._check_choice(resolve_choice(tool_choice, self.registry))  # fail early on an unknown name
+        self._check_budgets()
+        self._check_choice(tool_choice)  # fail early: an unknown name, a choice the settings contradict
         self._backend: Any = None
         self._prefix: ChatPrefix | None = None
 
-    def _check_choice(self, choice: Choice) -> None:
+    def _check_budgets(self) -> None:
+        """Budgets no run can keep are errors here, not a run that silently does something else."""
+        least = {"max_turns": 1, "max_tool_calls": 0, "parallel_tool_calls": 1, "max_tokens": 1}
+        for name, low in {**least, "max_turn_tokens": 1}.items():
+            value = getattr(self, name)
+            if value is None and name.endswith("_tokens"):  # no limit
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ToolError(f"{name} must be a whole number >= {low}, not {value!r}")
+
+    def _check_choice(self, asked: ToolChoice) -> Choice:
+        """``asked`` resolved (``resolve_choice``: an unknown tool is a ToolError naming the known
+        ones), refusing the settings that contradict it: a call required of no tool, or with no call
+        allowed by ``max_tool_calls``; the one turn made to answer while the choice forces a call; the
+        last turn left free to call (``answer_last_turn=False``) while the choice allows no tool."""
+        choice = resolve_choice(asked, self.registry)
+        if not choice.text and not choice.tools:
+            known = ", ".join(self.registry.names) or "none"
+            raise ToolError(f"tool_choice={asked!r} requires a call but allows no tool (registered: {known})")
+        if forces_call(choice) and self.max_tool_calls == 0:
+            raise ToolError(
+                f"tool_choice={asked!r} requires a call, but max_tool_calls=0 allows none: allow a call, "
+                'or use tool_choice="none"'
+            )
         if self.answer_last_turn and self.max_turns == 1 and forces_call(choice):
             raise ToolError(
                 "tool_choice forces a call on the first turn, but answer_last_turn=True makes the one turn "
                 "(max_turns=1) answer in text: leave answer_last_turn unset, or allow more turns"
             )
+        if self.answer_last_turn is False and not choice.tools and len(self.registry):
+            raise ToolError(
+                f"answer_last_turn=False leaves the last turn free to call a tool, but tool_choice={asked!r} "
+                "allows none: leave answer_last_turn unset"
+            )
+        return choice
 
     @property
     def backend(self) -> Any:
@@ -202,7 +238,6 @@ class Agent:
         """Run the loop for ``message`` (after ``history``, a previous result's messages), yielding
         token, tool_call_started, tool_arguments_complete, tool_result, turn_end and final events."""
         backend = await asyncio.to_thread(lambda: self.backend)
-        registry = self.registry
         driver_type = _driver_type(backend)
         messages = [dict(m) for m in history] if history else []
         if not messages:
@@ -213,8 +248,7 @@ class Agent:
         driver = await asyncio.to_thread(driver_type, self, backend, messages)
         choice_arg: ToolChoice = tool_choice if tool_choice is not None else self.tool_choice
         # Resolved once: the allowed tools hold for the whole run; a reset only lifts the obligation.
-        run_choice = resolve_choice(choice_arg, registry) if len(registry) else Choice(True, ())
-        self._check_choice(run_choice)
+        run_choice = self._check_choice(choice_arg)
         results: list[ToolResult] = []
         tokens = 0
         output = ""

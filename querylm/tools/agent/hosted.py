@@ -57,18 +57,20 @@ log = logging.getLogger("querylm.agent")
 
 def openai_tool_choice(choice: Choice, registry: ToolRegistry) -> str | dict[str, Any]:
     """A resolved tool_choice as OpenAI's ``tool_choice``: "auto", "required", "none", a named function,
-    or ``allowed_tools`` for a subset (all the tools are still sent: the list stays cacheable)."""
+    or ``allowed_tools`` for a subset (all the tools are still sent: the list stays cacheable); tools
+    named by their wire names, as ``to_openai`` sends them."""
     if not choice.tools:
         return "none"
     if set(choice.tools) == set(registry.names):
         return "auto" if choice.text else "required"
-    if len(choice.tools) == 1 and not choice.text:
-        return {"type": "function", "function": {"name": choice.tools[0]}}
+    wire = [registry.wire_name(n) for n in choice.tools]
+    if len(wire) == 1 and not choice.text:
+        return {"type": "function", "function": {"name": wire[0]}}
     return {
         "type": "allowed_tools",
         "allowed_tools": {
             "mode": "auto" if choice.text else "required",
-            "tools": [{"type": "function", "function": {"name": n}} for n in choice.tools],
+            "tools": [{"type": "function", "function": {"name": n}} for n in wire],
         },
     }
 
@@ -121,6 +123,23 @@ def calls_schema(registry: ToolRegistry, choice: Choice, max_calls: int) -> dict
         branches.append(closed_object({"tool_calls": items}))
     schema: dict[str, Any] = branches[0] if len(branches) == 1 else {"anyOf": branches}
     return {**schema, "$defs": defs} if defs else schema
+
+
+def _wire_message(message: dict[str, Any], registry: ToolRegistry) -> dict[str, Any]:
+    """A message of the conversation as OpenAI is sent it: an assistant's calls name their tools by
+    wire name (the conversation keeps the tools' own names), a tool result goes without its name."""
+    if message["role"] == "tool":
+        return {k: v for k, v in message.items() if k != "name"}
+    calls = message.get("tool_calls")
+    if not calls:
+        return message
+    wired = []
+    for c in calls:
+        fn = c.get("function") if isinstance(c, dict) else None
+        if isinstance(fn, dict) and isinstance(fn.get("name"), str):
+            c = {**c, "function": {**fn, "name": registry.wire_name(fn["name"])}}
+        wired.append(c)
+    return {**message, "tool_calls": wired}
 
 
 @dataclass
@@ -189,9 +208,7 @@ class HostedTurns:
 
     def _native_params(self, choice: Choice, budget: int, max_calls: int, hole: HoleUsage) -> dict[str, Any]:
         registry = self.agent.registry
-        messages = [
-            {k: v for k, v in m.items() if not (m["role"] == "tool" and k == "name")} for m in self.messages
-        ]
+        messages = [_wire_message(m, registry) for m in self.messages]
         params: dict[str, Any] = {"model": self.backend.model, "messages": messages, **self.sampling}
         params["max_completion_tokens"] = budget
         hole.mechanisms.append("max_tokens")
@@ -211,6 +228,9 @@ class HostedTurns:
         for tc in answer.tool_calls:
             raw = tc.model_dump(exclude_none=True) if hasattr(tc, "model_dump") else dict(tc)
             raw.setdefault("id", new_call_id())
+            fn = raw.get("function")
+            if isinstance(fn, dict) and isinstance(fn.get("name"), str):  # the conversation keeps real names
+                raw["function"] = {**fn, "name": registry.real_name(fn["name"])}
             raw_calls.append(raw)
         out.text = answer.text
         if not raw_calls:

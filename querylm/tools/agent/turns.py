@@ -15,6 +15,7 @@ from typing import Any, Literal
 from ...constraints import regex
 from ...runtime.turn import TurnDecoder, TurnLanguage, TurnValue, Usage, run_turn
 from ..registry import ToolCall, ToolRegistry, ToolResult
+from ..tool import ToolError
 
 TEXT_TURN_TOKENS = 160
 """A turn's budget when nothing bounds it (a text answer, or tools whose schemas are unbounded)."""
@@ -161,6 +162,8 @@ def forces_call(choice: Choice) -> bool:
 
 
 def resolve_choice(choice: ToolChoice, registry: ToolRegistry) -> Choice:
+    """``choice`` (the forms in the agent's docstring) as a Choice; a form it can't be read as, or a
+    tool it names that the registry lacks, is a ToolError."""
     names = tuple(registry.names)
     if isinstance(choice, dict) and choice.get("type") == "function":  # OpenAI's named form
         return Choice(False, _known([(choice.get("function") or {}).get("name")], registry))
@@ -172,7 +175,9 @@ def resolve_choice(choice: ToolChoice, registry: ToolRegistry) -> Choice:
         mode = choice.get("mode", "auto")
         tools = choice.get("tools", names)
         if not isinstance(tools, (list, tuple)) or mode not in ("auto", "required"):
-            raise ValueError('tool_choice dict: {"mode": "auto" | "required", "tools": [names]}')
+            raise ToolError(
+                f'tool_choice {choice!r}: a dict is {{"mode": "auto" | "required", "tools": [names]}}'
+            )
         return Choice(mode == "auto", _known(tools, registry))
     if isinstance(choice, (list, tuple)):
         return Choice(True, _known(choice, registry))
@@ -184,13 +189,17 @@ def resolve_choice(choice: ToolChoice, registry: ToolRegistry) -> Choice:
         return Choice(True, ())
     if isinstance(choice, str):
         return Choice(False, _known([choice], registry))
-    raise ValueError(f"unknown tool_choice {choice!r}")
+    raise ToolError(
+        f"unknown tool_choice {choice!r}: auto, required, none, a tool's name, a list of names, or a dict"
+    )
 
 
 def _known(names: Any, registry: ToolRegistry) -> tuple[str, ...]:
-    for n in names:
-        if n not in registry:
-            raise ValueError(f"tool_choice names an unknown tool {n!r} (known: {', '.join(registry.names)})")
+    unknown = [n for n in names if n not in registry]
+    if unknown:
+        known = ", ".join(registry.names) or "none"
+        listed = ", ".join(map(repr, unknown))
+        raise ToolError(f"tool_choice names unknown tool{'s' * (len(unknown) > 1)} {listed} (known: {known})")
     return tuple(names)
 
 
@@ -237,8 +246,9 @@ class TurnOutput:
     """The assistant message to record, when the driver has its own (a hosted model's tool_calls)."""
 
 
-CALL_START = re.compile(r'\{"name": "([A-Za-z0-9_-]+)", "arguments": ')
-"""Where a call starts in a turn's text, with the tool's name: streamed as ``tool_call_started``."""
+CALL_START = re.compile(r'\{"name": "([^"\\]+)", "arguments": ')
+"""Where a call starts in a turn's text, with the tool's name (which ``tool.NAME_RE`` keeps free of
+quotes and backslashes, so JSON writes it as it is): streamed as ``tool_call_started``."""
 
 
 class Generation:
