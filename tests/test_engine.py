@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 import querylm
 from querylm.backends.local import LocalBackend
 from querylm.backends.prefix_cache import PrefixCache
+from querylm.language.check import compile_source
 from querylm.runtime.engine import Engine, iter_many, prepare_job
-from querylm.runtime.run import as_job
+from querylm.runtime.run import Job, as_job
 
 CLASSIFY = 'argmax\n    "Review: {r}\\nSentiment: [S]"\nwhere S in ["positive", "negative", "neutral"]'
 INT_Q = 'argmax\n    "Q: how many legs has a {a}?\\nA: [N]"\nwhere INT(N) and len(TOKENS(N)) < 4'
@@ -126,6 +127,26 @@ def test_a_failing_row_yields_its_error_and_the_others_go_on() -> None:
     assert isinstance(out[2], querylm.QueryError) and isinstance(out[3], querylm.QueryInputError)
     assert same(out[0], alone({"query": TEXT, "a": "owls", "model": "random"}))
     assert same(out[4], alone({"query": INT_Q, "a": "dog", "model": "random"}))
+
+
+def test_rows_that_fail_to_start_leave_the_batch_and_the_good_ones_finish(tiny: LocalBackend) -> None:
+    """Many rows failing at their start (an input the program refuses) or before their first hole
+    (after a long prompt), through 2 rows, then good ones: every good one finishes as it does alone,
+    and no failed row keeps its KV row."""
+    plan = compile_source(INT_Q)
+    bad_start = [Job(plan, {"bogus": 1}, {"model": tiny}) for _ in range(4)]
+    bad_first = [
+        {"query": 'argmax\n    "Text: {a}"\n    x = 1 / 0\n    "[N]"', "a": "long " * 40, "model": tiny}
+    ] * 4
+    good = [{"query": INT_Q, "a": a, "model": tiny} for a in ["ant", "dog", "cat"]]
+    items: list[Any] = [*bad_start, *bad_first, *good]
+    engine = Engine(tiny, batch_size=2)
+    got = dict(engine.stream(prepare_job(i, as_job(item, {})) for i, item in enumerate(items)))
+    assert all(isinstance(got[i], TypeError) for i in range(4))
+    assert all(isinstance(got[i], querylm.QueryRuntimeError) for i in range(4, 8))
+    for i, item in enumerate(good, start=8):
+        assert same(alone(item), got[i])
+    assert all(s is None for s in engine.ragged.slots)
 
 
 def test_rows_finish_in_their_own_time_and_new_rows_join() -> None:
