@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pytest
 from conftest import tiny_llama
 from hypothesis import HealthCheck, given, settings
@@ -291,6 +292,36 @@ def test_ragged_scores_values_from_the_rows_kv(tiny: LocalBackend) -> None:
     for p, c, g in zip(prompts, conts, got, strict=True):
         for want, have in zip(tiny.score(p, c), g, strict=True):
             assert have.shape == want.shape and abs(have - want).max() < 1e-4
+
+
+def test_a_forked_row_copies_its_parents_kv_and_scores_its_forced_tokens(tiny: LocalBackend) -> None:
+    """A fork goes on from its parent's KV row inside the batch (a beam's child): its logits, and the
+    log-probabilities of tokens appended since its last logits (a beam's forced tokens, short in the
+    batch's pass or long in a pass of its own), equal ``Backend.score`` of the whole sequence alone.
+    Removing the parent frees its slot and leaves the child intact."""
+    for prefix, keep_parent in [(None, False), (PrefixCache(64, 4), True)]:
+        ragged = tiny.ragged(prefix_cache=prefix)
+        parent, other = ragged.add(), ragged.add()
+        parent.append(tiny.encode("A prompt about the weather today, then: "))
+        other.append(tiny.encode("Something else entirely: "))
+        ragged.logits([parent, other])
+        child = parent.fork()
+        assert child.slot not in (None, parent.slot) and child.ids == parent.ids
+        base = len(parent.ids)
+        parent.append(tiny.encode(" sunny and warm"))
+        child.append(tiny.encode(" rain" + " and wind" * 12))  # longer than SOLO: computed apart
+        rows = [parent, child, other] if keep_parent else [child, other]
+        if not keep_parent:
+            ragged.remove(parent)
+            assert parent.slot is None and sum(s is not None for s in ragged.slots) == 2
+        positions = [[] if r is other else list(range(base, len(r.ids))) for r in rows]
+        logits, lps = ragged.scored_logits(rows, positions)
+        for r, at, got, row_logits in zip(rows, positions, lps, logits, strict=True):
+            want = tiny.score(r.ids[: at[0]], [r.ids[at[0] :]])[0] if at else np.zeros(0)
+            assert got.shape == want.shape and np.abs(got - want).max(initial=0) < 1e-4
+            fresh = tiny.new_sequence()
+            fresh.append(list(r.ids))
+            assert np.abs(row_logits - fresh.logits()).max() < 1e-3
 
 
 @dataclass
