@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pytest
 from conftest import tiny_llama
 from hypothesis import HealthCheck, given, settings
@@ -16,8 +17,9 @@ from hypothesis import strategies as st
 import querylm
 from querylm.backends.local import LocalBackend
 from querylm.backends.prefix_cache import PrefixCache
+from querylm.language.check import compile_source
 from querylm.runtime.engine import Engine, iter_many, prepare_job
-from querylm.runtime.run import as_job
+from querylm.runtime.run import Job, as_job
 
 CLASSIFY = 'argmax\n    "Review: {r}\\nSentiment: [S]"\nwhere S in ["positive", "negative", "neutral"]'
 INT_Q = 'argmax\n    "Q: how many legs has a {a}?\\nA: [N]"\nwhere INT(N) and len(TOKENS(N)) < 4'
@@ -126,6 +128,26 @@ def test_a_failing_row_yields_its_error_and_the_others_go_on() -> None:
     assert isinstance(out[2], querylm.QueryError) and isinstance(out[3], querylm.QueryInputError)
     assert same(out[0], alone({"query": TEXT, "a": "owls", "model": "random"}))
     assert same(out[4], alone({"query": INT_Q, "a": "dog", "model": "random"}))
+
+
+def test_rows_that_fail_to_start_leave_the_batch_and_the_good_ones_finish(tiny: LocalBackend) -> None:
+    """Many rows failing at their start (an input the program refuses) or before their first hole
+    (after a long prompt), through 2 rows, then good ones: every good one finishes as it does alone,
+    and no failed row keeps its KV row."""
+    plan = compile_source(INT_Q)
+    bad_start = [Job(plan, {"bogus": 1}, {"model": tiny}) for _ in range(4)]
+    bad_first = [
+        {"query": 'argmax\n    "Text: {a}"\n    x = 1 / 0\n    "[N]"', "a": "long " * 40, "model": tiny}
+    ] * 4
+    good = [{"query": INT_Q, "a": a, "model": tiny} for a in ["ant", "dog", "cat"]]
+    items: list[Any] = [*bad_start, *bad_first, *good]
+    engine = Engine(tiny, batch_size=2)
+    got = dict(engine.stream(prepare_job(i, as_job(item, {})) for i, item in enumerate(items)))
+    assert all(isinstance(got[i], TypeError) for i in range(4))
+    assert all(isinstance(got[i], querylm.QueryRuntimeError) for i in range(4, 8))
+    for i, item in enumerate(good, start=8):
+        assert same(alone(item), got[i])
+    assert all(s is None for s in engine.ragged.slots)
 
 
 def test_rows_finish_in_their_own_time_and_new_rows_join() -> None:
@@ -270,6 +292,36 @@ def test_ragged_scores_values_from_the_rows_kv(tiny: LocalBackend) -> None:
     for p, c, g in zip(prompts, conts, got, strict=True):
         for want, have in zip(tiny.score(p, c), g, strict=True):
             assert have.shape == want.shape and abs(have - want).max() < 1e-4
+
+
+def test_a_forked_row_copies_its_parents_kv_and_scores_its_forced_tokens(tiny: LocalBackend) -> None:
+    """A fork goes on from its parent's KV row inside the batch (a beam's child): its logits, and the
+    log-probabilities of tokens appended since its last logits (a beam's forced tokens, short in the
+    batch's pass or long in a pass of its own), equal ``Backend.score`` of the whole sequence alone.
+    Removing the parent frees its slot and leaves the child intact."""
+    for prefix, keep_parent in [(None, False), (PrefixCache(64, 4), True)]:
+        ragged = tiny.ragged(prefix_cache=prefix)
+        parent, other = ragged.add(), ragged.add()
+        parent.append(tiny.encode("A prompt about the weather today, then: "))
+        other.append(tiny.encode("Something else entirely: "))
+        ragged.logits([parent, other])
+        child = parent.fork()
+        assert child.slot not in (None, parent.slot) and child.ids == parent.ids
+        base = len(parent.ids)
+        parent.append(tiny.encode(" sunny and warm"))
+        child.append(tiny.encode(" rain" + " and wind" * 12))  # longer than SOLO: computed apart
+        rows = [parent, child, other] if keep_parent else [child, other]
+        if not keep_parent:
+            ragged.remove(parent)
+            assert parent.slot is None and sum(s is not None for s in ragged.slots) == 2
+        positions = [[] if r is other else list(range(base, len(r.ids))) for r in rows]
+        logits, lps = ragged.scored_logits(rows, positions)
+        for r, at, got, row_logits in zip(rows, positions, lps, logits, strict=True):
+            want = tiny.score(r.ids[: at[0]], [r.ids[at[0] :]])[0] if at else np.zeros(0)
+            assert got.shape == want.shape and np.abs(got - want).max(initial=0) < 1e-4
+            fresh = tiny.new_sequence()
+            fresh.append(list(r.ids))
+            assert np.abs(row_logits - fresh.logits()).max() < 1e-3
 
 
 @dataclass

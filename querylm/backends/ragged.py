@@ -43,6 +43,8 @@ class RaggedRow(Sequence):
         self.fed = 0  # how many of ids the batch has computed
         self.slot: int | None = None  # its row in the KV cache (local models)
         self.last: np.ndarray | None = None  # the logits after ids[:fed], when fed == len(ids)
+        self.keep = 0  # how many of its last positions' logits the next pass keeps (scored tokens)
+        self.kept: Any = None  # those logits, [keep, vocab] on the device
 
     def logits(self) -> np.ndarray:
         """This row alone (a nested query decoded in place asks so); the engine asks for all rows."""
@@ -51,21 +53,37 @@ class RaggedRow(Sequence):
     def truncate(self, n: int) -> None:
         self.batch.truncate(self, n)
 
-    def fork(self) -> Sequence:
-        raise NotImplementedError("a ragged row is not forked: the engine opens a new row")
+    def fork(self) -> RaggedRow:
+        return self.batch.fork(self)
 
 
 class Ragged(ABC):
-    """What the batch engine needs of a backend: rows that join (``add``) and leave (``remove``)."""
+    """What the batch engine needs of a backend: rows that join (``add``), are copied (``fork``: a
+    beam's child) and leave (``remove``)."""
 
     backend: Any  # the Backend that made it
 
     def add(self) -> RaggedRow:
         return RaggedRow(self)
 
-    @abstractmethod
+    def fork(self, row: RaggedRow) -> RaggedRow:
+        """A new row with ``row``'s ids and what the batch computed of them (a local model copies its
+        KV row): a beam's child goes on from its parent without computing its prompt again."""
+        child = RaggedRow(self)
+        child.ids, child.fed, child.last = list(row.ids), row.fed, row.last
+        return child
+
     def logits(self, rows: list[RaggedRow]) -> np.ndarray:
         """[len(rows), vocab] float32: each row's next-token logits after all its ids."""
+        return self.scored_logits(rows, [[] for _ in rows])[0]
+
+    @abstractmethod
+    def scored_logits(
+        self, rows: list[RaggedRow], positions: list[list[int]]
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """``logits(rows)``, and the log-probabilities of the tokens at ``positions[r]`` of each row r,
+        all appended since its last logits: tokens a beam appended without a choice (forced by the
+        grammar), whose probabilities still count in its score. The same forward pass gives both."""
 
     def score(self, rows: list[RaggedRow], continuations: list[list[list[int]]]) -> list[list[np.ndarray]]:
         """For each row, the log-probability of each token of each of its continuations after its ids
@@ -121,6 +139,21 @@ class LocalRagged(Ragged):
         with self.torch.inference_mode():  # the cache and mask are inference tensors
             self._remove(row)
 
+    def fork(self, row: RaggedRow) -> RaggedRow:
+        """The child takes a free slot holding a copy of its parent's KV and mask (the same columns)."""
+        with self.torch.inference_mode():
+            self._sync()
+            child = super().fork(row)
+            if row.slot is not None:
+                slot = self._free_slot()
+                for la in self.cache.layers:
+                    la.keys[slot] = la.keys[row.slot]
+                    la.values[slot] = la.values[row.slot]
+                self.mask[slot] = self.mask[row.slot]
+                self.slots[slot] = child
+                child.slot = slot
+            return child
+
     def _remove(self, row: RaggedRow) -> None:
         self._sync()
         if row.slot is not None:
@@ -156,22 +189,38 @@ class LocalRagged(Ragged):
 
     # -- forward passes -----------------------------------------------------------------------------
 
-    def logits(self, rows: list[RaggedRow]) -> np.ndarray:
+    def scored_logits(
+        self, rows: list[RaggedRow], positions: list[list[int]]
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
         with self.torch.inference_mode():
-            return self._logits(rows)
+            return self._logits(rows, positions)
 
-    def _logits(self, rows: list[RaggedRow]) -> np.ndarray:
+    def _logits(
+        self, rows: list[RaggedRow], positions: list[list[int]]
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
         self._sync()
         for r in rows:
             if r.fed == len(r.ids) and r.last is None:
                 self._unfeed(r, len(r.ids) - 1)
+        scored = [(r, at, r.fed, r.last) for r, at in zip(rows, positions, strict=True) if at]
+        for r, at, fed, _ in scored:
+            if not fed <= min(at) <= max(at) < len(r.ids):
+                raise ValueError(f"scored_logits: positions {at} are not all new tokens of their row")
+            # the logits predicting its scored tokens (the first new token's are the row's last ones)
+            r.keep = len(r.ids) - max(min(at), fed + 1) + 1
         apart = [r for r in rows if r.fed < len(r.ids) and (r.slot is None or len(r.ids) - r.fed > SOLO)]
         for group in _groups(apart):
             for rows_ in self._passes(group):
                 self._solo(rows_)
         self._launch()
         self._sync()
-        return np.stack([r.last for r in rows])  # type: ignore[misc]
+        lps = [np.zeros(0) for _ in rows]
+        at_row = {id(r): i for i, r in enumerate(rows)}
+        for r, at, fed, before in scored:
+            pending = r.ids[fed:]
+            lps[at_row[id(r)]] = logprobs(self.torch, r.kept, pending, [q - fed for q in at], before)
+            r.keep, r.kept = 0, None
+        return np.stack([r.last for r in rows]), lps  # type: ignore[misc]
 
     def score(self, rows: list[RaggedRow], continuations: list[list[list[int]]]) -> list[list[np.ndarray]]:
         """From the rows' KV in the batch: a continuation's first token from the row's logits, the
@@ -259,8 +308,9 @@ class LocalRagged(Ragged):
             pos[s, width - len(p) :] = torch.arange(r.fed, len(r.ids))
         dev = self.backend.device
         mask = torch.cat([self.mask, new.to(dev)], dim=1)
+        keep = max(max(r.keep for _, r in todo), 1)
         out = self.backend.forward(
-            1, input_ids=inp.to(dev), attention_mask=mask, position_ids=pos.to(dev), cache=self.cache
+            keep, input_ids=inp.to(dev), attention_mask=mask, position_ids=pos.to(dev), cache=self.cache
         )
         self.mask = mask
         self.counts["forwards"] += 1
@@ -270,9 +320,11 @@ class LocalRagged(Ragged):
             out.logits[:, -1, : self.backend.vocab_size].index_select(0, idx),
             [r for _, r in todo],
         )
-        for _, r in todo:
+        for s, r in todo:
             r.fed = len(r.ids)
             r.last = None
+            if r.keep:
+                r.kept = out.logits[s, -r.keep :, : self.backend.vocab_size]
 
     def _passes(self, group: list[RaggedRow]) -> list[list[RaggedRow]]:
         """``group`` split so that a joining row sharing a whole uncached block with another joining row
@@ -284,7 +336,7 @@ class LocalRagged(Ragged):
         later: list[RaggedRow] = []
         for r in group:
             if r.slot is None:
-                cached = self.prefix.cached(r.ids, len(r.ids) - 1)
+                cached = self.prefix.cached(r.ids, _reusable(r))
                 shared = max((_common(r.ids, f.ids) for f in first if f.slot is None), default=0)
                 if shared - cached >= self.prefix.block:
                     later.append(r)
@@ -318,7 +370,7 @@ class LocalRagged(Ragged):
                 ]
                 self._remove(row)
             elif self.prefix is not None:
-                blocks = self.prefix.lookup(row.ids, len(row.ids) - 1)
+                blocks = self.prefix.lookup(row.ids, _reusable(row))
                 if blocks:
                     start = len(blocks) * self.prefix.block
                     kv = torch.cat(blocks, dim=3)  # [layers, 2, heads, tokens, dim]
@@ -339,7 +391,7 @@ class LocalRagged(Ragged):
             mask[i, past + width - len(new) :] = 1
         cache = DynamicCache(ddp_cache_data=_stack_right(torch, pasts, past)) if past else None
         out = backend.forward(
-            1,
+            max(max(r.keep for r in rows), 1),
             input_ids=inp.to(dev),
             attention_mask=mask.to(dev) if n > 1 else None,  # one row alone: as before, no padding
             position_ids=pos.to(dev),
@@ -361,6 +413,8 @@ class LocalRagged(Ragged):
                 )
             row.fed = len(row.ids)
             row.last = last[i]
+            if row.keep:
+                row.kept = out.logits[i, -row.keep :, : backend.vocab_size]
             self._place(row, keys, values)
 
     def _place(self, row: RaggedRow, keys: list[Any], values: list[Any]) -> None:
@@ -382,15 +436,7 @@ class LocalRagged(Ragged):
                 la.values = _pad(torch, la.values, n - cols, dim=2)
             self.mask = _pad(torch, self.mask, n - cols, dim=1)
             cols = n
-        slot = next((s for s, r in enumerate(self.slots) if r is None), None)
-        if slot is None:
-            slot = len(self.slots)
-            self.slots.append(None)
-            for la in self.cache.layers:
-                la.keys = _pad(torch, la.keys, 1, dim=0, end=True)
-                la.values = _pad(torch, la.values, 1, dim=0, end=True)
-            self.mask = _pad(torch, self.mask, 1, dim=0, end=True)
-            self.counts["max_slots"] = max(self.counts["max_slots"], len(self.slots))
+        slot = self._free_slot()
         for la, k, v in zip(self.cache.layers, keys, values, strict=True):
             la.keys[slot].zero_()  # a free slot may hold a dead row's garbage (even NaN): masked or not
             la.values[slot].zero_()
@@ -400,6 +446,20 @@ class LocalRagged(Ragged):
         self.mask[slot, cols - n :] = 1
         self.slots[slot] = row
         row.slot = slot
+
+    def _free_slot(self) -> int:
+        """A slot no row holds, the cache grown by one when there is none."""
+        torch = self.torch
+        slot = next((s for s, r in enumerate(self.slots) if r is None), None)
+        if slot is None:
+            slot = len(self.slots)
+            self.slots.append(None)
+            for la in self.cache.layers:
+                la.keys = _pad(torch, la.keys, 1, dim=0, end=True)
+                la.values = _pad(torch, la.values, 1, dim=0, end=True)
+            self.mask = _pad(torch, self.mask, 1, dim=0, end=True)
+            self.counts["max_slots"] = max(self.counts["max_slots"], len(self.slots))
+        return slot
 
     def _compact(self) -> None:
         """Drop free slots when they are most of the batch, and columns no row uses when they are a
@@ -446,6 +506,34 @@ def _groups(rows: list[RaggedRow]) -> list[list[RaggedRow]]:
         else:
             out.append([r])
     return out
+
+
+def _reusable(row: RaggedRow) -> int:
+    """How many of a joining row's first tokens may come from the prefix cache: all but the last
+    (fed for its logits), or all but the positions whose logits its pass must keep (``keep``)."""
+    return len(row.ids) - max(row.keep, 1)
+
+
+def logprobs(
+    torch: Any, kept: Any, pending: list[int], rel: list[int], before: np.ndarray | None
+) -> np.ndarray:
+    """Log-probabilities of ``pending[i]`` for i in ``rel``, tokens just fed in one pass whose last
+    ``kept.shape[0]`` positions' logits are ``kept`` (the pass's ``keep``); the first pending token's
+    come from ``before``, the row's logits from the previous pass."""
+    lps = np.empty(len(rel), dtype=np.float64)
+    inside = [(j, i) for j, i in enumerate(rel) if i > 0]
+    if inside:
+        # Kept position k (of kept.shape[0]) predicts pending token len(pending) - kept.shape[0] + k + 1.
+        at = torch.tensor([kept.shape[0] - len(pending) + i - 1 for _, i in inside], device=kept.device)
+        rows = torch.log_softmax(kept.index_select(0, at).float(), dim=-1)
+        tok = torch.tensor([pending[i] for _, i in inside], device=kept.device).unsqueeze(1)
+        lps[[j for j, _ in inside]] = rows.gather(1, tok)[:, 0].double().cpu().numpy()
+    for j, i in enumerate(rel):
+        if i == 0:
+            if before is None:
+                raise ValueError("scored_logits: the row has no logits before its new tokens")
+            lps[j] = _log_softmax(before)[pending[0]]
+    return lps
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:

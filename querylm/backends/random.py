@@ -103,7 +103,14 @@ class RandomRagged(Ragged):
     def __init__(self, backend: RandomBackend):
         self.backend = backend
 
-    def logits(self, rows: list[RaggedRow]) -> np.ndarray:
+    def scored_logits(
+        self, rows: list[RaggedRow], positions: list[list[int]]
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
         for r in rows:
             r.fed = len(r.ids)
-        return np.stack([_logits(self.backend, r.ids) for r in rows])
+        score = self.backend.score
+        lps = [
+            np.asarray([score(r.ids[:q], [[r.ids[q]]])[0][0] for q in at], dtype=np.float64)
+            for r, at in zip(rows, positions, strict=True)
+        ]
+        return np.stack([_logits(self.backend, r.ids) for r in rows]), lps

@@ -106,10 +106,20 @@ class _Row:
     that hole's token loop."""
 
     def __init__(self, job: BatchJob, ragged: Ragged, sample: int = 0):
-        assert job.plan is not None and job.backend is not None and job.spec is not None
         self.job = job
         self.sample = sample
+        self.pending: PendingHole | None = None
+        self.step: HoleStep | None = None
+        self.values: list[Candidate] | None = None  # a whole-value choice due (``advance``)
         self.seq = ragged.add()
+        try:
+            self._setup(job, sample)
+        except Exception:  # a row that can't start (a bad input) leaves at once: its row is freed
+            ragged.remove(self.seq)
+            raise
+
+    def _setup(self, job: BatchJob, sample: int) -> None:
+        assert job.plan is not None and job.backend is not None and job.spec is not None
         alone = job.n == 1  # sample(n > 1) streams and traces nothing, as ``run_plan`` does
         chat, stream = job.options.get("chat"), job.options.get("stream") if alone else None
         self.ex = Execution(
@@ -129,9 +139,6 @@ class _Row:
             self.chooser, self.tracer, by_value=self.by_value and self.tracer is None
         )
         self.ex.start(job.inputs)
-        self.pending: PendingHole | None = None
-        self.step: HoleStep | None = None
-        self.values: list[Candidate] | None = None  # a whole-value choice due (``advance``)
 
     def advance(self) -> bool:
         """Run on to the next choice: True when the row needs its logits, False when the query is done."""
