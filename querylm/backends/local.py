@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import ModelError
 from .base import Backend, Batch, Sequence
 from .prefix_cache import PrefixCache
-from .ragged import LocalRagged
+from .ragged import LocalRagged, logprobs
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -308,34 +308,10 @@ class LocalBatch(Batch):
             p = pending[r]
             if positions[r]:
                 rel = [q - fed[r] for q in positions[r]]
-                scored[r] = self._logprobs(out.logits[r, :, :vocab], p, rel, self.last[r])
+                scored[r] = logprobs(self.backend.torch, out.logits[r, :, :vocab], p, rel, self.last[r])
             self.slots[r].extend(range(base + width - len(p), base + width))
             self.last[r] = None
         return (out.logits[:, -1, :vocab], rows), scored
-
-    def _logprobs(
-        self, out: Any, pending: list[int], rel: list[int], before: np.ndarray | None
-    ) -> np.ndarray:
-        """Log-probabilities of ``pending[i]`` for i in ``rel``, the tokens just fed (right-aligned in
-        ``out``, one row of the forward pass's kept logits); the first pending token's come from
-        ``before``, the row's logits from the previous pass."""
-        torch = self.backend.torch
-        lps = np.empty(len(rel), dtype=np.float64)
-        inside = [(j, i) for j, i in enumerate(rel) if i > 0]
-        if inside:
-            # Kept position k (of out.shape[0]) predicts pending token len(pending) - out.shape[0] + k + 1.
-            at = torch.tensor([out.shape[0] - len(pending) + i - 1 for _, i in inside], device=out.device)
-            rows = torch.log_softmax(out.index_select(0, at).float(), dim=-1)
-            tok = torch.tensor([pending[i] for _, i in inside], device=out.device).unsqueeze(1)
-            lps[[j for j, _ in inside]] = rows.gather(1, tok)[:, 0].double().cpu().numpy()
-        for j, i in enumerate(rel):
-            if i == 0:
-                if before is None:
-                    raise ValueError("scored_logits: the row has no logits before its new tokens")
-                x = before.astype(np.float64)
-                top = x.max()
-                lps[j] = x[pending[0]] - top - np.log(np.exp(x - top).sum())
-        return lps
 
     def _unfeed(self, row: int, n: int) -> None:
         drop = self.slots[row][n:]
