@@ -31,7 +31,7 @@ import numpy as np
 
 from ..errors import ModelError, UnsupportedError
 from .base import Backend, Batch, Sequence
-from .hosted.client import HoleUsage, HostedClient, Usage, scrubbing
+from .hosted.client import HoleUsage, HostedClient, Usage, scrubbing, top_logprobs
 from .hosted.servers import FLAVOURS, probe, served_models, server
 from .hub import load_tokenizer
 
@@ -417,7 +417,7 @@ class OpenAIBackend(Backend):
         answer = self.client.send(
             "chat" if chat else "completions", params, usage, HoleUsage("score"), "a score"
         )
-        top = _top_logprobs(getattr(answer.choice, "logprobs", None))
+        top = top_logprobs(getattr(answer.choice, "logprobs", None))
         out = []
         for cont, first in zip(continuations, firsts, strict=True):
             if first not in top:
@@ -460,27 +460,6 @@ class OpenAIBackend(Backend):
         is ``usage`` (which the run's hole decoder fills)."""
         self.client.cancelled.clear()
         self._local.usage = usage
-
-
-def _top_logprobs(lp: Any) -> dict[str, float]:
-    """The first answer token's alternatives (token → logprob) from either shape: chat's
-    ``content[0].top_logprobs`` list or the completions endpoint's ``top_logprobs[0]`` map."""
-    if lp is None:
-        return {}
-    content = lp.get("content") if isinstance(lp, dict) else getattr(lp, "content", None)
-    legacy = lp.get("top_logprobs") if isinstance(lp, dict) else getattr(lp, "top_logprobs", None)
-    out: dict[str, float] = {}
-    if isinstance(content, list) and content:
-        first = content[0]
-        items = first.get("top_logprobs") if isinstance(first, dict) else getattr(first, "top_logprobs", None)
-        for item in items or []:
-            token = item.get("token") if isinstance(item, dict) else getattr(item, "token", None)
-            value = item.get("logprob") if isinstance(item, dict) else getattr(item, "logprob", None)
-            if isinstance(token, str) and isinstance(value, (int, float)):
-                out.setdefault(token, float(value))
-    elif isinstance(legacy, list) and legacy and isinstance(legacy[0], dict):
-        out = {str(t): float(v) for t, v in legacy[0].items() if isinstance(v, (int, float))}
-    return out
 
 
 __all__ = ["OpenAIBackend", "Usage", "load", "FLAVOURS", "MECHANISMS"]

@@ -424,14 +424,38 @@ def _token_logprobs(lp: Any) -> list[tuple[str, float]] | None:
         tokens, values = getattr(lp, "tokens", None), getattr(lp, "token_logprobs", None)
     pairs: list[tuple[str, float]] = []
     if isinstance(content, list) and content:
-        for item in content:
-            token = item.get("token") if isinstance(item, dict) else getattr(item, "token", None)
-            value = item.get("logprob") if isinstance(item, dict) else getattr(item, "logprob", None)
-            if isinstance(token, str) and isinstance(value, (int, float)):
-                pairs.append((token, float(value)))
+        pairs = _pairs(content)
     elif isinstance(tokens, list) and isinstance(values, list):
         pairs = [(t, float(p)) for t, p in zip(tokens, values, strict=False) if p is not None]
     return pairs or None
+
+
+def top_logprobs(lp: Any) -> dict[str, float]:
+    """The first answer token's alternatives (token → logprob) from either shape: chat's
+    ``content[0].top_logprobs`` list or the completions endpoint's ``top_logprobs[0]`` map."""
+    if lp is None:
+        return {}
+    content, legacy = _field(lp, "content"), _field(lp, "top_logprobs")
+    if isinstance(content, list) and content:
+        return dict(reversed(_pairs(_field(content[0], "top_logprobs") or [])))  # the first of a token wins
+    if isinstance(legacy, list) and legacy and isinstance(legacy[0], dict):
+        return {str(t): float(v) for t, v in legacy[0].items() if isinstance(v, (int, float))}
+    return {}
+
+
+def _pairs(items: list[Any]) -> list[tuple[str, float]]:
+    """The (token, logprob) of each item of a ``content``-shaped list (objects or plain dicts)."""
+    pairs = []
+    for item in items:
+        token, value = _field(item, "token"), _field(item, "logprob")
+        if isinstance(token, str) and isinstance(value, (int, float)):
+            pairs.append((token, float(value)))
+    return pairs
+
+
+def _field(obj: Any, name: str) -> Any:
+    """A response field, whether the SDK parsed it into an object or left it a plain dict."""
+    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
 
 
 class _TooSlow(Exception):
