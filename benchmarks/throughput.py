@@ -207,7 +207,7 @@ PREFIX_QUERY = f'argmax\n    "{FEW_SHOT.replace(chr(10), chr(92) + "n")}Review: 
 
 def prefix_rows(backend: LocalBackend, n: int, b: int) -> list[str]:
     """The few-shot classification on an Engine with and without its prefix cache."""
-    rows = []
+    rows = Progress([])
     inputs = [{"text": f"{REVIEWS[i % 8]} (visit {i})"} for i in range(n)]
     prompt_tokens = len(backend.tokenizer(FEW_SHOT)["input_ids"])
     results = {}
@@ -218,9 +218,9 @@ def prefix_rows(backend: LocalBackend, n: int, b: int) -> list[str]:
         results[label] = [out[i] for i in range(n)]
         hit = engine.stats().get("prefix_cache", {}).get("hit_rate")
         hit_s = "-" if hit is None else f"{hit:.0%}"
-        rows.append(f"| {label} | {b} | {n / seconds:.2f} | {tokens_of(results[label]) / seconds:.1f} | {hit_s} |")
+        rows.add(f"| {label} | {b} | {n / seconds:.2f} | {tokens_of(results[label]) / seconds:.1f} | {hit_s} |")
     agree = same(results["prefix cache on"], results["prefix cache off"])
-    rows.append(f"| (results equal, on vs off: {agree}/{n}; shared prefix {prompt_tokens} tokens) | | | | |")
+    rows.add(f"| (results equal, on vs off: {agree}/{n}; shared prefix {prompt_tokens} tokens) | | | | |")
     return rows
 
 
@@ -246,19 +246,19 @@ def main() -> None:
     hf_generate(backend, mixed(4), 4)
 
     seconds, alone = timed(lambda: one_at_a_time(backend, work))
-    rows = [f"| querylm.run, one at a time | 1 | {n / seconds:.2f} | {tokens_of(alone) / seconds:.1f} | (reference) |"]
+    rows = Progress([f"| querylm.run, one at a time | 1 | {n / seconds:.2f} | {tokens_of(alone) / seconds:.1f} | (reference) |"])
     base_qps = n / seconds
     for b in sizes:
         s_many, many = timed(lambda b=b: with_run_many(backend, work, b))
         s_map, mapped = timed(lambda b=b: with_map(backend, work, b))
         s_hf, hf_tokens = timed(lambda b=b: hf_generate(backend, work, b))
-        rows.append(
+        rows.add(
             f"| run_many | {b} | {n / s_many:.2f} ({n / s_many / base_qps:.1f}x) | {tokens_of(many) / s_many:.1f} | {same(many, alone)}/{n} |"
         )
-        rows.append(
+        rows.add(
             f"| map (per kind) | {b} | {n / s_map:.2f} ({n / s_map / base_qps:.1f}x) | {tokens_of(mapped) / s_map:.1f} | {same(mapped, alone)}/{n} |"
         )
-        rows.append(f"| HF generate, unconstrained | {b} | {n / s_hf:.2f} | {hf_tokens / s_hf:.1f} | |")
+        rows.add(f"| HF generate, unconstrained | {b} | {n / s_hf:.2f} | {hf_tokens / s_hf:.1f} | |")
 
     dev = torch.cuda.get_device_name() if backend.device.type == "cuda" else platform.processor() or "cpu"
     kinds_s = ", ".join(k.name for k in kinds())
@@ -268,6 +268,20 @@ def main() -> None:
     b = max(1, min(max(sizes), n // 4))
     title = f"prefix cache: {n} few-shot classifications sharing one prefix, batch {b}"
     table(title, ("engine", "batch", "queries/s", "tokens/s", "prefix hit rate"), prefix_rows(backend, n, b))
+
+
+class Progress(list[str]):
+    """A table's rows, each also written to stderr as it is measured: a long run shows where it is, and
+    an interrupted one keeps its figures."""
+
+    def __init__(self, rows: list[str]):
+        super().__init__()
+        for row in rows:
+            self.add(row)
+
+    def add(self, row: str) -> None:
+        print(row, file=sys.stderr, flush=True)
+        self.append(row)
 
 
 TABLE_1 = ("path", "batch", "queries/s (vs one at a time)", "tokens/s", "match one-at-a-time")
