@@ -18,8 +18,8 @@ import querylm
 from querylm.backends.local import LocalBackend
 from querylm.backends.prefix_cache import PrefixCache
 from querylm.language.check import compile_source
-from querylm.runtime.engine import Engine, iter_many, prepare_job
-from querylm.runtime.run import Job, as_job
+from querylm.runtime.engine import Engine, prepare_job
+from querylm.runtime.run import Job, as_job, iter_many
 
 CLASSIFY = 'argmax\n    "Review: {r}\\nSentiment: [S]"\nwhere S in ["positive", "negative", "neutral"]'
 INT_Q = 'argmax\n    "Q: how many legs has a {a}?\\nA: [N]"\nwhere INT(N) and len(TOKENS(N)) < 4'
