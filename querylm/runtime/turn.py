@@ -131,7 +131,7 @@ def turn_spec(decoder: str | None, temperature: float = 0.0, seed: int | None = 
 
 class TurnDecoder:
     """How one chat's turns are decoded, from its decoder clause: on a local backend the runtime's
-    chooser (``run.chooser_for``: one stream for all the turns), on a hosted one the hosted hole decoder
+    chooser (``prepare.chooser_for``: one stream for all the turns), on a hosted one the hosted hole decoder
     queries use (``hosted.HostedHoles``, the clause's temperature, top_p and seed in every request);
     ``usage``: what a hosted chat cost, one hole per turn (None on a local backend)."""
 
