@@ -17,9 +17,8 @@ from .errors import (
 from .language.check import compile_source
 from .mapping import amap, map
 from .query import F, QueryFunction, query
-from .runtime.engine import run_many
 from .runtime.result import HoleRecord, QueryResult
-from .runtime.run import arun, arun_n, run, run_n
+from .runtime.run import arun, arun_n, run, run_many, run_n
 from .runtime.score import Score, score
 from .tools import Agent, AgentResult, Tool, ToolRegistry, ToolResult, tool
 

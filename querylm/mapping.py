@@ -1,7 +1,7 @@
 """``querylm.map`` / ``amap``: one query over many rows of inputs (a dataset, an eval, documents).
 
 Each row is checked against the query's inputs before it runs, so a bad row fails alone, with its line
-number, and the others go on. The rows run through ``runtime.engine.iter_many`` (batched on local models,
+number, and the others go on. The rows run through ``runtime.run.iter_many`` (batched on local models,
 bounded concurrency on hosted ones); results come back in input order.
 """
 
@@ -18,9 +18,8 @@ from .errors import QueryInputError
 from .language.check import Plan, compile_source
 from .query import QueryFunction
 from .runtime.dataset import Progress, Row, is_jsonl_path, read_rows
-from .runtime.engine import iter_many
 from .runtime.result import QueryResult
-from .runtime.run import Job
+from .runtime.run import Job, iter_many
 
 Outcome = QueryResult | list[QueryResult] | Exception
 """A row's result: a QueryResult (a list of them when the decoder has n > 1), or the row's exception."""

@@ -23,7 +23,7 @@ import querylm
 from querylm.cli import main as cli
 from querylm.integrations.ray import QueryRunner
 from querylm.runtime.dataset import Progress
-from querylm.runtime.engine import iter_many
+from querylm.runtime.run import iter_many
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"

@@ -16,10 +16,11 @@ from hypothesis import strategies as st
 
 import querylm
 from querylm.backends.local import LocalBackend
+from querylm.backends.models import resolve
 from querylm.backends.prefix_cache import PrefixCache
 from querylm.language.check import compile_source
-from querylm.runtime.engine import Engine, iter_many, prepare_job
-from querylm.runtime.run import Job, as_job
+from querylm.runtime.engine import Engine, prepare_job
+from querylm.runtime.run import Job, as_job, iter_many
 
 CLASSIFY = 'argmax\n    "Review: {r}\\nSentiment: [S]"\nwhere S in ["positive", "negative", "neutral"]'
 INT_Q = 'argmax\n    "Q: how many legs has a {a}?\\nA: [N]"\nwhere INT(N) and len(TOKENS(N)) < 4'
@@ -159,15 +160,99 @@ def test_rows_finish_in_their_own_time_and_new_rows_join() -> None:
     assert sorted(order) == list(range(7))
 
 
-def test_beams_run_alone_beside_the_batch() -> None:
-    beam = 'beam(n=2)\n    "Pick: [X]"\nwhere X in ["a", "b", "c"]'
-    items = [
-        {"query": beam},
+BEAM = 'beam(n=3)\n    "Colour: [C] and [D]"\nwhere C in ["red", "green", "blue"] and len(TOKENS(D)) < 4'
+BEAM_STEPS = 'beam(n=2)\n    "Pick: [X]\\nWhy: [Y]"\nwhere X in ["a", "b", "c"] and STOPS_AT(Y, ".") and len(TOKENS(Y)) < 6'
+BEST_K = 'best_k(n=2, budget=8)\n    "Word about {a}: [W]"\nwhere W in ["alpha", "beta", "gamma", "delta"]'
+BEAM_SAMPLE = (
+    'beam_sample(n=2, temperature=0.8, seed=3)\n    "x {a}: [X]"\nwhere INT(X) and len(TOKENS(X)) < 4'
+)
+
+
+def beside(model: Any) -> list[dict[str, Any]]:
+    """Beam jobs of every beam decoder among argmax and sample(n) jobs."""
+    items: list[dict[str, Any]] = [
+        {"query": BEAM},
         {"query": INT_Q, "a": "ant"},
-        {"query": SAMPLE, "a": "x", "decoder": "sample(n=2)"},
+        {"query": BEST_K, "a": "owls"},
+        {"query": SAMPLE, "a": "x", "decoder": "sample(n=2, seed=5)"},
+        {"query": BEAM_STEPS},
+        {"query": TEXT, "a": "rain"},
+        {"query": BEAM_SAMPLE, "a": "y"},
+        {"query": CLASSIFY, "r": "the soup was cold"},
     ]
-    out = querylm.run_many(items, model="random")
-    assert len(out[0]) == 2 and len(out[2]) == 2 and out[1].variables["N"] >= 0
+    return [{**item, "model": model} for item in items]
+
+
+def scores(out: Any) -> list[float]:
+    return [r.score for r in (out if isinstance(out, list) else [out])]
+
+
+def counted(engine: Engine) -> list[tuple[int, int]]:
+    """Wraps the engine's forward passes: each records (rows computed, rows the batch holds after it).
+    Every row held is a row computed: a beam pruned, finished or left without a child frees its row."""
+    passes: list[tuple[int, int]] = []
+    inner = engine.ragged.scored_logits
+
+    def scored_logits(rows: Any, positions: Any) -> Any:
+        out = inner(rows, positions)
+        passes.append((len(rows), sum(s is not None for s in getattr(engine.ragged, "slots", rows))))
+        return out
+
+    engine.ragged.scored_logits = scored_logits  # type: ignore[method-assign]
+    return passes
+
+
+@pytest.mark.parametrize("model", ["random", "tiny"])
+def test_beam_jobs_join_the_batch_and_equal_their_runs_alone(tiny: LocalBackend, model: str) -> None:
+    """beam, beam_sample and best_k jobs are groups of rows of the same batch as argmax and sample(n)
+    rows (none runs apart: the engine is given no other path); each job's results, scores included,
+    are those it gets alone, and every row the groups held is freed at the end."""
+    items = beside(tiny if model == "tiny" else resolve("random"))  # one backend: seeds don't reseed it
+    jobs = [prepare_job(i, as_job(item, {})) for i, item in enumerate(items)]
+    engine = Engine(jobs[0].backend, batch_size=8)  # type: ignore[arg-type]
+    passes = counted(engine)
+    got: dict[int, Any] = dict(engine.stream(jobs))
+    for i, item in enumerate(items):
+        ref = alone(item)
+        assert same(ref, got[i]), (item, ref, got[i])
+        assert scores(got[i]) == pytest.approx(scores(ref), abs=1e-4)
+        assert isinstance(got[i], list) == (i not in (1, 5, 7))
+    assert engine.stats()["rows"] == len(items) + 1  # one unit per job, two for the sample(n=2)
+    assert max(n for n, _ in passes) > 4  # beams and other rows in one pass
+    if model == "tiny":
+        assert all(held == n for n, held in passes)
+        assert all(s is None for s in engine.ragged.slots)  # type: ignore[attr-defined]
+
+
+def test_run_many_batches_beams_beside_other_queries() -> None:
+    """Through ``run_many``: the same results as each query alone, in order (the seeded jobs, on a
+    ``random`` backend of their own seed, run beside the batch through ``run_plan``)."""
+    items = beside("random")
+    batched = querylm.run_many(items, batch_size=4)
+    for item, got in zip(items, batched, strict=True):
+        ref = alone(item)
+        assert same(ref, got) and scores(ref) == pytest.approx(scores(got), abs=1e-9), item
+
+
+def test_a_beam_group_joins_while_other_rows_run(tiny: LocalBackend) -> None:
+    """A beam group waits for room for its n rows, then joins a batch whose long row is still running:
+    it finishes first, with its result alone, in fewer steps than the two jobs one after the other."""
+    long = {"query": 'argmax\n    "Story: [S]"\nwhere len(TOKENS(S)) == 30', "model": tiny}
+    short = {"query": 'argmax\n    "Yes or no: [A]"\nwhere A in ["yes", "no"]', "model": tiny}
+    beam = {"query": BEAM_STEPS, "model": tiny}
+    items = [long, short, short, beam]
+
+    def steps(its: list[dict[str, Any]]) -> tuple[list[int], dict[int, Any], int]:
+        engine = Engine(tiny, batch_size=3)  # the long row and two short ones: no room for 2 beams
+        out = list(engine.stream(prepare_job(i, as_job(it, {})) for i, it in enumerate(its)))
+        assert all(s is None for s in engine.ragged.slots)  # type: ignore[attr-defined]
+        return [i for i, _ in out], dict(out), engine.stats()["steps"]
+
+    order, got, together = steps(items)
+    assert order == [1, 2, 3, 0]  # the beams came and went beside the long row
+    assert same(got[3], alone(beam)) and scores(got[3]) == pytest.approx(scores(alone(beam)), abs=1e-4)
+    assert same(got[0], alone(long))
+    assert together < steps([long])[2] + steps([beam])[2]
 
 
 TWO_SAMPLED = (
@@ -273,6 +358,30 @@ def test_every_row_keeps_its_constraint(tiny: LocalBackend, rows: list[tuple[str
         for i, out in iter_many(items, batch_size=3, model=model):
             assert not isinstance(out, Exception), out
             assert LANGS[rows[i][0]][1](out.variables["X"]), (rows[i], out.variables)
+
+
+DECODERS = ["argmax", "beam(n=2)", "sample(n=2, seed=1)", "best_k(n=2, budget=6)", "beam_sample(n=2, seed=3)"]
+
+
+@settings(max_examples=10, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(sorted(LANGS)), st.sampled_from(DECODERS), st.text("abc xyz", max_size=8)),
+        min_size=2,
+        max_size=6,
+    )
+)
+def test_a_mixed_batch_with_beam_jobs_keeps_every_jobs_constraints(rows: list[tuple[str, str, str]]) -> None:
+    """argmax, samples and every beam decoder in one batch: each result of each job satisfies the
+    job's constraint."""
+    items = [
+        {"query": f'argmax\n    "{{p}}: [X]"\nwhere {LANGS[k][0]}', "p": p or "go", "decoder": d}
+        for k, d, p in rows
+    ]
+    for i, out in iter_many(items, batch_size=4, model="random"):
+        assert not isinstance(out, Exception), (rows[i], out)
+        for r in out if isinstance(out, list) else [out]:
+            assert LANGS[rows[i][0]][1](r.variables["X"]), (rows[i], r.variables)
 
 
 def test_ragged_scores_values_from_the_rows_kv(tiny: LocalBackend) -> None:

@@ -164,7 +164,7 @@ def test_turn_decoders_are_read_as_a_query_decoder_clause() -> None:
 
 def test_an_agent_samples_its_turns_with_the_runtimes_chooser(tiny: LocalBackend) -> None:
     """``decoder="sample(...)"``: the turn is decoded with the runtime's chooser for that clause (the
-    same tokens as a turn run with ``run.chooser_for``), seeded, and argmax stays the default."""
+    same tokens as a turn run with ``prepare.chooser_for``), seeded, and argmax stays the default."""
     grammar = "start: " + " | ".join(f'"{w}"' for w in ("red", "green", "blue", "cyan", "pink")) + "\n"
     spec = turn_spec("sample(temperature=2.0, seed=5)")
 

@@ -75,10 +75,6 @@ class Backend(ABC):
     def new_sequence(self) -> Sequence: ...
 
     @abstractmethod
-    def new_batch(self, rows: int, prefix: list[int]) -> Batch:
-        """``rows`` rows that all start with ``prefix`` (computed once, then shared)."""
-
-    @abstractmethod
     def score(self, prefix: list[int], continuations: list[list[int]]) -> list[np.ndarray]:
         """The log-probability of each token of each continuation after ``prefix`` (float64 arrays)."""
 
@@ -174,72 +170,3 @@ class Backend(ABC):
         raise ModelError(
             f"the model's chat template does not accept a {role} message after {prev or 'the start'}: {last}"
         )
-
-
-class Batch(ABC):
-    """Rows of token sequences decoded together: one forward pass per step for every row.
-
-    Rows may differ in length (beams at different holes of a query); ``select`` reorders and duplicates
-    rows (beam selection: a child shares its parent's cache, copied, never recomputed); ``truncate``
-    forgets a row's last tokens. ``row(i)`` is a Sequence view for code written against one sequence.
-    """
-
-    def __init__(self) -> None:
-        self.rows: list[list[int]] = []
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def append(self, row: int, ids: list[int]) -> None:
-        self.rows[row].extend(ids)
-
-    @abstractmethod
-    def logits(self) -> np.ndarray:
-        """[rows, vocab] float32 logits of the token after each row."""
-
-    def scored_logits(self, positions: list[list[int]]) -> tuple[np.ndarray, list[np.ndarray]]:
-        """``logits()``, and the log-probabilities of the tokens at ``positions[r]`` of each row r, all
-        appended since the previous call: tokens a decoder appended without a choice (forced by the
-        grammar), whose probabilities still count in a beam's score. The same forward pass gives both."""
-        raise NotImplementedError
-
-    @abstractmethod
-    def truncate(self, row: int, n: int) -> None: ...
-
-    @abstractmethod
-    def select(self, indices: list[int]) -> None:
-        """Keep rows ``indices`` in that order (an index may repeat: the row is duplicated)."""
-
-    def prefetch(self) -> None:
-        """As ``Sequence.prefetch``, for every row."""
-        return None  # synchronous backends compute logits when asked
-
-    def row(self, i: int) -> RowView:
-        return RowView(self, i)
-
-
-class RowView(Sequence):
-    """One row of a Batch, as a Sequence. Its logits come from a forward pass over the whole batch."""
-
-    def __init__(self, batch: Batch, index: int):
-        self.batch = batch
-        self.index = index
-
-    @property  # type: ignore[override]
-    def ids(self) -> list[int]:  # type: ignore[override]
-        return self.batch.rows[self.index]
-
-    def append(self, ids: list[int]) -> None:
-        self.batch.append(self.index, ids)
-
-    def prefetch(self) -> None:
-        self.batch.prefetch()
-
-    def logits(self) -> np.ndarray:
-        return self.batch.logits()[self.index]
-
-    def truncate(self, n: int) -> None:
-        self.batch.truncate(self.index, n)
-
-    def fork(self) -> Sequence:
-        raise NotImplementedError("rows fork through Batch.select")

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelError
-from .base import Backend, Batch, Sequence
+from .base import Backend, Sequence
 from .prefix_cache import PrefixCache
-from .ragged import LocalRagged, logprobs
+from .ragged import LocalRagged
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -134,9 +134,6 @@ class LocalBackend(Backend):
     def _parameters(self) -> set[str]:
         return set(inspect.signature(self.model.forward).parameters)
 
-    def new_batch(self, rows: int, prefix: list[int]) -> LocalBatch:
-        return LocalBatch(self, rows, prefix)
-
     def ragged(self, *, kv_tokens: int = 1 << 20, prefix_cache: PrefixCache | None = None) -> LocalRagged:
         """The batch engine's rows: they join and leave while the others decode."""
         return LocalRagged(self, kv_tokens=kv_tokens, prefix_cache=prefix_cache)
@@ -211,129 +208,3 @@ def load(path: str, *, device: str | None = None, dtype: str | None = None, **kw
     tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, **kwargs)
     return LocalBackend(path, model.to(device), tokenizer)  # type: ignore[arg-type]
-
-
-class LocalBatch(Batch):
-    """Rows sharing one KV cache of shape [rows, ..., columns].
-
-    Every step feeds each row's new tokens right-aligned in one [rows, new] input; rows with fewer new
-    tokens are padded on the left and the pads are masked out. A column's cache entry is attended to
-    only where ``mask`` is 1, so truncating a row is masking its last columns, and position ids count a
-    row's real tokens, so RoPE positions stay right whatever the padding.
-    """
-
-    def __init__(self, backend: LocalBackend, rows: int, prefix: list[int]):
-        super().__init__()
-        torch = backend.torch
-        self.backend = backend
-        self.rows = [list(prefix)]
-        self.cache: Any = None
-        self.mask = torch.zeros((1, 0), dtype=torch.long, device=backend.device)
-        self.slots: list[list[int]] = [[]]  # the cache column of each fed token, per row
-        self.last: list[np.ndarray | None] = [None]
-        self._launched: tuple[Any, list[int]] | None = None  # device logits of a prefetch, and their rows
-        if prefix:
-            self.logits()  # the shared prefix, computed once
-        self.select([0] * rows)
-
-    def logits(self) -> np.ndarray:
-        return self.scored_logits([[] for _ in self.rows])[0]
-
-    def prefetch(self) -> None:
-        """Launch the forward pass over every row's new tokens; ``logits()`` (or a change of rows) waits
-        for it. On CUDA the masks of the next step are computed meanwhile."""
-        self._sync()
-        self._launched = self._feed([[] for _ in self.rows])[0]
-
-    def scored_logits(self, positions: list[list[int]]) -> tuple[np.ndarray, list[np.ndarray]]:
-        self._sync()
-        self._launched, scored = self._feed(positions)
-        self._sync()
-        return np.stack([x for x in self.last]), scored  # type: ignore[misc]
-
-    def _sync(self) -> None:
-        """Copy the logits of a launched forward pass back from the device (waiting for it)."""
-        if self._launched is not None:
-            dev, rows = self._launched
-            self._launched = None
-            arr = dev.float().cpu().numpy()
-            for r in rows:
-                self.last[r] = arr[r]
-
-    def _feed(self, positions: list[list[int]]) -> tuple[tuple[Any, list[int]] | None, list[np.ndarray]]:
-        """One forward pass over every row's new tokens: their last position's logits, left on the
-        device, and the log-probabilities of the tokens at ``positions``."""
-        torch = self.backend.torch
-        scored = [np.zeros(0) for _ in self.rows]
-        for r, ids in enumerate(self.rows):
-            if len(self.slots[r]) == len(ids) and self.last[r] is None and ids:
-                self._unfeed(r, len(ids) - 1)  # logits lost by a truncation: feed the last token again
-        fed = [len(s) for s in self.slots]
-        pending = [ids[fed[r] :] for r, ids in enumerate(self.rows)]
-        for r, at in enumerate(positions):
-            if at and not fed[r] <= min(at) <= max(at) < len(self.rows[r]):
-                raise ValueError(f"scored_logits: row {r}'s positions {at} are not all new tokens")
-        # Logits are kept for the positions that predict a scored token (the first new token's
-        # prediction is the row's previous logits), and the last.
-        keep = max(
-            [1] + [len(self.rows[r]) - max(min(at), fed[r] + 1) + 1 for r, at in enumerate(positions) if at]
-        )
-        width = max(len(p) for p in pending)
-        if not width:
-            return None, scored
-        b = len(self.rows)
-        inp = torch.zeros((b, width), dtype=torch.long)
-        new_mask = torch.zeros((b, width), dtype=torch.long)
-        pos = torch.zeros((b, width), dtype=torch.long)
-        for r, p in enumerate(pending):
-            if p:
-                inp[r, width - len(p) :] = torch.tensor(p)
-                new_mask[r, width - len(p) :] = 1
-                pos[r, width - len(p) :] = torch.arange(fed[r], fed[r] + len(p))
-        dev = self.backend.device
-        mask = torch.cat([self.mask, new_mask.to(dev)], dim=1)
-        with torch.inference_mode():
-            out = self.backend.forward(
-                keep,
-                input_ids=inp.to(dev),
-                attention_mask=mask,
-                position_ids=pos.to(dev),
-                cache=self.cache,
-            )
-        base = self.mask.shape[1]
-        self.cache, self.mask = _cache_of(out), mask
-        vocab = self.backend.vocab_size
-        rows = [r for r, p in enumerate(pending) if p]
-        for r in rows:
-            p = pending[r]
-            if positions[r]:
-                rel = [q - fed[r] for q in positions[r]]
-                scored[r] = logprobs(self.backend.torch, out.logits[r, :, :vocab], p, rel, self.last[r])
-            self.slots[r].extend(range(base + width - len(p), base + width))
-            self.last[r] = None
-        return (out.logits[:, -1, :vocab], rows), scored
-
-    def _unfeed(self, row: int, n: int) -> None:
-        drop = self.slots[row][n:]
-        if drop:
-            self.mask[row, drop] = 0
-        del self.slots[row][n:]
-        self.last[row] = None
-
-    def truncate(self, row: int, n: int) -> None:
-        self._sync()
-        del self.rows[row][n:]
-        if len(self.slots[row]) > n:
-            self._unfeed(row, n)
-
-    def select(self, indices: list[int]) -> None:
-        self._sync()
-        if indices == list(range(len(self.rows))):
-            return  # the same rows: reordering would copy the whole KV cache for nothing
-        idx = self.backend.torch.tensor(indices, dtype=self.backend.torch.long, device=self.backend.device)
-        if self.cache is not None:
-            self.cache.reorder_cache(idx)
-        self.mask = self.mask.index_select(0, idx)
-        self.rows = [list(self.rows[i]) for i in indices]
-        self.slots = [list(self.slots[i]) for i in indices]
-        self.last = [self.last[i] for i in indices]

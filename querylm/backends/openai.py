@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelError, UnsupportedError
-from .base import Backend, Batch, Sequence
+from .base import Backend, Sequence
 from .hosted.client import HoleUsage, HostedClient, Usage, scrubbing, top_logprobs
 from .hosted.servers import FLAVOURS, probe, served_models, server
 from .hub import load_tokenizer
@@ -287,11 +287,6 @@ class OpenAIBackend(Backend):
 
     def new_sequence(self) -> HostedSequence:
         return HostedSequence()
-
-    def new_batch(self, rows: int, prefix: list[int]) -> Batch:
-        raise UnsupportedError(
-            f"{self.name}: beam decoders need next-token logits, which a hosted API does not give"
-        )
 
     @scrubbing
     def score(

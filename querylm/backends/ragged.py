@@ -98,8 +98,8 @@ class Ragged(ABC):
     def remove(self, row: RaggedRow) -> None:
         return None
 
-    def room(self, tokens: int) -> bool:
-        """Whether a row with ``tokens`` more tokens fits the KV memory bound."""
+    def room(self, rows: int) -> bool:
+        """Whether ``rows`` rows in all (those held and those to join) fit the KV memory bound."""
         return True
 
     def prefetch(self) -> None:
@@ -177,9 +177,9 @@ class LocalRagged(Ragged):
         row.fed = n
         row.last = None
 
-    def room(self, tokens: int) -> bool:
-        live = sum(s is not None for s in self.slots)
-        return live == 0 or (live + 1) * max(self.mask.shape[1], tokens) <= self.kv_tokens
+    def room(self, rows: int) -> bool:
+        """At the batch's present width (its columns): rows that join are placed right-aligned in it."""
+        return rows * self.mask.shape[1] <= self.kv_tokens
 
     def stats(self) -> dict[str, Any]:
         out: dict[str, Any] = dict(self.counts)

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Backend, Batch, Sequence
+from .base import Backend, Sequence
 from .ragged import Ragged, RaggedRow
 
 
@@ -52,9 +52,6 @@ class RandomBackend(Backend):
     def new_sequence(self) -> RandomSequence:
         return RandomSequence(self)
 
-    def new_batch(self, rows: int, prefix: list[int]) -> RandomBatch:
-        return RandomBatch(self, rows, prefix)
-
     @property
     def batch_key(self) -> tuple[Any, ...]:
         """Clones over one tokenizer with one seed give the same logits: one engine batches them all."""
@@ -74,29 +71,6 @@ class RandomBackend(Backend):
                 lps.append(logits[tok] - top - np.log(np.exp(logits - top).sum()))
             out.append(np.asarray(lps))
         return out
-
-
-class RandomBatch(Batch):
-    def __init__(self, backend: RandomBackend, rows: int, prefix: list[int]):
-        super().__init__()
-        self.backend = backend
-        self.rows = [list(prefix) for _ in range(rows)]
-
-    def logits(self) -> np.ndarray:
-        return np.stack([_logits(self.backend, ids) for ids in self.rows])
-
-    def scored_logits(self, positions: list[list[int]]) -> tuple[np.ndarray, list[np.ndarray]]:
-        score = self.backend.score
-        return self.logits(), [
-            np.asarray([score(ids[:q], [[ids[q]]])[0][0] for q in at], dtype=np.float64)
-            for ids, at in zip(self.rows, positions, strict=True)
-        ]
-
-    def truncate(self, row: int, n: int) -> None:
-        del self.rows[row][n:]
-
-    def select(self, indices: list[int]) -> None:
-        self.rows = [list(self.rows[i]) for i in indices]
 
 
 class RandomRagged(Ragged):

@@ -1,10 +1,11 @@
 """The steps of beam search over a batch of sequences: forced moves, candidates, selection.
 
-A beam's value is decoded in its own row of a ``Batch`` with its own matcher (a ``Value``). Every step,
+A beam's value is decoded in its own row of a batch with its own matcher (a ``Value``). Every step,
 each running beam makes its forced moves (``settle``), then proposes its best allowed tokens and, when
 its value may end there, "end the value" (``options``), scored as total log-probabilities; the best
-candidates overall become the next beams, each row a copy of its parent's (``attach``). Which program
-a beam runs, and what happens when its value ends, is the runtime's (``runtime/beams.py``).
+candidates overall become the next beams, each row a copy of its parent's brought up to its own ids
+(``attach``). Which program a beam runs, what happens when its value ends, and which rows of the batch
+the beams are, is the runtime's (``runtime/beams.py``).
 
 Selection follows transformers' beam search with ``length_penalty=0``: up to 2n candidates are ranked;
 the search stops when n queries have finished and no running beam can still beat the n-th of them
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..backends.base import Backend, Batch, Sequence
+from ..backends.base import Backend, Sequence
 from ..constraints.matcher import Matcher, TokenSet
 from ..constraints.where import HoleConstraint
 from ..errors import Position
@@ -170,18 +171,16 @@ def best_first(scores: list[float], ages: list[int], n: int) -> list[int]:
     return [int(i) for i in ranked[:n]]
 
 
-def attach(batch: Batch, wants: list[list[int]], parents: list[int]) -> list[Sequence]:
-    """Make row j of the batch a copy of row ``parents[j]``, brought up to the ids ``wants[j]`` (only
-    what differs is recomputed); returns the rows."""
-    batch.select(parents)
-    for j, want in enumerate(wants):
-        have = batch.rows[j]
-        common = 0
-        while common < min(len(want), len(have)) and want[common] == have[common]:
-            common += 1
-        batch.truncate(j, common)
-        batch.append(j, list(want[common:]))
-    return [batch.row(j) for j in range(len(wants))]
+def attach(seq: Sequence, want: list[int]) -> None:
+    """Bring ``seq`` (a copy of a beam's parent's row) up to the beam's ids ``want``: truncated to what
+    they share, then the rest appended, so only what differs is computed."""
+    have = seq.ids
+    common, most = 0, min(len(want), len(have))
+    while common < most and want[common] == have[common]:
+        common += 1
+    if common < len(have):
+        seq.truncate(common)
+    seq.append(list(want[common:]))
 
 
 def best_allowed(allowed: TokenSet, row: np.ndarray, k: int, must_complete: Matcher | None) -> np.ndarray:

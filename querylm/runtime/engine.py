@@ -1,47 +1,72 @@
 """The batch engine: many executions of queries on one local model, stepped together.
 
-Every running execution (any query, inputs, constraints, argmax or sample) is a row of one ragged
-batch (``backends/ragged.py``). A step is one forward pass over every row; then each row makes its
-choice from its own logits under its own mask, and its moves that need no choice (forced tokens, the
-end of a value, the prompt text up to its next hole), exactly as ``decode_hole`` does for one query
-alone (both drive ``decoding.hole.HoleStep``), so a row's result does not depend on what runs beside it.
-A row that finishes leaves and the next query joins (at most ``batch_size`` rows, and the KV bound);
-one that fails yields its error and the others go on. Rows that join start from the prefix cache, and
-rows that join together share one prefill pass. A hole decided by whole values (``decoding/choices.py``)
-is a choice like a token's: its values are scored after the step's forward pass, from the row's logits
-and KV, in one pass for every row deciding one (``Ragged.score``), never by computing the prompt again.
+Every running execution (any query, inputs, constraints, decoder) is rows of one ragged batch
+(``backends/ragged.py``). A step is one forward pass over every row of every unit; then each unit makes
+its choices from its rows' logits, and its moves that need no choice. A unit is:
+
+- a row (``_Row``): one execution under argmax or one sample, choosing under its own mask, and then its
+  forced tokens, the end of a value, the prompt text up to its next hole, exactly as ``decode_hole``
+  does for one query alone (both drive ``decoding.hole.HoleStep``), so a row's result does not depend
+  on what runs beside it. ``sample(n)`` is n rows, sample i with sample i's own random stream
+  (``prepare.chooser_for``); its result (the list of samples) comes when its last row finishes, and the
+  first row to fail fails it (the others leave).
+- a beam group (``beams.BeamGroup``: beam, beam_sample, best_k): its beams are rows, whose forced
+  tokens' log-probabilities come from the same pass (``Ragged.scored_logits``); it ranks its candidates,
+  its children fork their parents' rows inside the batch (``Ragged.fork``), pruned beams free theirs.
+
+A unit that finishes leaves and the next joins, within ``batch_size`` rows and the KV bound, a beam
+group counted at the most rows it may hold (n beams; best_k's frontier of 4n); one that fails yields its
+error and the others go on. Rows that join start from the prefix cache, and rows that join together
+share one prefill pass. A hole decided by whole values (``decoding/choices.py``) is a choice like a
+token's: its values are scored after the step's forward pass, from the row's logits and KV, in one pass
+for every row deciding one (``Ragged.score``), never by computing the prompt again.
+
+``run_plan`` runs a beam decoder or a local sample(n) as one job of an engine of its own, and
+``run.iter_many`` many jobs of any decoders on one engine: one stepping loop for all of them.
 
 Masks: on the CPU the forward pass keeps both cores busy, so there is nothing to overlap and each
 row's mask is computed right after the pass (measured: llguidance's thread pool did not beat filling
 the masks one after another on 2 cores, DESIGN.md); on a GPU the next pass is launched first
 (``Ragged.prefetch``) and the masks are computed while it runs.
-
-``sample(n)`` is n rows, sample i with sample i's own random stream (``run.chooser_for``), so its
-samples equal ``run``'s; its result (the list of samples) comes when its last row finishes, and the
-first row to fail fails it (the others leave). Not batched (run one at a time through ``run_plan`` when
-their turn comes): beam decoders, whose beams fork and are pruned inside their own search.
 """
 
 from __future__ import annotations
 
-import itertools
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ..backends.base import Backend
 from ..backends.openai import OpenAIBackend
 from ..backends.prefix_cache import PrefixCache
-from ..backends.ragged import Ragged
+from ..backends.ragged import Ragged, RaggedRow
 from ..decoding.choices import Candidate, candidates, take_value
 from ..decoding.hole import HoleStep
+from ..errors import UnsupportedError
 from ..language.check import Plan, bind_inputs, compile_source
 from ..language.ir import DecoderSpec
+from .beams import BeamGroup, reserve
 from .execute import Execution, PendingHole
+from .prepare import BEAMS, chooser_for, prepare, sequential
 from .result import QueryResult
-from .run import Job, as_job, chooser_for, iter_threads, prepare, run_plan, sequential
 from .trace import Tracer
+
+Outcome = QueryResult | list[QueryResult] | Exception
+
+
+@dataclass(frozen=True)
+class Job:
+    """One query to run, with its inputs apart from ``run``'s options, so that an input may be named
+    ``model`` or ``query``. ``query`` is a query's text or path, or a compiled Plan whose ``inputs``
+    are already checked (``querylm.map`` checks each row before it runs)."""
+
+    query: str | Path | Plan
+    inputs: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -59,24 +84,30 @@ class BatchJob:
     error: Exception | None = None
 
     @property
+    def beams(self) -> bool:
+        return self.spec is not None and self.spec.name in BEAMS
+
+    @property
     def batchable(self) -> bool:
-        """Whether it runs as rows of the batch: argmax, or ``sample`` (one row per sample), on a backend
-        with a ragged batch."""
+        """Whether it runs in the batch: argmax (one row), ``sample`` (one row per sample) or a beam
+        decoder (a group of rows), on a backend with a ragged batch."""
         return (
             self.error is None
             and self.spec is not None
-            and (self.spec.name == "sample" or (self.spec.name == "argmax" and self.n == 1))
+            and (self.spec.name in ("sample", *BEAMS) or (self.spec.name == "argmax" and self.n == 1))
             and getattr(self.backend, "ragged", None) is not None
             and not isinstance(self.backend, OpenAIBackend)
         )
 
-    def run_alone(self) -> QueryResult | list[QueryResult]:
-        """The one-at-a-time path (``run_plan``), for what the engine does not batch."""
-        if self.error is not None:
-            raise self.error
-        assert self.plan is not None
-        opts = {k: v for k, v in self.options.items() if k not in ("model", "max_len")}
-        return run_plan(self.plan, self.inputs, model=self.backend, max_len=self.max_len, **opts)
+    @property
+    def units(self) -> int:
+        """How many units of the engine it runs as: one per sample, one beam group."""
+        return 1 if self.beams else self.n
+
+    @property
+    def rows(self) -> int:
+        """The most rows one of its units holds at once (``beams.reserve``)."""
+        return reserve(self.spec.name, self.n) if self.spec is not None and self.beams else 1
 
 
 def prepare_job(index: int, job: Job) -> BatchJob:
@@ -105,9 +136,12 @@ class _Row:
     """One execution in the batch (sample ``sample`` of its job): its program, the hole it is in, and
     that hole's token loop."""
 
+    reserve = 1
+
     def __init__(self, job: BatchJob, ragged: Ragged, sample: int = 0):
         self.job = job
         self.sample = sample
+        self.ragged = ragged
         self.pending: PendingHole | None = None
         self.step: HoleStep | None = None
         self.values: list[Candidate] | None = None  # a whole-value choice due (``advance``)
@@ -139,6 +173,13 @@ class _Row:
             self.chooser, self.tracer, by_value=self.by_value and self.tracer is None
         )
         self.ex.start(job.inputs)
+
+    @property
+    def rows(self) -> list[RaggedRow]:
+        return [self.seq]
+
+    def positions(self) -> list[list[int]]:
+        return [[]]  # a row keeps no score: no forced token's log-probability is asked for
 
     def advance(self) -> bool:
         """Run on to the next choice: True when the row needs its logits, False when the query is done."""
@@ -181,16 +222,16 @@ class _Row:
         self.ex.value_stream(self.pending)(out.text)
         self.ex.finish(self.pending, out)
 
-    def take(self, logits: Any, scored: list[Any] | Exception | None = None) -> None:
-        """Make the choice due: the hole's next token from ``logits``, or its whole value by ``scored``
-        (``Engine._scores``)."""
+    def take(self, logits: np.ndarray, forced_lps: list[np.ndarray], scored: Any = None) -> None:
+        """Make the choice due: the hole's next token from ``logits`` (its one row's), or its whole value
+        by ``scored`` (``Engine._scores``)."""
         if self.values is not None:
             if isinstance(scored, Exception):
                 raise scored
             self.decide(self.values, scored)
             return
         assert self.step is not None
-        if not self.step.take(logits):
+        if not self.step.take(logits[0]):
             self.close()
 
     def close(self) -> None:
@@ -198,12 +239,20 @@ class _Row:
         self.ex.finish(self.pending, self.step.output())
         self.step = None
 
+    def release(self) -> None:
+        self.ragged.remove(self.seq)
+
     def result(self) -> QueryResult:
         result = self.ex.result()
         result.trace = self.tracer.steps if self.tracer is not None else None
         assert self.job.spec is not None
         result.decoder = self.job.spec.name
         return result
+
+
+Unit = _Row | BeamGroup
+"""What the engine steps: a row, or a beam group of rows (``rows``, ``positions``, ``take``,
+``advance``, ``release``, ``result``)."""
 
 
 class Engine:
@@ -233,34 +282,35 @@ class Engine:
         self.counts = {"rows": 0, "steps": 0, "row_steps": 0, "seconds": 0.0}
 
     def stats(self) -> dict[str, Any]:
-        """Rows run, steps (forward passes of the batch), mean rows per step, the KV batch's counts and
-        the prefix cache's hit rate."""
+        """Units admitted (a row, or a beam group), steps (forward passes of the batch), mean rows per
+        step, the KV batch's counts and the prefix cache's hit rate."""
         steps = self.counts["steps"]
         mean = self.counts["row_steps"] / steps if steps else 0.0
         return {**self.counts, "mean_rows": round(mean, 2), **self.ragged.stats()}
 
     def stream(
-        self, jobs: Iterable[BatchJob]
-    ) -> Iterator[tuple[int, QueryResult | list[QueryResult] | Exception]]:
-        """Run ``jobs``; yields (index, result or error) as each finishes."""
+        self, jobs: Iterable[BatchJob], alone: Callable[[BatchJob], Any] | None = None
+    ) -> Iterator[tuple[int, Outcome]]:
+        """Run ``jobs``; yields (index, result or error) as each finishes. A job the engine does not
+        batch (a hosted model, another model) runs through ``alone`` when its turn comes (``run``'s
+        ``iter_many`` passes ``run_plan``'s path); without ``alone``, its result is an error."""
         t0 = time.perf_counter()
         waiting = iter(jobs)  # read as rows are admitted: a long iterable is never held whole
         more = True
-        queued: list[tuple[BatchJob, int]] = []  # the samples of an admitted job still to join
+        queued: list[tuple[BatchJob, int]] = []  # the units of an admitted job still to join
         groups: dict[int, list[QueryResult | None]] = {}  # a sample(n) job's samples done so far
         failed: set[int] = set()  # sample(n) jobs failed by one sample: their other rows leave
-        active: list[_Row] = []
-        ragged = self.ragged
+        active: list[Unit] = []
 
         def fail(index: int) -> None:
             failed.add(index)
             del groups[index]
 
-        def done(row: _Row, out: QueryResult | Exception) -> Iterator[Any]:
-            """Row ``row`` left with ``out``: its job's result when that is complete."""
-            ragged.remove(row.seq)
-            index = row.job.index
-            if row.job.n == 1:
+        def done(unit: Unit, out: Outcome) -> Iterator[Any]:
+            """``unit`` left with ``out``: its job's result when that is complete."""
+            unit.release()
+            index = unit.job.index
+            if unit.job.units == 1:
                 yield index, out
             elif index in failed:
                 pass
@@ -268,96 +318,127 @@ class Engine:
                 fail(index)
                 yield index, out
             else:
-                groups[index][row.sample] = out
+                groups[index][unit.sample] = out  # type: ignore[assignment]
                 if all(r is not None for r in groups[index]):
                     yield index, groups.pop(index)
 
-        def live(row: _Row) -> bool:
+        def live(unit: Unit) -> bool:
             """False (and the row leaves) when a sibling sample already failed its job."""
-            if row.job.index in failed:
-                ragged.remove(row.seq)
+            if unit.job.index in failed:
+                unit.release()
                 return False
             return True
 
         try:
             while more or queued or active:
-                while (more or queued) and len(active) < self.batch_size and ragged.room(0):
+                while more or queued:
                     if not queued:
                         job = next(waiting, None)
                         if job is None:
                             more = False
                             break
                         if not job.batchable or batch_key(job.backend) != batch_key(self.backend):
-                            yield job.index, _outcome(job.run_alone)
+                            yield job.index, _outcome(job, alone)
                             continue
-                        if job.n > 1:
+                        if job.units > 1:
                             groups[job.index] = [None] * job.n
-                        queued = [(job, i) for i in range(job.n)]
-                    job, sample = queued.pop(0)
+                        queued = [(job, i) for i in range(job.units)]
+                    job, sample = queued[0]
+                    if active and not self._room(sum(u.reserve for u in active) + job.rows):
+                        break  # the next unit joins when rows leave
+                    queued.pop(0)
                     if job.index in failed:
                         continue
                     self.counts["rows"] += 1
                     try:
-                        row = _Row(job, ragged, sample)
+                        unit = self._unit(job, sample)
                     except Exception as err:  # noqa: BLE001 - the job's result is its error
-                        if job.n > 1:
+                        if job.units > 1:
                             fail(job.index)
                         yield job.index, err
                         continue
                     try:
-                        if row.advance():
-                            active.append(row)
+                        if unit.advance():
+                            active.append(unit)
                             continue
-                        out: QueryResult | Exception = row.result()
-                    except Exception as err:  # noqa: BLE001 - this row's result is its error
+                        out: Outcome = unit.result()
+                    except Exception as err:  # noqa: BLE001 - this unit's result is its error
                         out = err
-                    yield from done(row, out)
-                active = [r for r in active if live(r)]
+                    yield from done(unit, out)
+                active = [u for u in active if live(u)]
                 if not active:
                     continue
+                seqs: list[RaggedRow] = []
+                positions: list[list[int]] = []
+                spans = []
+                for u in active:
+                    spans.append((len(seqs), len(seqs) + len(u.rows)))
+                    seqs += u.rows
+                    positions += u.positions()
                 self.counts["steps"] += 1
-                self.counts["row_steps"] += len(active)
+                self.counts["row_steps"] += len(seqs)
                 try:
-                    logits = ragged.logits([r.seq for r in active])
-                except Exception as err:  # noqa: BLE001 - the model failed: every running row fails
-                    for r in active:
-                        yield from done(r, err)
+                    logits, forced = self.ragged.scored_logits(seqs, positions)
+                except Exception as err:  # noqa: BLE001 - the model failed: every running unit fails
+                    for u in active:
+                        yield from done(u, err)
                     active = []
                     continue
-                scores = self._scores([r for r in active if r.values is not None])
+                scores = self._scores([u for u in active if u.values is not None])
                 taken = []
-                for r, row_logits in zip(active, logits, strict=True):
-                    if not live(r):  # a sibling failed its job earlier in this loop
+                for u, (a, z) in zip(active, spans, strict=True):
+                    if not live(u):  # a sibling failed its job earlier in this loop
                         continue
                     try:
-                        r.take(row_logits, scores.get(id(r)))
-                        taken.append(r)
-                    except Exception as err:  # noqa: BLE001 - this row's result is its error
-                        yield from done(r, err)
-                ragged.prefetch()  # a GPU computes the next pass while the masks below are computed
+                        u.take(logits[a:z], forced[a:z], scores.get(id(u)))
+                        taken.append(u)
+                    except Exception as err:  # noqa: BLE001 - this unit's result is its error
+                        yield from done(u, err)
+                self.ragged.prefetch()  # a GPU computes the next pass while the masks below are computed
                 active = []
-                for r in taken:
-                    if not live(r):
+                for u in taken:
+                    if not live(u):
                         continue
                     try:
-                        if r.advance():
-                            active.append(r)
+                        if u.advance():
+                            active.append(u)
                             continue
-                        out = r.result()
-                    except Exception as err:  # noqa: BLE001 - this row's result is its error
+                        out = u.result()
+                    except Exception as err:  # noqa: BLE001 - this unit's result is its error
                         out = err
-                    yield from done(r, out)
+                    yield from done(u, out)
         finally:
             self.counts["seconds"] += time.perf_counter() - t0
 
-    def _scores(self, deciding: list[_Row]) -> dict[int, list[Any] | Exception]:
+    def _room(self, rows: int) -> bool:
+        """Whether ``rows`` rows in all fit the batch size and the KV bound."""
+        return rows <= self.batch_size and self.ragged.room(rows)
+
+    def _unit(self, job: BatchJob, sample: int) -> Unit:
+        """Unit ``sample`` of ``job``, started: a row, or a beam decoder's group."""
+        if not job.beams:
+            return _Row(job, self.ragged, sample)
+        assert job.plan is not None and job.backend is not None and job.spec is not None
+        o = job.options
+        seq = self.ragged.add()
+        try:
+            root = Execution(
+                job.plan, job.backend, seq, max_len=job.max_len, chat=o.get("chat"), heal=o.get("heal", True)
+            )
+            root.start(job.inputs)
+            return BeamGroup(job, root, self.ragged, job.spec, job.n)
+        except Exception:  # a group that can't start leaves at once: its row is freed
+            self.ragged.remove(seq)
+            raise
+
+    def _scores(self, deciding: list[Unit]) -> dict[int, list[Any] | Exception]:
         """The whole-value choices due (``_Row.values``), scored in one pass from the rows' KV; by row
         id, the scores or, should the model fail, the error."""
         if not deciding:
             return {}
         try:
             scored = self.ragged.score(
-                [r.seq for r in deciding], [[c.scored for c in r.values or ()] for r in deciding]
+                [r.rows[0] for r in deciding], [[c.scored for c in r.values or ()] for r in deciding]
             )
         except Exception as err:  # noqa: BLE001 - the model failed: every deciding row fails
             return {id(r): err for r in deciding}
@@ -369,44 +450,13 @@ def batch_key(backend: Backend | None) -> Any:
     return getattr(backend, "batch_key", None) or id(backend)
 
 
-def _outcome(fn: Any) -> Any:
+def _outcome(job: BatchJob, alone: Callable[[BatchJob], Any] | None) -> Any:
+    """The result of a job the engine does not batch: its error, or what ``alone`` makes of it."""
     try:
-        return fn()
+        if job.error is not None:
+            raise job.error
+        if alone is None:
+            raise UnsupportedError("this engine batches local runs on its own model only")
+        return alone(job)
     except Exception as err:  # noqa: BLE001 - the item's result is its error
         return err
-
-
-def iter_many(
-    items: Iterable[Any], *, batch_size: int = 16, concurrency: int = 8, **common: Any
-) -> Iterator[tuple[int, QueryResult | list[QueryResult] | Exception]]:
-    """Run ``run_many``'s items, yielding ``(index, result)`` as each finishes (a failed item's result
-    is its exception), reading the items lazily. When the first item runs on a local model (or
-    ``random``), one engine batches the items on that model, ``batch_size`` rows at once, and runs the
-    others (hosted, beams, another model) one at a time as their turn comes; otherwise
-    the items run on ``concurrency`` threads (a hosted backend waits on the network, not the CPU)."""
-    raw = iter(items)
-    first_item = next(raw, None)
-    if first_item is None:
-        return
-    first = prepare_job(0, as_job(first_item, common))
-    if not first.batchable:
-        yield from iter_threads(
-            itertools.chain([first_item], raw), batch_size=batch_size, concurrency=concurrency, **common
-        )
-        return
-    assert first.backend is not None
-    rest = (prepare_job(i, as_job(item, common)) for i, item in enumerate(raw, start=1))
-    yield from Engine(first.backend, batch_size=batch_size).stream(itertools.chain([first], rest))
-
-
-def run_many(
-    queries: Iterable[Any], *, concurrency: int = 8, batch_size: int = 16, **common: Any
-) -> list[Any]:
-    """Run many queries. Each item is a query (its text or path), a dict of ``run`` arguments with the
-    query under ``"query"``, or a Job; ``common`` arguments apply to all. Results come back in order; a
-    failed query's slot holds its exception. Batched on a local model, on threads on a hosted one
-    (``iter_many``); hosted results carry their ``usage``."""
-    results: dict[int, Any] = dict(
-        iter_many(queries, concurrency=concurrency, batch_size=batch_size, **common)
-    )
-    return [results[i] for i in range(len(results))]

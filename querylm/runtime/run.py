@@ -1,86 +1,27 @@
-"""``run`` / ``arun``: the Python entry points, and the choice of backend and decoder for a run."""
+"""``run`` / ``arun`` / ``run_many``: the Python entry points. A local beam decoder or sample(n) runs
+as one job of the batch engine (``runtime/engine.py``), many queries as many jobs of one engine."""
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import inspect
 import itertools
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..backends.base import Backend
-from ..backends.models import resolve
 from ..backends.openai import OpenAIBackend
-from ..decoding.choices import MODES, decide_value
-from ..decoding.choose import Argmax, Chooser, Sample
-from ..decoding.hole import HoleOutput, decode_hole
-from ..errors import ModelError, QueryCompileError, QueryInputError, QueryRuntimeError, UnsupportedError
-from ..language.check import Plan, bind_inputs, check_decoder, compile_source
-from ..language.ir import DecoderSpec
-from ..language.parse import parse_decoder
-from .beams import beam_search
-from .execute import Decode, Execution, PendingHole, StreamFn
+from ..decoding.choices import MODES
+from ..errors import QueryInputError
+from ..language.check import Plan, bind_inputs, compile_source
+from .engine import BatchJob, Engine, Job, Outcome, prepare_job
+from .execute import Decode, Execution, StreamFn
 from .hosted import HostedHoles, hosted_samples
+from .prepare import BEAMS, chooser_for, prepare, sequential
 from .result import QueryResult
-from .samples import sample_batch
 from .trace import Tracer
-
-
-def make_rng(seed: int | None, index: int) -> np.random.Generator:
-    """Sample ``index``'s own stream: results don't depend on how samples are batched."""
-    return np.random.default_rng(None if seed is None else [seed, index])
-
-
-def chooser_for(spec: DecoderSpec, index: int) -> Chooser:
-    """Sample ``index``'s chooser (argmax: the same for all)."""
-    if spec.name == "argmax":
-        return Argmax()
-    a = spec.args
-    return Sample(
-        make_rng(a.get("seed"), index),
-        temperature=float(a.get("temperature", 1.0)),
-        top_k=a.get("top_k"),
-        top_p=a.get("top_p"),
-    )
-
-
-def prepare(
-    plan: Plan,
-    inputs: dict[str, Any],
-    *,
-    model: str | Backend | None = None,
-    decoder: str | None = None,
-    max_len: int | None = None,
-    device: str | None = None,
-    dtype: str | None = None,
-) -> tuple[DecoderSpec, int, int, Backend]:
-    """A run's decoder, its n, its max_len and its backend, checked (decoder arguments and a ``from``
-    written as expressions evaluated with the inputs): what ``run_plan`` and the batch engine both need
-    before decoding."""
-    query = plan.compiled.query
-    spec = check_decoder(parse_decoder(decoder)) if decoder else query.decoder
-    if spec.arg_exprs:
-        spec = _evaluated(spec, plan, inputs)
-    n = int(spec.args.get("n", 1))
-    if n < 1:
-        raise QueryCompileError(f"{spec.name}: n must be at least 1", spec.position)
-    if max_len is not None and (isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1):
-        raise QueryInputError(f"max_len must be a whole number >= 1, not {max_len!r}")
-    limit = max_len if max_len is not None else int(spec.args.get("max_len", 2048))
-    if model is None and query.model_expr is not None:
-        model = _model_of(plan, inputs)
-    backend = backend_for(model, plan, spec, device=device, dtype=dtype)
-    if spec.name in ("beam", "beam_sample", "best_k") and not backend.supports_beams:
-        raise UnsupportedError(
-            f"{spec.name} needs next-token log-probabilities: {backend.name} has none", spec.position
-        )
-    return spec, n, limit, backend
 
 
 def run_plan(
@@ -104,35 +45,21 @@ def run_plan(
     spec, n, limit, backend = prepare(
         plan, inputs, model=model, decoder=decoder, max_len=max_len, device=device, dtype=dtype
     )
-    if spec.name in ("beam", "beam_sample", "best_k"):
-        batch = backend.new_batch(1, [])
-        root = Execution(plan, backend, batch.row(0), max_len=limit, chat=chat, heal=heal)
-        root.start(inputs)
-        sampled = spec.name == "beam_sample"
-        best = beam_search(
-            root,
-            batch,
-            n,
-            rng=make_rng(spec.args.get("seed"), 0) if sampled else None,
-            temperature=float(spec.args.get("temperature", 1.0)),
-            best_k_budget=int(spec.args.get("budget", 30)) if spec.name == "best_k" else None,
-        )
-        beams = [ex.result() for ex in best]
-        for r in beams:
-            r.decoder = spec.name
-            if stream is not None:
-                stream(f"\n--- score {r.score:.3f} ---\n{r.prompt}\n")
-        return beams
     hosted = isinstance(backend, OpenAIBackend)  # it writes whole values: the hosted hole decoder
-    if n > 1 and not hosted and spec.name == "sample":
-        batch = backend.new_batch(1, [])
-        root = Execution(plan, backend, batch.row(0), max_len=limit, chat=chat, heal=heal)
-        root.start(inputs)
-        choosers = [chooser_for(spec, i) for i in range(n)]
-        samples = [ex.result() for ex in sample_batch(root, batch, choosers, by_value=by_value)]
-        for r in samples:
-            r.decoder = spec.name
-        return samples
+    if spec.name in BEAMS or (n > 1 and not hosted and spec.name == "sample"):
+        # beams and samples are rows of the batch engine: one job, on an engine of its own (a prefix
+        # cache where samples start from one prompt)
+        options = {"chat": chat, "heal": heal, "choices": choices}
+        job = BatchJob(0, plan, inputs, spec, n, limit, backend, options)
+        engine = Engine(backend, batch_size=max(16, job.rows), prefix_tokens=0 if job.beams else 4096)
+        ((_, out),) = engine.stream([job])
+        if isinstance(out, Exception):
+            raise out
+        assert isinstance(out, list)
+        if stream is not None and job.beams:
+            for r in out:
+                stream(f"\n--- score {r.score:.3f} ---\n{r.prompt}\n")
+        return out
     if n > 1 and isinstance(backend, OpenAIBackend) and spec.name == "sample":
         roots = [Execution(plan, backend, backend.new_sequence(), max_len=limit, chat=chat) for _ in range(n)]
         runs = hosted_samples(roots, backend, spec, inputs)
@@ -165,79 +92,6 @@ def run_plan(
     for r in results:
         r.decoder = spec.name
     return results if n > 1 else results[0]
-
-
-def sequential(chooser: Chooser, tracer: Tracer | None = None, *, by_value: bool = False) -> Decode:
-    """Fill holes one token at a time with ``chooser`` (argmax, or one sample's stream); with
-    ``by_value``, a hole with a few possible values by their whole values (``decoding/choices.py``)."""
-
-    def decode(ex: Execution, pending: PendingHole) -> HoleOutput:
-        if tracer is not None:
-            tracer.hole = pending.hole.name
-        if by_value:
-            out = decide_value(ex.backend, ex.seq, pending.hc, chooser, max_len=ex.max_len)
-            if out is not None:
-                ex.value_stream(pending)(out.text)
-                return out
-        return decode_hole(
-            ex.backend,
-            ex.seq,
-            pending.hc,
-            chooser,
-            max_len=ex.max_len,
-            position=pending.hole.position,
-            on_token=ex.value_stream(pending),
-            skip_forced=tracer is None,
-        )
-
-    return decode
-
-
-def _evaluated(spec: DecoderSpec, plan: Plan, inputs: dict[str, Any]) -> DecoderSpec:
-    """``argmax(n=n)``: the decoder with its expression arguments evaluated in the query's scope."""
-    args = dict(spec.args)
-    for name, expr in spec.arg_exprs.items():
-        args[name] = _evaluate(expr, plan, inputs, spec.position)
-    check_decoder(spec, args)
-    return DecoderSpec(spec.name, args, spec.position, spec.arg_positions)
-
-
-def _evaluate(expr: ast.Expression, plan: Plan, inputs: dict[str, Any], position: Any) -> Any:
-    code = compile(expr, plan.compiled.code_filename, "eval")
-    try:
-        # the names the query's body sees: its module, the function it was defined in, its inputs
-        names = {**plan.compiled.scope, **inputs}
-        return eval(code, plan.compiled.function.__globals__, names)  # noqa: S307
-    except Exception as err:
-        raise QueryRuntimeError(f"{type(err).__name__}: {err}", position) from err
-
-
-def _model_of(plan: Plan, inputs: dict[str, Any]) -> Any:
-    """``from MODEL`` / ``from lmql.model("random", seed=1)``: the model expression, evaluated in the
-    query's scope (its module, its inputs) when it runs."""
-    query = plan.compiled.query
-    assert query.model_expr is not None
-    return _evaluate(query.model_expr, plan, inputs, query.model_position)
-
-
-def backend_for(
-    model: str | Backend | None, plan: Plan, spec: DecoderSpec, *, device: str | None, dtype: str | None
-) -> Backend:
-    unwrap = getattr(model, "__querylm_backend__", None)  # a model object over a backend (querylm.lmql.LLM)
-    if unwrap is not None:
-        model = unwrap()
-    if isinstance(model, Backend):
-        return model
-    query = plan.compiled.query
-    if model is not None and not isinstance(model, str):
-        raise QueryInputError(f"model must be a model id string or a Backend, not {type(model).__name__}")
-    model_id = model if model is not None else query.model
-    try:
-        return resolve(model_id, seed=int(spec.args.get("seed") or 0), device=device, dtype=dtype)
-    except ModelError as err:
-        if model is None and query.model_position is not None:
-            raise err.at(query.model_position) from None
-        raise
 
 
 def run(
@@ -299,17 +153,6 @@ async def arun_n(query: str | Path, **kwargs: Any) -> list[QueryResult]:
     return await asyncio.to_thread(lambda: run_n(query, **kwargs))
 
 
-@dataclass(frozen=True)
-class Job:
-    """One query to run, with its inputs apart from ``run``'s options, so that an input may be named
-    ``model`` or ``query``. ``query`` is a query's text or path, or a compiled Plan whose ``inputs``
-    are already checked (``querylm.map`` checks each row before it runs)."""
-
-    query: str | Path | Plan
-    inputs: dict[str, Any] = field(default_factory=dict)
-    options: dict[str, Any] = field(default_factory=dict)
-
-
 RUN_OPTIONS = frozenset(inspect.signature(run).parameters) - {"query", "inputs"}
 """The keyword arguments of ``run`` that are options, not query inputs."""
 
@@ -337,7 +180,7 @@ def iter_threads(
     items: Iterable[Any], *, batch_size: int = 16, concurrency: int = 8, **common: Any
 ) -> Iterator[tuple[int, QueryResult | list[QueryResult] | Exception]]:
     """Run ``run_many``'s items on threads, yielding ``(index, result)`` as each finishes (a failed
-    item's result is its exception): the path of hosted models (``engine.iter_many``). Items are read lazily, at most ``max(batch_size, concurrency)`` ahead of the
+    item's result is its exception): the path of hosted models (``iter_many``). Items are read lazily, at most ``max(batch_size, concurrency)`` ahead of the
     results, so a long iterable of rows is never held whole; ``concurrency`` threads run them."""
 
     def one(job: Job) -> QueryResult | list[QueryResult] | Exception:
@@ -366,3 +209,47 @@ def iter_threads(
 async def arun(query: str | Path, **kwargs: Any) -> QueryResult | list[QueryResult]:
     """``run`` for async code: the model runs in a worker thread, the event loop stays free."""
     return await asyncio.to_thread(lambda: run(query, **kwargs))
+
+
+def _alone(job: BatchJob) -> QueryResult | list[QueryResult]:
+    """A job the batch engine does not batch (a hosted model, another model), run on its own."""
+    assert job.plan is not None
+    opts = {k: v for k, v in job.options.items() if k not in ("model", "max_len")}
+    return run_plan(job.plan, job.inputs, model=job.backend, max_len=job.max_len, **opts)
+
+
+def iter_many(
+    items: Iterable[Any], *, batch_size: int = 16, concurrency: int = 8, **common: Any
+) -> Iterator[tuple[int, Outcome]]:
+    """Run ``run_many``'s items, yielding ``(index, result)`` as each finishes (a failed item's result
+    is its exception), reading the items lazily. When the first item runs on a local model (or
+    ``random``), one engine batches the items on that model, ``batch_size`` rows at once (argmax,
+    samples and beams alike), and runs the others (hosted, another model) one at a time as their turn
+    comes; otherwise the items run on ``concurrency`` threads (a hosted backend waits on the network,
+    not the CPU)."""
+    raw = iter(items)
+    first_item = next(raw, None)
+    if first_item is None:
+        return
+    first = prepare_job(0, as_job(first_item, common))
+    if not first.batchable:
+        yield from iter_threads(
+            itertools.chain([first_item], raw), batch_size=batch_size, concurrency=concurrency, **common
+        )
+        return
+    assert first.backend is not None
+    rest = (prepare_job(i, as_job(item, common)) for i, item in enumerate(raw, start=1))
+    yield from Engine(first.backend, batch_size=batch_size).stream(itertools.chain([first], rest), _alone)
+
+
+def run_many(
+    queries: Iterable[Any], *, concurrency: int = 8, batch_size: int = 16, **common: Any
+) -> list[Any]:
+    """Run many queries. Each item is a query (its text or path), a dict of ``run`` arguments with the
+    query under ``"query"``, or a Job; ``common`` arguments apply to all. Results come back in order; a
+    failed query's slot holds its exception. Batched on a local model, on threads on a hosted one
+    (``iter_many``); hosted results carry their ``usage``."""
+    results: dict[int, Any] = dict(
+        iter_many(queries, concurrency=concurrency, batch_size=batch_size, **common)
+    )
+    return [results[i] for i in range(len(results))]

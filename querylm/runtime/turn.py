@@ -1,7 +1,7 @@
 """An assistant turn run as a query: one hole ``[TURN: turn]`` opening an assistant message, its language
 the caller's grammar (an agent's answer-or-calls union), its token budget a where clause. The hole is
 filled by the runtime's Execution with the decoder every query's holes get: on a local backend the
-token loop (``run.sequential``: streaming, the end/budget policy, the final checks), on a hosted one
+token loop (``prepare.sequential``: streaming, the end/budget policy, the final checks), on a hosted one
 the hosted hole decoder (``hosted.HostedHoles``: request, validate, cut to the valid prefix, continue), so
 an agent is not a second runtime.
 
@@ -37,7 +37,7 @@ from ..language.ir import DecoderSpec
 from ..language.parse import parse_decoder
 from .execute import Decode, Execution
 from .hosted import HostedHoles
-from .run import chooser_for, sequential
+from .prepare import chooser_for, sequential
 
 TURN_QUERY = """argmax
     "{:assistant}[TURN: turn]"
@@ -131,7 +131,7 @@ def turn_spec(decoder: str | None, temperature: float = 0.0, seed: int | None = 
 
 class TurnDecoder:
     """How one chat's turns are decoded, from its decoder clause: on a local backend the runtime's
-    chooser (``run.chooser_for``: one stream for all the turns), on a hosted one the hosted hole decoder
+    chooser (``prepare.chooser_for``: one stream for all the turns), on a hosted one the hosted hole decoder
     queries use (``hosted.HostedHoles``, the clause's temperature, top_p and seed in every request);
     ``usage``: what a hosted chat cost, one hole per turn (None on a local backend)."""
 
