@@ -386,8 +386,9 @@ def run_group(backend: Any, items: list[dict[str, Any]], arm: Arm, batch_size: i
         if isinstance(r, querylm.QueryResult):
             value, tokens, error = r.variables["A"], sum(h.tokens for h in r.holes), None
             ended_by = [h.ended_by for h in r.holes]
+            searched = any(getattr(h, "searched", False) for h in r.holes)
         else:  # a failed query is a wrong answer, and the JSON says why
-            value, tokens, error, ended_by = None, 0, f"{type(r).__name__}: {r}", []
+            value, tokens, error, ended_by, searched = None, 0, f"{type(r).__name__}: {r}", [], False
         out.append(
             {
                 "family": fam,
@@ -400,6 +401,7 @@ def run_group(backend: Any, items: list[dict[str, Any]], arm: Arm, batch_size: i
                 "tokens": tokens,
                 "seconds": round(seconds, 3),
                 "ended_by": ended_by,
+                "searched": searched,
                 "error": error,
             }
         )
@@ -408,9 +410,9 @@ def run_group(backend: Any, items: list[dict[str, Any]], arm: Arm, batch_size: i
 
 def same_as(rows: list[dict[str, Any]], arm: Arm) -> list[dict[str, Any]] | None:
     """The ``values`` rows standing for ``arm`` (``tokens``, same healing) where no hole was decided as a
-    whole-value choice: the two settings then run the same decode, so it is not run twice. None where a
-    choice was made (the arm must run)."""
-    if any("choice" in r["ended_by"] for r in rows):
+    whole-value choice or a value search: the two settings then run the same decode, so it is not run
+    twice. None where one was (the arm must run)."""
+    if any("choice" in r["ended_by"] or r.get("searched") for r in rows):
         return None
     return [{**r, "arm": arm.name, "same_as": r["arm"]} for r in rows]
 

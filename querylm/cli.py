@@ -56,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
         "--choices",
         choices=["values", "tokens"],
         default="values",
-        help="decide a hole with a few possible values by whole values (default) or token by token",
+        help="decide a hole with a few possible values, or a short value under a grammar (argmax), by whole values (default) or token by token",
     )
     r.add_argument(
         "--no-heal",

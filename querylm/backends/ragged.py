@@ -212,7 +212,7 @@ class LocalRagged(Ragged):
         for group in _groups(apart):
             for rows_ in self._passes(group):
                 self._solo(rows_)
-        self._launch()
+        self._launch(rows)
         self._sync()
         lps = [np.zeros(0) for _ in rows]
         at_row = {id(r): i for i, r in enumerate(rows)}
@@ -288,14 +288,25 @@ class LocalRagged(Ragged):
             for i, r in enumerate(rows):
                 r.last = arr[i]
 
-    def _launch(self) -> None:
-        """One forward pass over every placed row's new tokens (right-aligned, padding masked)."""
+    def _launch(self, only: list[RaggedRow] | None = None) -> None:
+        """One forward pass over the new tokens of every placed row, or of the rows ``only`` (right-
+        aligned, padding masked). ``logits(rows)`` feeds just its rows: a row outside them may hold
+        tokens whose log-probabilities its own next call asks for (a beam's forced tokens)."""
         torch = self.torch
-        todo = [(s, r) for s, r in enumerate(self.slots) if r is not None and r.fed < len(r.ids)]
+        wanted = None if only is None else {id(r) for r in only}
+
+        def pending() -> list[tuple[int, RaggedRow]]:
+            return [
+                (s, r)
+                for s, r in enumerate(self.slots)
+                if r is not None and r.fed < len(r.ids) and (wanted is None or id(r) in wanted)
+            ]
+
+        todo = pending()
         if not todo:
             return
         self._compact()
-        todo = [(s, r) for s, r in enumerate(self.slots) if r is not None and r.fed < len(r.ids)]
+        todo = pending()
         width = max(len(r.ids) - r.fed for _, r in todo)
         b = len(self.slots)
         inp = torch.zeros((b, width), dtype=torch.long)

@@ -40,6 +40,8 @@ class HoleOutput:
     text: str
     ended_by: str
     """"eos", "grammar", "budget" or "max_len"."""
+    searched: bool = False
+    """Whether the value was found by a search over whole values (``decoding/search.py``)."""
 
 
 def decode_hole(

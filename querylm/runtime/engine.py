@@ -46,6 +46,7 @@ from ..backends.prefix_cache import PrefixCache
 from ..backends.ragged import Ragged, RaggedRow
 from ..decoding.choices import Candidate, candidates, take_value
 from ..decoding.hole import HoleStep
+from ..decoding.search import search_value, searchable
 from ..errors import UnsupportedError
 from ..language.check import Plan, bind_inputs, compile_source
 from ..language.ir import DecoderSpec
@@ -200,6 +201,14 @@ class _Row:
                     if values:
                         self.decide(values, None)
                         continue
+                    if searchable(self.pending.hc, self.chooser):  # on its own batch, as run does
+                        out = search_value(
+                            self.ex.backend, self.seq, self.pending.hc, max_len=self.ex.max_len
+                        )
+                        if out is not None:
+                            self.ex.value_stream(self.pending)(out.text)
+                            self.ex.finish(self.pending, out)
+                            continue
                 self.step = HoleStep(
                     self.ex.backend,
                     self.seq,

@@ -438,6 +438,7 @@ class Execution:
                 hc.description,
                 out.ended_by,
                 list(tokens),
+                out.searched,
             )
         )
         self.bind(hole, value)

@@ -14,6 +14,7 @@ from ..backends.models import resolve
 from ..decoding.choices import decide_value
 from ..decoding.choose import Argmax, Chooser, Sample
 from ..decoding.hole import HoleOutput, decode_hole
+from ..decoding.search import search_value, searchable
 from ..errors import ModelError, QueryCompileError, QueryInputError, QueryRuntimeError, UnsupportedError
 from ..language.check import Plan, check_decoder
 from ..language.ir import DecoderSpec
@@ -78,13 +79,16 @@ def prepare(
 
 def sequential(chooser: Chooser, tracer: Tracer | None = None, *, by_value: bool = False) -> Decode:
     """Fill holes one token at a time with ``chooser`` (argmax, or one sample's stream); with
-    ``by_value``, a hole with a few possible values by their whole values (``decoding/choices.py``)."""
+    ``by_value``, a hole with a few possible values by their whole values (``decoding/choices.py``),
+    and under argmax a short constrained value by a search over whole values (``decoding/search.py``)."""
 
     def decode(ex: Execution, pending: PendingHole) -> HoleOutput:
         if tracer is not None:
             tracer.hole = pending.hole.name
         if by_value:
             out = decide_value(ex.backend, ex.seq, pending.hc, chooser, max_len=ex.max_len)
+            if out is None and searchable(pending.hc, chooser):
+                out = search_value(ex.backend, ex.seq, pending.hc, max_len=ex.max_len)
             if out is not None:
                 ex.value_stream(pending)(out.text)
                 return out

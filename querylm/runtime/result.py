@@ -18,6 +18,9 @@ class HoleRecord:
     ended_by: str
     ids: list[int] = field(default_factory=list)
     """The value's token ids as decoded (a constraint lets the model pick any tokenization of a text)."""
+    searched: bool = False
+    """Whether argmax found the value by searching whole values (``decoding/search.py``), not token by
+    token."""
 
 
 @dataclass

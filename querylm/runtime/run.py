@@ -118,7 +118,9 @@ def run(
     token's probability, the top alternatives, the entropy and the mass the constraints removed, in
     ``result.trace`` (argmax and sample). ``choices``: "values" (default) decides a hole that must be
     one of a few values (``X in [...]``, ``Literal``, enums) by each whole value's log-probability
-    under argmax and sample; "tokens" decodes it token by token like any other hole. ``heal``: token
+    under argmax and sample, and under argmax a short value under a grammar by a search over whole
+    values (``decoding/search.py``; a trace decodes token by token); "tokens" decodes every hole
+    token by token. ``heal``: token
     healing (default on): a hole right after prompt text starts by writing the prompt's last token
     again, so the value begins where the model would have cut the text (" positive" after
     "Sentiment:"), not where the prompt's tokenization did; the prompt and the value are unchanged
