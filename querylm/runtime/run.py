@@ -19,6 +19,7 @@ from ..backends.models import resolve
 from ..backends.openai import OpenAIBackend
 from ..decoding.choices import MODES, decide_value
 from ..decoding.choose import Argmax, Chooser, Sample
+from ..decoding.guide import JsonGuide
 from ..decoding.hole import HoleOutput, decode_hole
 from ..errors import ModelError, QueryCompileError, QueryInputError, QueryRuntimeError, UnsupportedError
 from ..language.check import Plan, bind_inputs, check_decoder, compile_source
@@ -167,9 +168,12 @@ def run_plan(
     return results if n > 1 else results[0]
 
 
-def sequential(chooser: Chooser, tracer: Tracer | None = None, *, by_value: bool = False) -> Decode:
+def sequential(
+    chooser: Chooser, tracer: Tracer | None = None, *, by_value: bool = False, guide: JsonGuide | None = None
+) -> Decode:
     """Fill holes one token at a time with ``chooser`` (argmax, or one sample's stream); with
-    ``by_value``, a hole with a few possible values by their whole values (``decoding/choices.py``)."""
+    ``by_value``, a hole with a few possible values by their whole values (``decoding/choices.py``);
+    ``guide``: the guide of a JSON value's chosen tokens (``decoding/guide.py``)."""
 
     def decode(ex: Execution, pending: PendingHole) -> HoleOutput:
         if tracer is not None:
@@ -188,6 +192,7 @@ def sequential(chooser: Chooser, tracer: Tracer | None = None, *, by_value: bool
             position=pending.hole.position,
             on_token=ex.value_stream(pending),
             skip_forced=tracer is None,
+            guide=guide,
         )
 
     return decode
