@@ -29,6 +29,7 @@ from ..constraints.where import HoleConstraint
 from ..errors import ConstraintError, Position
 from .budget import forced_room, is_last, must_end, over_budget
 from .choose import END, Chooser, logsumexp
+from .guide import JsonGuide
 
 FREE_TEXT = '{"grammars": [{"lark_grammar": "start: /(?s:.*)/\\n"}]}'
 """An unconstrained hole still runs under a grammar: it keeps special tokens (``<|im_start|>``) out."""
@@ -55,11 +56,13 @@ def decode_hole(
     on_token: Callable[[str], None] | None = None,
     timings: list[float] | None = None,
     skip_forced: bool = True,
+    guide: JsonGuide | None = None,
 ) -> HoleOutput:
     """``timings``: when given, gets for each generated token the seconds spent outside the model's
     forward pass (mask, EOS and end handling, choosing, consuming): what the constraints cost.
     ``skip_forced=False`` asks the chooser about forced tokens too (a trace records every token's
-    probability, so it needs the logits of each); the result is the same either way."""
+    probability, so it needs the logits of each); the result is the same either way. ``guide``: revises
+    chosen tokens of a JSON value (``decoding/guide.py``)."""
     step = HoleStep(
         backend,
         seq,
@@ -70,6 +73,7 @@ def decode_hole(
         on_token=on_token,
         timings=timings,
         skip_forced=skip_forced,
+        guide=guide,
     )
     while step.ready() and step.take(seq.logits()):
         if backend.overlap:  # the device computes the next logits while the next mask is computed
@@ -95,8 +99,10 @@ class HoleStep:
         on_token: Callable[[str], None] | None = None,
         timings: list[float] | None = None,
         skip_forced: bool = True,
+        guide: JsonGuide | None = None,
     ):
         self.backend, self.seq, self.hc, self.chooser = backend, seq, hc, chooser
+        self.guide = guide
         self.max_len, self.position, self.on_token = max_len, position, on_token
         self.timings, self.skip_forced = timings, skip_forced
         self.matcher = Matcher(backend.ll_tokenizer, hc.grammars(staged=True) or [FREE_TEXT])
@@ -162,11 +168,16 @@ class HoleStep:
         self.allowed = None
         if token == END:
             return False
-        matcher.consume(token)
-        self.seq.append([token])
-        tokens.append(token)
+        run = [token]
+        if self.guide is not None and not is_last(hc, len(tokens)):
+            room = max(1, forced_room(hc, len(tokens), self.max_len - len(self.seq.ids)))
+            run = self.guide.revise(matcher, tokens, token, logits, allowed, self.chooser, room)
+        for t in run:
+            matcher.consume(t)
+        self.seq.append(run)
+        tokens.extend(run)
         if self.timings is not None:
-            self.timings.append(self.clock() - t2 + self.t1 - self.t0)
+            self.timings.extend([(self.clock() - t2 + self.t1 - self.t0) / len(run)] * len(run))
         self.emitted = _emit(self.backend, tokens, self.emitted, self.on_token)
         return True
 

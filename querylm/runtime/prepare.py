@@ -13,6 +13,7 @@ from ..backends.base import Backend
 from ..backends.models import resolve
 from ..decoding.choices import decide_value
 from ..decoding.choose import Argmax, Chooser, Sample
+from ..decoding.guide import JsonGuide
 from ..decoding.hole import HoleOutput, decode_hole
 from ..decoding.search import search_value, searchable
 from ..errors import ModelError, QueryCompileError, QueryInputError, QueryRuntimeError, UnsupportedError
@@ -77,10 +78,13 @@ def prepare(
     return spec, n, limit, backend
 
 
-def sequential(chooser: Chooser, tracer: Tracer | None = None, *, by_value: bool = False) -> Decode:
+def sequential(
+    chooser: Chooser, tracer: Tracer | None = None, *, by_value: bool = False, guide: JsonGuide | None = None
+) -> Decode:
     """Fill holes one token at a time with ``chooser`` (argmax, or one sample's stream); with
     ``by_value``, a hole with a few possible values by their whole values (``decoding/choices.py``),
-    and under argmax a short constrained value by a search over whole values (``decoding/search.py``)."""
+    and under argmax a short constrained value by a search over whole values (``decoding/search.py``);
+    ``guide``: the guide of a JSON value's chosen tokens (``decoding/guide.py``)."""
 
     def decode(ex: Execution, pending: PendingHole) -> HoleOutput:
         if tracer is not None:
@@ -101,6 +105,7 @@ def sequential(chooser: Chooser, tracer: Tracer | None = None, *, by_value: bool
             position=pending.hole.position,
             on_token=ex.value_stream(pending),
             skip_forced=tracer is None,
+            guide=guide,
         )
 
     return decode

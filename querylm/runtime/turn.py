@@ -30,6 +30,7 @@ from ..backends.openai import OpenAIBackend
 from ..constraints.lang import Grammar
 from ..constraints.types import TypedHole
 from ..decoding.choose import Chooser
+from ..decoding.guide import GuideRules, JsonGuide
 from ..decoding.names import NameScoringChooser
 from ..errors import BudgetError, ConstraintError, ModelError, QueryInputError, UnsupportedError
 from ..language.check import check_decoder, compile_source
@@ -177,12 +178,15 @@ def run_turn(
     names: tuple[str, ...] = (),
     on_token: Callable[[str], None] | None = None,
     messages: Iterable[Mapping[str, str]] | None = None,
+    guide: GuideRules | None = None,
 ) -> TurnValue:
     """Generate the assistant's turn after a message of ``role`` on ``seq`` (a chat the caller renders),
     in ``language`` (a TurnLanguage, or a Lark grammar) and at most ``budget`` tokens. ``names``: on a
     local backend, where the turn writes a call's name, pick among these by scoring each in full
     (``decoding/names.py``) instead of token by token. ``messages``: the chat so far as plain
-    role/content messages, which a hosted chat endpoint is sent (its sequence holds no tokens)."""
+    role/content messages, which a hosted chat endpoint is sent (its sequence holds no tokens).
+    ``guide``: on a local backend, the rules of the guide of the turn's JSON (``decoding/guide.py``:
+    repetition, excluded phrases, digit groups, optional keys by scoring)."""
     plan = compile_source(TURN_QUERY)
     ex = Execution(plan, backend, seq, max_len=UNBOUNDED, chat=True, stream=on_token)
     ex.role = role
@@ -198,7 +202,7 @@ def run_turn(
         chooser = decoder.chooser
         if len(names) > 1:
             chooser = NameScoringChooser(chooser, backend, seq, names)
-        decode = sequential(chooser)
+        decode = sequential(chooser, guide=JsonGuide(guide, backend, seq) if guide is not None else None)
     try:
         out = decode(ex, pending)
         ex.finish(pending, out)

@@ -94,6 +94,7 @@ class Agent:
         approve: Approve | None = None,
         answer_last_turn: bool | None = None,
         score_tool_names: bool = True,
+        guide_values: bool = True,
         decoder: str | None = None,
         temperature: float = 0.0,
         seed: int | None = None,
@@ -115,7 +116,10 @@ class Agent:
         ``max_turns=1`` makes the call, never a text answer); True with such a choice and one turn
         contradicts it: an error. ``score_tool_names``: pick each
         call's tool by scoring the allowed names in full (NameScoringChooser) rather than greedily by
-        their first token. ``decoder``: how turns are decoded, a decoder clause as a query takes
+        their first token. ``guide_values``: on a local model, guide the calls' JSON past the mask
+        (``decoding/guide.py``): a string or array that repeats itself is ended, a string may not
+        contain the format's closing tag, a number the question writes "$200,000" is not cut at its
+        comma, and whether an object takes another optional key is decided by scoring. ``decoder``: how turns are decoded, a decoder clause as a query takes
         (``"argmax"``, the default, or ``"sample(temperature=0.7, seed=1)"``; on a hosted model its
         temperature, top_p and seed go into every request); ``temperature`` and ``seed`` are the short
         form of ``sample(...)`` (0: argmax) when no decoder is given.
@@ -139,6 +143,7 @@ class Agent:
         self.approve = approve
         self.answer_last_turn = answer_last_turn
         self.score_tool_names = score_tool_names
+        self.guide_values = guide_values
         self.decoder = turn_spec(decoder, temperature, seed)  # checked now: a bad clause fails early
         self.format = tool_format or ToolFormat()
         self.device = device

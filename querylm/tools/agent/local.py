@@ -37,7 +37,8 @@ class LocalTurns:
         agent = self.agent
         grammar = turn_grammar(agent.registry, choice, agent.format, max_calls)
         names = choice.tools if agent.score_tool_names else ()
-        gen = Generation(self.backend, self.seq, self.role, grammar, budget, self.decoder, names)
+        guide = agent.format.guide_rules() if agent.guide_values else None
+        gen = Generation(self.backend, self.seq, self.role, grammar, budget, self.decoder, names, guide=guide)
         self.role = "assistant"
         async for piece in gen.tokens():
             yield AgentEvent("token", turn, text=piece)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ...constraints import regex
-from ...runtime.turn import TurnDecoder, TurnLanguage, TurnValue, Usage, run_turn
+from ...runtime.turn import GuideRules, TurnDecoder, TurnLanguage, TurnValue, Usage, run_turn
 from ..registry import ToolCall, ToolRegistry, ToolResult
 from ..tool import ToolError
 
@@ -128,6 +128,13 @@ class ToolFormat:
     result_role: str = "user"
     result_open: str = "<tool_response>\n"
     result_close: str = "\n</tool_response>"
+    string_excludes: tuple[str, ...] = ("</tool_call>",)
+    """Text a call's string values may not contain: the call's closing tag, which would end the call
+    for any reader that finds calls by their tags (``decoding/guide.py``)."""
+
+    def guide_rules(self) -> GuideRules:
+        """The guide of a turn's calls in this format: JSON from the opening tag on."""
+        return GuideRules(json_after=self.call_open, excluded=self.string_excludes)
 
     def system_prompt(self, registry: ToolRegistry, instructions: str) -> str:
         text = self.system.replace("{tools}", self.listing(registry)).replace("{{", "{").replace("}}", "}")
@@ -266,8 +273,10 @@ class Generation:
         decoder: TurnDecoder,
         names: tuple[str, ...] = (),
         messages: Iterable[Mapping[str, str]] | None = None,
+        guide: GuideRules | None = None,
     ):
         self.backend, self.seq, self.role = backend, seq, role
+        self.guide = guide
         self.language, self.budget, self.decoder, self.names = language, budget, decoder, names
         self.messages = messages
         self.value = TurnValue("", 0, True)
@@ -293,6 +302,7 @@ class Generation:
                     names=self.names,
                     on_token=on_token,
                     messages=self.messages,
+                    guide=self.guide,
                 )
             finally:
                 loop.call_soon_threadsafe(queue.put_nowait, None)
