@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..backends.base import Backend, Sequence
+from ..backends.ragged import Ragged, RaggedRow
 from ..constraints.matcher import Matcher, TokenSet
 from ..constraints.where import HoleConstraint
 from ..errors import Position
@@ -181,6 +182,18 @@ def attach(seq: Sequence, want: list[int]) -> None:
     if common < len(have):
         seq.truncate(common)
     seq.append(list(want[common:]))
+
+
+def place(ragged: Ragged, rows: list[RaggedRow], parents: list[int]) -> list[RaggedRow]:
+    """The rows of the next beams, beam j a child of ``rows[parents[j]]``: a parent's last child takes
+    the parent's row, its other children fork it (a copy of its KV inside the batch, taken before any
+    child changes it); a parent without a child frees its row first, so the search never holds more
+    rows than beams."""
+    last = {p: j for j, p in enumerate(parents)}
+    for i, row in enumerate(rows):
+        if i not in last:
+            ragged.remove(row)
+    return [rows[p] if last[p] == j else ragged.fork(rows[p]) for j, p in enumerate(parents)]
 
 
 def best_allowed(allowed: TokenSet, row: np.ndarray, k: int, must_complete: Matcher | None) -> np.ndarray:

@@ -34,7 +34,7 @@ from ..backends.ragged import Ragged, RaggedRow
 from ..constraints.lang import Grammar, Lang
 from ..constraints.where import HoleConstraint
 from ..errors import ConstraintError
-from .beam import Choice, Value, candidate, done, log_normalisers, options, settle
+from .beam import Candidate, Choice, Value, candidate, done, log_normalisers, options, place, settle
 from .choose import END, Argmax, Chooser
 from .hole import HoleOutput
 
@@ -86,68 +86,51 @@ def search_value(
     first.append(list(seq.ids))
     running: list[tuple[float, Value, RaggedRow]] = [(0.0, root, first)]
     finished: list[tuple[float, Value, str]] = []
-    held = {id(first): first}  # the rows the search holds: all freed when it ends, however it ends
-
-    def free(row: RaggedRow) -> None:
-        ragged.remove(held.pop(id(row)))
-
-    try:
-        while running:
-            settled: list[tuple[float, Value, RaggedRow]] = []
-            choices = []
-            for score, value, row in running:
-                if len(value.tokens) > MAX_TOKENS:
-                    return None
-                try:
-                    step = settle(value, row, backend, max_len)
-                except ConstraintError:
-                    step = None  # a dead end: this beam is pruned
-                if isinstance(step, Choice):
-                    settled.append((score, value, row))
-                    choices.append(step)
-                    continue
-                if step is not None:
-                    finished.append((score, value, step))
-                free(row)
-            if not settled or done([f[0] for f in finished], [s for s, _, _ in settled], 1):
+    # The batch is the search's own: whatever rows it still holds when the search ends go with it.
+    while running:
+        settled: list[tuple[float, Value, RaggedRow]] = []
+        choices = []
+        for score, value, row in running:
+            if len(value.tokens) > MAX_TOKENS:
+                return None
+            try:
+                step = settle(value, row, backend, max_len)
+            except ConstraintError:
+                step = None  # a dead end: this beam is pruned
+            if isinstance(step, Choice):
+                settled.append((score, value, row))
+                choices.append(step)
+                continue
+            if step is not None:
+                finished.append((score, value, step))
+            ragged.remove(row)
+        if not settled or done([f[0] for f in finished], [s for s, _, _ in settled], 1):
+            break
+        rows = [r for _, _, r in settled]
+        logits32, forced_lps = ragged.scored_logits(rows, [v.forced for _, v, _ in settled])
+        scored = []
+        for (score, value, _row), lps in zip(settled, forced_lps, strict=True):
+            value.forced = []
+            scored.append((score + float(lps.sum()), value))
+        log_z = log_normalisers(logits32)
+        cands = []
+        for i, ((score, value), choice) in enumerate(zip(scored, choices, strict=True)):
+            for tok, lp in options(value, choice, logits32[i], log_z[i], 2 * width, backend, gamma=False):
+                cands.append(candidate(score, i, tok, lp, None, 1.0))
+        cands.sort(key=lambda c: -c.key)
+        picked: list[Candidate] = []  # the next beams' candidates
+        for rank, c in enumerate(cands[: 2 * width]):
+            if len(picked) >= width:
                 break
-            rows = [r for _, _, r in settled]
-            logits32, forced_lps = ragged.scored_logits(rows, [v.forced for _, v, _ in settled])
-            scored = []
-            for (score, value, _row), lps in zip(settled, forced_lps, strict=True):
-                value.forced = []
-                scored.append((score + float(lps.sum()), value))
-            log_z = log_normalisers(logits32)
-            cands = []
-            for i, ((score, value), choice) in enumerate(zip(scored, choices, strict=True)):
-                for tok, lp in options(value, choice, logits32[i], log_z[i], 2 * width, backend, gamma=False):
-                    cands.append(candidate(score, i, tok, lp, None, 1.0))
-            cands.sort(key=lambda c: -c.key)
-            picked: list[tuple[float, int, int]] = []  # (score, parent, token) of the next beams
-            for rank, c in enumerate(cands[: 2 * width]):
-                if len(picked) >= width:
-                    break
-                if c.token == END:
-                    if rank < width:
-                        finished.append((c.score, scored[c.parent][1], "eos"))
-                    continue
-                picked.append((c.score, c.parent, c.token))
-            # A parent's last child takes over its row; its other children fork it first.
-            last = {parent: j for j, (_, parent, _) in enumerate(picked)}
-            running = []
-            for j, (score, parent, token) in enumerate(picked):
-                row = rows[parent]
-                if last[parent] != j:
-                    row = ragged.fork(row)
-                    held[id(row)] = row
-                row.append([token])
-                running.append((score, scored[parent][1].child(token), row))
-            for i, row in enumerate(rows):
-                if i not in last:
-                    free(row)
-    finally:
-        for row in list(held.values()):
-            free(row)
+            if c.token == END:
+                if rank < width:
+                    finished.append((c.score, scored[c.parent][1], "eos"))
+                continue
+            picked.append(c)
+        running = []
+        for c, row in zip(picked, place(ragged, rows, [c.parent for c in picked]), strict=True):
+            row.append([c.token])
+            running.append((c.score, scored[c.parent][1].child(c.token), row))
     if not finished:
         return None
     _, value, ended_by = max(finished, key=lambda f: f[0])

@@ -35,6 +35,7 @@ from ..decoding.beam import (
     done,
     log_normalisers,
     options,
+    place,
     settle,
 )
 from ..decoding.choose import END
@@ -238,17 +239,10 @@ class BeamGroup:
         copy of its KV inside the batch), each brought up to the child's ids (only what differs is
         computed). A parent without a child frees its row first, so the group never holds more rows
         than children."""
-        old: list[RaggedRow] = self.rows
-        last = {p: j for j, p in enumerate(parents)}
-        for i, row in enumerate(old):
-            if i not in last:
-                self.ragged.remove(row)
-        for j, (child, p) in enumerate(zip(children, parents, strict=True)):
-            if child.ex.seq is old[p]:
-                continue  # a best_k hypothesis kept in the frontier as it was
-            row = old[p] if last[p] == j else self.ragged.fork(old[p])
-            attach(row, child.ex.seq.ids)
-            child.ex.seq = row
+        for child, row in zip(children, place(self.ragged, self.rows, parents), strict=True):
+            if child.ex.seq is not row:  # (a best_k hypothesis kept in the frontier keeps its row)
+                attach(row, child.ex.seq.ids)
+                child.ex.seq = row
 
     def release(self) -> None:
         """Free the rows still held (the search ended, or failed)."""
