@@ -51,7 +51,7 @@ from ..errors import UnsupportedError
 from ..language.check import Plan, bind_inputs, compile_source
 from ..language.ir import DecoderSpec
 from .beams import BeamGroup, reserve
-from .execute import Execution, PendingHole
+from .execute import Execution, PendingHole, StreamFn
 from .prepare import BEAMS, chooser_for, prepare, sequential
 from .result import QueryResult
 from .trace import Tracer
@@ -98,6 +98,21 @@ class BatchJob:
             and (self.spec.name in ("sample", *BEAMS) or (self.spec.name == "argmax" and self.n == 1))
             and getattr(self.backend, "ragged", None) is not None
             and not isinstance(self.backend, OpenAIBackend)
+        )
+
+    def execution(self, seq: RaggedRow, stream: StreamFn | None = None) -> Execution:
+        """An execution of this job's query on ``seq`` (a row of the batch), with its options: the one
+        place a row and a beam group make theirs."""
+        assert self.plan is not None and self.backend is not None
+        o = self.options
+        return Execution(
+            self.plan,
+            self.backend,
+            seq,
+            max_len=self.max_len,
+            chat=o.get("chat"),
+            stream=stream,
+            heal=o.get("heal", True),
         )
 
     @property
@@ -156,16 +171,8 @@ class _Row:
     def _setup(self, job: BatchJob, sample: int) -> None:
         assert job.plan is not None and job.backend is not None and job.spec is not None
         alone = job.n == 1  # sample(n > 1) streams and traces nothing, as ``run_plan`` does
-        chat, stream = job.options.get("chat"), job.options.get("stream") if alone else None
-        self.ex = Execution(
-            job.plan,
-            job.backend,
-            self.seq,
-            max_len=job.max_len,
-            chat=chat,
-            stream=stream,
-            heal=job.options.get("heal", True),
-        )
+        stream = job.options.get("stream") if alone else None
+        self.ex = job.execution(self.seq, stream=stream)
         chooser = chooser_for(job.spec, sample)
         self.tracer = Tracer(chooser, job.backend) if job.options.get("trace") and alone else None
         self.chooser = self.tracer if self.tracer is not None else chooser
@@ -428,12 +435,9 @@ class Engine:
         if not job.beams:
             return _Row(job, self.ragged, sample)
         assert job.plan is not None and job.backend is not None and job.spec is not None
-        o = job.options
         seq = self.ragged.add()
         try:
-            root = Execution(
-                job.plan, job.backend, seq, max_len=job.max_len, chat=o.get("chat"), heal=o.get("heal", True)
-            )
+            root = job.execution(seq)
             root.start(job.inputs)
             return BeamGroup(job, root, self.ragged, job.spec, job.n)
         except Exception:  # a group that can't start leaves at once: its row is freed
